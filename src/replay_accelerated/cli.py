@@ -1,0 +1,55 @@
+"""Command line: `replay-accelerated [mode] [overrides...]` and `python main.py [overrides...]`.
+
+Both run `configs/config.yaml` through Hydra, so presets (`--config-name <preset>`)
+and overrides (`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the
+same. A first argument naming a mode is a shortcut: `replay-accelerated train` is
+`replay-accelerated mode=train`. Mistakes the user can fix (config, data) print one
+paragraph and exit with status 2, without a traceback.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from replay_accelerated.config import MODES, ConfigOrigin, validate
+from replay_accelerated.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def run(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    origin = ConfigOrigin(
+        config_dir=_relative(CONFIG_DIR),
+        config_name=hydra_cfg.job.config_name,
+        group_choices=dict(hydra_cfg.runtime.choices),
+        overrides=list(hydra_cfg.overrides.task),
+    )
+    try:
+        cfg = validate(cfg, origin)
+        if cfg.mode.name == "train":
+            from replay_accelerated.training.train import train  # heavy imports only when needed
+
+            train(cfg)
+        else:
+            raise UserError(f"mode '{cfg.mode.name}' is not available yet; run with mode=train")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in MODES:
+        sys.argv[1] = f"mode={sys.argv[1]}"
+    run()

@@ -1,0 +1,266 @@
+"""The configuration schema and its validation.
+
+Hydra composes `configs/config.yaml` with one file per group (`dataset/`, `model/`,
+`mode/`, `acceleration/`) and the command-line overrides. Before any work starts,
+`validate` merges the result into the dataclasses below, so that a typo, an unknown
+key, a wrong type or a missing value stops the run with a message naming the key and
+the file it came from, instead of failing an hour into training.
+
+The keys and defaults are the reference project's (RePlay-Accelerated), so its config
+files work unchanged; keys it did not have are marked "ours".
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from replay_accelerated.errors import ConfigError
+
+MODEL_NAMES = ("bert4rec", "sasrec")
+DATASET_SOURCES = ("synthetic", "local", "movielens_1m", "movielens_10m", "movielens_20m")
+LOSS_TYPES = ("CE",)
+PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
+MODES = ("train", "optimize", "infer")
+METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
+
+
+@dataclass
+class FeatureSchema:
+    query_column: str = "user_id"
+    item_column: str = "item_id"
+    rating_column: Optional[str] = "rating"  # null: the log has no ratings
+    timestamp_column: str = "timestamp"
+
+
+@dataclass
+class Preprocess:
+    global_split_ratio: float = 0.1
+    val_users_ratio: float = 0.05
+    min_users_per_item: int = 5
+    min_items_per_user: int = 3
+    min_rating: Optional[float] = 3
+
+
+@dataclass
+class Generator:  # ours: sizes of the synthetic dataset
+    n_users: int = 3000
+    n_items: int = 400
+    n_clusters: int = 20
+    mean_length: float = 30
+    min_length: int = 5
+    max_length: int = 200
+    transition_prob: float = 0.8
+    popularity_exponent: float = 1.0
+    seed: int = 42
+
+
+@dataclass
+class Dataset:
+    name: str = MISSING
+    source: str = MISSING  # ours: which loader reads the data
+    path: Optional[str] = None
+    separator: Optional[str] = None  # ours: for local text files
+    url: Optional[str] = None  # ours: download mirror
+    checksum: Optional[str] = None  # ours: "md5:..." or "sha256:..."
+    feature_schema: FeatureSchema = field(default_factory=FeatureSchema)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    generator: Optional[Generator] = None
+
+
+@dataclass
+class ModelParams:
+    block_count: int = 2
+    head_count: int = 2
+    max_seq_len: int = 128
+    hidden_size: int = 256
+    dropout_rate: float = 0.1
+    loss_type: str = "CE"
+    loss_sample_count: Optional[int] = None
+    n_buckets: Optional[int] = None
+    bucket_size_x: Optional[int] = None
+    bucket_size_y: Optional[int] = None
+    mix_x: Optional[bool] = None
+    negative_sampling_strategy: Optional[str] = None
+    mask_prob: float = 0.15  # ours: BERT4Rec masking probability
+
+
+@dataclass
+class TrainingParams:
+    embedding_dim: int = 256
+    learning_rate: float = 0.001
+    weight_decay: float = 0.00001
+    batch_size: int = 32
+    num_workers: int = 4
+    patience: int = 4
+    max_epochs: int = 20
+    precision: Optional[str] = None
+
+
+@dataclass
+class Params:
+    model_params: ModelParams = field(default_factory=ModelParams)
+    training_params: TrainingParams = field(default_factory=TrainingParams)
+
+
+@dataclass
+class Model:
+    name: str = MISSING
+    save_name: str = MISSING
+    params: Params = field(default_factory=Params)
+
+
+@dataclass
+class Profiler:
+    enabled: bool = False
+    row_limit: int = 20
+
+
+@dataclass
+class Mode:
+    name: str = "train"
+    profiler: Profiler = field(default_factory=Profiler)
+
+
+@dataclass
+class Env:
+    SEED: int = 42
+    CUDA_DEVICE_ORDER: Optional[str] = None
+    OMP_NUM_THREADS: Optional[int] = None
+    CUDA_VISIBLE_DEVICES: Optional[str] = None
+
+
+@dataclass
+class Paths:
+    data_dir: str = "data"
+    log_dir: str = "logs"
+    checkpoint_dir: str = "checkpoints"
+    results_dir: str = "results"
+
+
+@dataclass
+class Metrics:
+    types: list[str] = field(default_factory=lambda: list(METRIC_TYPES))
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 100])
+
+
+@dataclass
+class Config:
+    dataset: Dataset = field(default_factory=Dataset)
+    model: Model = field(default_factory=Model)
+    mode: Mode = field(default_factory=Mode)
+    acceleration: Optional[Any] = None
+    env: Env = field(default_factory=Env)
+    paths: Paths = field(default_factory=Paths)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+@dataclass
+class ConfigOrigin:
+    """Where each part of the composed config came from, to name it in errors."""
+
+    config_dir: str = "configs"
+    config_name: str = "config"
+    group_choices: dict[str, Optional[str]] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    def file_of(self, key: str) -> str:
+        """The file (or the command line) that set `key`, e.g. `configs/model/x.yaml`."""
+        for override in self.overrides:
+            if override.lstrip("+~").split("=")[0] == key:
+                return f"the command-line override '{override}'"
+        group = key.split(".")[0]
+        choice = self.group_choices.get(group)
+        if choice:
+            return f"{self.config_dir}/{group}/{choice}.yaml"
+        return f"{self.config_dir}/{self.config_name}.yaml"
+
+
+def validate(cfg: DictConfig, origin: ConfigOrigin) -> DictConfig:
+    """Check `cfg` against the schema and the allowed values; return the typed config."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
+    except (ConfigKeyError, ValidationError, MissingMandatoryValue) as error:
+        raise ConfigError(_describe(error, origin)) from None
+    except OmegaConfBaseException as error:  # interpolation and other composition errors
+        raise ConfigError(f"invalid configuration: {error}") from None
+    _check_values(typed, origin)
+    return typed
+
+
+def _describe(error: OmegaConfBaseException, origin: ConfigOrigin) -> str:
+    key = error.full_key or "?"
+    where = origin.file_of(key)
+    if isinstance(error, MissingMandatoryValue):
+        return (
+            f"config key '{key}' has no value (it is '???' in {where}); "
+            f"set it there or on the command line: {key}=..."
+        )
+    if isinstance(error, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else "the top level"
+        known = _known_keys(parent)
+        return (
+            f"unknown config key '{key}' in {where}; check its spelling. "
+            f"Keys allowed under {parent}: {', '.join(known) or '(none)'}"
+        )
+    return f"config key '{key}' in {where} has a wrong type or value: {error.msg}"
+
+
+def _known_keys(parent: str) -> list[str]:
+    node: Any = OmegaConf.structured(Config)
+    if parent != "the top level":
+        node = OmegaConf.select(node, parent)
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
+    """Checks a type cannot express: choices, ranges and consistency."""
+
+    def require(ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}' in {origin.file_of(key)}: {problem}")
+
+    model_params = cfg.model.params.model_params
+    training = cfg.model.params.training_params
+    prefix = "model.params.model_params"
+    require(cfg.model.name in MODEL_NAMES, "model.name", f"'{cfg.model.name}' is not one of {list(MODEL_NAMES)}")
+    require(cfg.dataset.source in DATASET_SOURCES, "dataset.source",
+            f"'{cfg.dataset.source}' is not one of {list(DATASET_SOURCES)}")
+    require(cfg.mode.name in MODES, "mode.name", f"'{cfg.mode.name}' is not one of {list(MODES)}")
+    require(model_params.loss_type in LOSS_TYPES, f"{prefix}.loss_type",
+            f"'{model_params.loss_type}' is not one of {list(LOSS_TYPES)}")
+    require(model_params.max_seq_len >= 2, f"{prefix}.max_seq_len", "must be at least 2")
+    require(model_params.block_count >= 1, f"{prefix}.block_count", "must be at least 1")
+    require(model_params.head_count >= 1 and model_params.hidden_size % model_params.head_count == 0,
+            f"{prefix}.head_count", f"must divide hidden_size ({model_params.hidden_size})")
+    require(0.0 <= model_params.dropout_rate < 1.0, f"{prefix}.dropout_rate", "must be in [0, 1)")
+    require(0.0 < model_params.mask_prob < 1.0, f"{prefix}.mask_prob", "must be in (0, 1)")
+    require(training.embedding_dim == model_params.hidden_size, "model.params.training_params.embedding_dim",
+            f"must equal model_params.hidden_size ({model_params.hidden_size}): "
+            "item embeddings are the transformer's input")
+    require(training.batch_size > 0, "model.params.training_params.batch_size", "must be a positive integer")
+    require(training.max_epochs > 0, "model.params.training_params.max_epochs", "must be a positive integer")
+    require(training.num_workers >= 0, "model.params.training_params.num_workers", "must be 0 or more")
+    require(training.learning_rate > 0, "model.params.training_params.learning_rate", "must be positive")
+    precision = None if training.precision is None else str(training.precision)
+    require(precision in PRECISIONS, "model.params.training_params.precision",
+            f"'{precision}' is not one of {[p for p in PRECISIONS if p]} or null")
+    for metric in cfg.metrics.types:
+        require(metric in METRIC_TYPES, "metrics.types", f"'{metric}' is not one of {list(METRIC_TYPES)}")
+    require(len(cfg.metrics.ks) > 0 and all(k > 0 for k in cfg.metrics.ks), "metrics.ks",
+            "must be a non-empty list of positive integers")
+    require(10 in cfg.metrics.ks, "metrics.ks", "must contain 10 (early stopping watches validation NDCG@10)")
+    if cfg.dataset.source == "synthetic":
+        require(cfg.dataset.generator is not None, "dataset.generator", "the synthetic source needs generator sizes")
+    if cfg.dataset.source == "local":
+        require(cfg.dataset.path is not None, "dataset.path", "name your interactions file: dataset.path=/path/to/file")
+    preprocess = cfg.dataset.preprocess
+    require(0.0 < preprocess.global_split_ratio < 1.0, "dataset.preprocess.global_split_ratio", "must be in (0, 1)")
+    require(0.0 < preprocess.val_users_ratio < 1.0, "dataset.preprocess.val_users_ratio", "must be in (0, 1)")

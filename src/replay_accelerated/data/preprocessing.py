@@ -1,0 +1,96 @@
+"""The reference project's evaluation protocol, built from replay-rec's own filters and splitters.
+
+Input: an interaction log with columns user_id, item_id, rating, timestamp.
+
+1. keep rating > min_rating; MinCountFilter on items, then on users;
+2. TimeSplitter at the global `global_split_ratio` time quantile -> train, raw_test;
+3. ColdUserRandomSplitter(val_users_ratio, seed=42) on train -> train_events, val;
+4. leave-one-out (LastNSplitter N=1) on val -> validation_events, validation_gt;
+5. test users: users of raw_test not in val. Their whole filtered history, restricted to
+   items of train_events, split leave-one-out -> test_events, test_gt; test_gt keeps
+   only users and items known from train_events.
+
+The model trains on train_events, validates validation_events -> validation_gt and is
+tested on test_events -> test_gt.
+"""
+
+from dataclasses import dataclass
+
+import pandas as pd
+from replay.preprocessing.filters import MinCountFilter
+from replay.splitters import ColdUserRandomSplitter, LastNSplitter, TimeSplitter
+
+from replay_accelerated.errors import DataError
+
+USER, ITEM, RATING, TIMESTAMP = "user_id", "item_id", "rating", "timestamp"
+SPLIT_NAMES = ("train_events", "validation_events", "validation_gt", "test_events", "test_gt")
+PROTOCOL_SEED = 42  # the reference project fixes the validation-user draw
+
+
+@dataclass
+class Splits:
+    train_events: pd.DataFrame
+    validation_events: pd.DataFrame
+    validation_gt: pd.DataFrame
+    test_events: pd.DataFrame
+    test_gt: pd.DataFrame
+
+    def as_dict(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in SPLIT_NAMES}
+
+
+def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
+    """Apply the protocol above to `log`; `preprocess` is the `dataset.preprocess` config."""
+    columns = dict(query_column=USER, item_column=ITEM)
+    filtered = log
+    if preprocess.min_rating is not None and RATING in log.columns:
+        filtered = filtered[filtered[RATING] > preprocess.min_rating]
+    filtered = MinCountFilter(preprocess.min_users_per_item, groupby_column=ITEM).transform(filtered)
+    filtered = MinCountFilter(preprocess.min_items_per_user, groupby_column=USER).transform(filtered)
+    if filtered.empty:
+        raise DataError(
+            f"no interactions are left after filtering {len(log):,} rows (rating > {preprocess.min_rating}, "
+            f"items with >= {preprocess.min_users_per_item} users, users with >= {preprocess.min_items_per_user} "
+            "items); lower dataset.preprocess.min_rating, min_users_per_item or min_items_per_user"
+        )
+
+    train, raw_test = TimeSplitter(
+        time_threshold=preprocess.global_split_ratio,
+        drop_cold_users=False,
+        drop_cold_items=True,
+        timestamp_column=TIMESTAMP,
+        **columns,
+    ).split(filtered)
+    train_events, val = ColdUserRandomSplitter(
+        test_size=preprocess.val_users_ratio, drop_cold_items=True, seed=PROTOCOL_SEED, **columns
+    ).split(train)
+    if val[USER].nunique() < 2:
+        raise DataError(
+            f"only {val[USER].nunique()} validation user(s) were drawn from {train[USER].nunique()} training users; "
+            "raise dataset.preprocess.val_users_ratio or use a larger log"
+        )
+
+    leave_one_out = LastNSplitter(
+        N=1,
+        divide_column=USER,
+        strategy="interactions",
+        drop_cold_users=True,
+        drop_cold_items=False,
+        timestamp_column=TIMESTAMP,
+        **columns,
+    )
+    validation_events, validation_gt = leave_one_out.split(val)
+
+    test_users = pd.Index(raw_test[USER].unique()).difference(pd.Index(val[USER].unique()))
+    known_items = train_events[ITEM].unique()
+    test_log = filtered[filtered[USER].isin(test_users) & filtered[ITEM].isin(known_items)]
+    test_events, test_gt = leave_one_out.split(test_log)
+    test_gt = test_gt[test_gt[ITEM].isin(known_items) & test_gt[USER].isin(train_events[USER].unique())]
+
+    splits = Splits(train_events, validation_events, validation_gt, test_events, test_gt)
+    return Splits(**{name: _tidy(frame) for name, frame in splits.as_dict().items()})
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Time-ordered rows per user with a fresh index, so results do not depend on the splitter's order."""
+    return frame.sort_values([USER, TIMESTAMP], kind="stable").reset_index(drop=True)

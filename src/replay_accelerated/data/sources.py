@@ -1,0 +1,100 @@
+"""Reading an interaction log from the configured source into one canonical frame.
+
+Every source returns the columns user_id, item_id, rating, timestamp (int64 seconds).
+Its fingerprint (a file checksum or the generator's settings) keys the preprocessing
+cache, so a cached split is found without reading the log.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from replay_accelerated.data.download import file_checksum
+from replay_accelerated.data.movielens import load_movielens
+from replay_accelerated.data.preprocessing import ITEM, RATING, TIMESTAMP, USER
+from replay_accelerated.data.synthetic import generate_interactions
+from replay_accelerated.errors import DataError
+
+SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".dat": "::"}
+
+
+def source_fingerprint(dataset) -> str:
+    """What identifies the source's content: a file checksum or the generator's settings."""
+    if dataset.source == "synthetic":
+        settings = json.dumps(OmegaConf.to_container(dataset.generator), sort_keys=True)
+        return "synthetic:" + hashlib.sha256(settings.encode()).hexdigest()
+    if dataset.source == "local":
+        path = _existing(dataset.path)
+        return "sha256:" + file_checksum(path)
+    return f"{dataset.source}:{dataset.checksum or 'pinned'}"
+
+
+def load_interactions(dataset, data_dir: Path) -> pd.DataFrame:
+    """The log named by the `dataset` config, with canonical columns."""
+    if dataset.source == "synthetic":
+        return generate_interactions(**OmegaConf.to_container(dataset.generator))
+    if dataset.source == "local":
+        return read_local_log(_existing(dataset.path), dataset.feature_schema, dataset.separator)
+    return load_movielens(dataset.source, data_dir, url=dataset.url, checksum=dataset.checksum)
+
+
+def _existing(path: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"interactions file {file} does not exist; set dataset.path to your file")
+    return file
+
+
+def read_local_log(path: Path, schema, separator: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV/parquet log and rename its columns from `feature_schema` to the canonical ones."""
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        separator = separator or SEPARATORS.get(path.suffix.lower(), ",")
+        try:
+            frame = pd.read_csv(path, sep=separator, engine="python" if len(separator) > 1 else "c")
+        except pd.errors.EmptyDataError:
+            frame = pd.DataFrame()
+    if frame.empty:
+        raise DataError(f"interactions file {path} is empty; point dataset.path to a file with interactions")
+
+    wanted = {
+        schema.query_column: (USER, "query_column"),
+        schema.item_column: (ITEM, "item_column"),
+        schema.timestamp_column: (TIMESTAMP, "timestamp_column"),
+    }
+    if schema.rating_column is not None:
+        wanted[schema.rating_column] = (RATING, "rating_column")
+    for column, (_, key) in wanted.items():
+        if column not in frame.columns:
+            raise DataError(
+                f"column '{column}' missing in {path.name} (it has {list(frame.columns)}); "
+                f"set dataset.feature_schema.{key} to the right column name"
+            )
+    frame = frame[list(wanted)].rename(columns={column: canonical for column, (canonical, _) in wanted.items()})
+    frame[TIMESTAMP] = _as_seconds(frame[TIMESTAMP], path)
+    if RATING not in frame.columns:
+        frame[RATING] = 1.0
+    return frame[[USER, ITEM, RATING, TIMESTAMP]]
+
+
+def _as_seconds(timestamps: pd.Series, path: Path) -> pd.Series:
+    """Integer or datetime timestamps as int64 seconds (datetime strings are parsed)."""
+    if pd.api.types.is_numeric_dtype(timestamps) and not timestamps.isna().any():
+        return timestamps.astype("int64")
+    try:
+        parsed = pd.to_datetime(timestamps)
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"timestamps in {path.name} are neither numbers nor dates ({error}); "
+            "set dataset.feature_schema.timestamp_column to a numeric or datetime column"
+        ) from None
+    if parsed.isna().any():
+        raise DataError(
+            f"{int(parsed.isna().sum())} timestamps in {path.name} are missing; fill or drop those rows"
+        )
+    epoch = pd.Timestamp("1970-01-01", tz=parsed.dt.tz)  # works for naive and zoned dates
+    return (parsed - epoch) // pd.Timedelta(seconds=1)

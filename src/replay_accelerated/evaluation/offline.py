@@ -1,0 +1,89 @@
+"""The final metric table, computed by replay-rec's OfflineMetrics on top-k recommendations.
+
+After training, the best model recommends the top max(metrics.ks) unseen items to every
+validation and test user; replay-rec scores them against the ground truth (Coverage and
+Surprisal also need the training log). The table has metrics as rows and k as columns,
+the layout of the reference project's `reference_metrics/*.csv`.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from replay.metrics import MAP, MRR, NDCG, Coverage, HitRate, OfflineMetrics, Precision, Recall, Surprisal
+
+from replay_accelerated.data.preprocessing import ITEM, USER
+from replay_accelerated.data.prepare import EvaluationUsers
+from replay_accelerated.data.sequences import ItemVocabulary
+from replay_accelerated.evaluation.ranking import EvaluationBatches, top_k_unseen
+
+METRICS = {
+    "ndcg": NDCG,
+    "recall": Recall,
+    "hitrate": HitRate,
+    "precision": Precision,
+    "map": MAP,
+    "mrr": MRR,
+    "coverage": Coverage,
+    "surprisal": Surprisal,
+}
+SCORE = "score"
+
+
+@torch.no_grad()
+def recommend(
+    score_next: Callable[[torch.Tensor], torch.Tensor],
+    users: EvaluationUsers,
+    vocabulary: ItemVocabulary,
+    k: int,
+    width: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """Top-k unseen items per user as (user_id, item_id, score, rank) with original ids.
+
+    `score_next` maps a left-padded history [B, width] to scores over the catalog [B, n_items].
+    """
+    batches = EvaluationBatches(users, width, pad_id=len(vocabulary), batch_size=batch_size)
+    scores, items = [], []
+    for batch in batches:
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        top_scores, top_items = top_k_unseen(score_next(batch["history"]), batch["seen_rows"], batch["seen_items"], k)
+        scores.append(top_scores.cpu())
+        items.append(top_items.cpu())
+    scores_np, items_np = torch.cat(scores).numpy(), torch.cat(items).numpy()  # [U, k]
+    n_users, n_top = items_np.shape
+    return pd.DataFrame(
+        {
+            USER: np.repeat(users.history.user_ids, n_top),
+            ITEM: vocabulary.item_ids[items_np.ravel()],
+            SCORE: scores_np.ravel(),
+            "rank": np.tile(np.arange(1, n_top + 1), n_users),
+        }
+    )
+
+
+def metric_table(
+    recommendations: pd.DataFrame, ground_truth: pd.DataFrame, train: pd.DataFrame, types: list[str], ks: list[int]
+) -> pd.DataFrame:
+    """replay-rec's metrics: one row per metric type, one column per k."""
+    metrics = [METRICS[name](list(ks)) for name in types]
+    values = OfflineMetrics(metrics, query_column=USER, item_column=ITEM, rating_column=SCORE)(
+        recommendations[[USER, ITEM, SCORE]],
+        ground_truth[[USER, ITEM]].assign(**{SCORE: 1.0}),
+        train[[USER, ITEM]].assign(**{SCORE: 1.0}),
+    )
+    names = {name: METRICS[name].__name__ for name in types}
+    table = pd.DataFrame(
+        [[values[f"{names[name]}@{k}"] for k in ks] for name in types], index=list(types), columns=list(ks)
+    )
+    table.index.name = "metric"
+    return table
+
+
+def popularity_scores(train_items: np.ndarray, n_items: int) -> torch.Tensor:
+    """Log interaction counts per item in the training events: the popularity baseline's scores."""
+    return torch.log1p(torch.from_numpy(np.bincount(train_items, minlength=n_items)).float())
+
+

@@ -1,0 +1,64 @@
+"""Batched full-catalog ranking on the training device.
+
+Validation runs every epoch, so it stays on the device: score every item for a batch
+of users, set the items each user has already seen to -inf, take the top k, and count
+NDCG@k and Recall@k with replay-rec's definitions (binary relevance; NDCG's ideal DCG
+over min(|ground truth|, k) hits; Recall = hits / |ground truth|).
+"""
+
+import numpy as np
+import torch
+
+from replay_accelerated.data.prepare import EvaluationUsers
+
+
+class EvaluationBatches(torch.utils.data.Dataset):
+    """Batch i of users: their newest `width` items (model input), all seen items, ground truth."""
+
+    def __init__(self, users: EvaluationUsers, width: int, pad_id: int, batch_size: int):
+        self.users = users
+        self.batch_size = batch_size
+        self.history = users.history.padded(width, pad_id)  # [U, width]
+        truth = users.ground_truth
+        self.ground_truth = truth.padded(int(truth.lengths.max(initial=1)), -1)  # [U, G], -1 = none
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start, stop = index * self.batch_size, min((index + 1) * self.batch_size, len(self.users))
+        offsets = self.users.history.offsets
+        lengths = np.diff(offsets[start : stop + 1])
+        # Seen items as (row in batch, item) pairs, from the full history, not only the
+        # newest `width` items: a user is never recommended anything seen before.
+        seen_rows = np.repeat(np.arange(stop - start), lengths)
+        seen_items = self.users.history.items[offsets[start] : offsets[stop]]
+        return {
+            "history": self.history[start:stop],
+            "seen_rows": torch.from_numpy(seen_rows),
+            "seen_items": torch.from_numpy(seen_items),
+            "ground_truth": self.ground_truth[start:stop],
+            "users": torch.arange(start, stop),
+        }
+
+
+def top_k_unseen(scores: torch.Tensor, seen_rows: torch.Tensor, seen_items: torch.Tensor, k: int):
+    """Top-k (scores, items) per row after removing seen items. scores: [B, n_items]."""
+    scores = scores.float().index_put((seen_rows, seen_items), torch.tensor(float("-inf"), device=scores.device))
+    return scores.topk(min(k, scores.shape[1]), dim=1)
+
+
+def ranking_metric_sums(top_items: torch.Tensor, ground_truth: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
+    """Sums over users of NDCG@k and Recall@k. top_items: [B, K]; ground_truth: [B, G], -1 = none."""
+    # hit[b, i]: the i-th recommendation of user b is in their ground truth.
+    hit = (top_items[:, :, None] == ground_truth[:, None, :]).any(dim=2).float()  # [B, K]
+    n_truth = (ground_truth >= 0).sum(dim=1)  # [B]
+    has_truth = n_truth > 0
+    discount = 1.0 / torch.log2(torch.arange(top_items.shape[1], device=hit.device, dtype=torch.float) + 2)
+    sums = {}
+    for k in ks:
+        dcg = (hit[:, :k] * discount[:k]).sum(dim=1)
+        ideal = torch.cumsum(discount, 0)[(n_truth.clamp(min=1, max=k) - 1).clamp(max=len(discount) - 1)]
+        sums[f"ndcg@{k}"] = torch.where(has_truth, dcg / ideal, 0.0).sum()
+        sums[f"recall@{k}"] = torch.where(has_truth, hit[:, :k].sum(dim=1) / n_truth.clamp(min=1), 0.0).sum()
+    return sums

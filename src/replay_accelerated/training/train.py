@@ -1,0 +1,133 @@
+"""`mode=train`: prepare data, train with early stopping, evaluate the best model, write results.
+
+Outputs (`<save_name>` from the model config):
+- `paths.checkpoint_dir/<save_name>/best.ckpt` and `items.parquet` (the item vocabulary);
+- `paths.log_dir/<save_name>/` CSV and TensorBoard logs;
+- `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
+  (metrics x k), `recommendations_test.parquet` (top-k with original ids) and
+  `run.json` (resolved config, versions, data fingerprint, hardware, epoch times,
+  samples/s, peak memory, popularity baseline).
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.profilers import PyTorchProfiler
+from omegaconf import DictConfig, OmegaConf
+
+from replay_accelerated.data.prepare import PreparedData, prepare_data
+from replay_accelerated.evaluation.offline import metric_table, popularity_scores, recommend
+from replay_accelerated.evaluation.ranking import EvaluationBatches
+from replay_accelerated.losses import build_loss
+from replay_accelerated.models import build_model
+from replay_accelerated.training.batches import training_loader
+from replay_accelerated.training.measurements import EpochTimer, hardware, package_versions, peak_memory_mb
+from replay_accelerated.training.module import RecommenderModule
+
+MONITOR = "val_ndcg@10"
+
+
+def apply_env(env) -> None:
+    """Export the `env` config before torch touches a device, and seed everything."""
+    for name in ("CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
+        if env[name] is not None:
+            os.environ[name] = str(env[name])
+    if env.OMP_NUM_THREADS is not None:
+        torch.set_num_threads(int(env.OMP_NUM_THREADS))
+    L.seed_everything(env.SEED, workers=True, verbose=False)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run the whole training job; returns the run summary that is also written to run.json."""
+    started = time.perf_counter()
+    apply_env(cfg.env)
+    model_params = cfg.model.params.model_params
+    training = cfg.model.params.training_params
+    save_name = cfg.model.save_name
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir) / save_name
+    results_dir = Path(cfg.paths.results_dir) / save_name
+
+    data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    print(f"Data: {data.summary()}")
+    model = build_model(cfg.model.name, len(data.vocabulary), model_params)
+    print(model)  # the reference project's way to check which layers are used
+
+    module = RecommenderModule(model, build_loss(model_params.loss_type), training.learning_rate,
+                               training.weight_decay, list(cfg.metrics.ks))
+    train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
+                                   training.num_workers, cfg.env.SEED)
+    validation_loader = torch.utils.data.DataLoader(
+        EvaluationBatches(data.validation, model_params.max_seq_len, model.pad_id, batch_size=256), batch_size=None
+    )
+    timer = EpochTimer(samples_per_epoch=len(data.train))
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
+                                 save_top_k=1, enable_version_counter=False)
+    loggers = [CSVLogger(cfg.paths.log_dir, name=save_name), TensorBoardLogger(cfg.paths.log_dir, name=save_name)]
+    trainer = L.Trainer(
+        max_epochs=training.max_epochs,
+        precision=training.precision if training.precision is not None else "32-true",
+        callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer],
+        logger=loggers,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
+    )
+    trainer.fit(module, train_loader, validation_loader)
+
+    best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
+    module.load_state_dict(best["state_dict"])
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"item_id": data.vocabulary.item_ids}).to_parquet(checkpoint_dir / "items.parquet", index=False)
+
+    summary = {
+        "model": cfg.model.name,
+        "save_name": save_name,
+        "best_checkpoint": checkpoint.best_model_path,
+        "best_validation_ndcg@10": float(checkpoint.best_model_score),
+        "epochs_run": trainer.current_epoch,
+        "data": data.summary(),
+        **timer.summary(),
+        "peak_memory_mb": round(peak_memory_mb(module.device), 1),
+        "hardware": hardware(),
+        "versions": package_versions(),
+    }
+    summary.update(evaluate(module.model.eval(), data, cfg, results_dir))
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["config"] = OmegaConf.to_container(cfg, resolve=True)
+    (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    print(f"Results written to {results_dir}")
+    return summary
+
+
+def evaluate(model, data: PreparedData, cfg: DictConfig, results_dir: Path) -> dict:
+    """Full metric tables of the model and of the popularity baseline on validation and test users."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    types, ks = list(cfg.metrics.types), list(cfg.metrics.ks)
+    width = model.max_seq_len
+    device = next(model.parameters()).device
+    popularity = popularity_scores(data.train.items, len(data.vocabulary)).to(device)
+
+    def popularity_next(history: torch.Tensor) -> torch.Tensor:
+        return popularity.expand(len(history), -1)
+
+    summary = {}
+    for split, users, truth in (("validation", data.validation, data.splits.validation_gt),
+                                ("test", data.test, data.splits.test_gt)):
+        recommendations = recommend(model.score_next, users, data.vocabulary, max(ks), width, device=device)
+        table = metric_table(recommendations, truth, data.splits.train_events, types, ks)
+        table.to_csv(results_dir / f"metrics_{split}.csv")
+        recommendations.to_parquet(results_dir / f"recommendations_{split}.parquet", index=False)
+        baseline = metric_table(recommend(popularity_next, users, data.vocabulary, max(ks), width, device=device),
+                                truth, data.splits.train_events, ["ndcg", "hitrate"], [10])
+        summary[f"{split}_metrics"] = {f"{name}@{k}": float(table.loc[name, k]) for name in types for k in ks}
+        summary[f"{split}_popularity_ndcg@10"] = float(baseline.loc["ndcg", 10])
+        print(f"\n{split} metrics ({len(users)} users):\n{table.round(4).to_string()}")
+        print(f"popularity baseline {split} NDCG@10: {summary[f'{split}_popularity_ndcg@10']:.4f}")
+    return summary
