@@ -24,7 +24,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 def run(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     origin = ConfigOrigin(
-        config_dir=_relative(CONFIG_DIR),
+        search_dirs=[_relative(Path(source.path)) for source in hydra_cfg.runtime.config_sources
+                     if source.schema == "file"],
         config_name=hydra_cfg.job.config_name,
         group_choices=dict(hydra_cfg.runtime.choices),
         overrides=list(hydra_cfg.overrides.task),

@@ -11,6 +11,7 @@ files work unchanged; keys it did not have are marked "ours".
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -145,6 +146,13 @@ class Paths:
 
 
 @dataclass
+class Trainer:  # ours
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    progress_bar: bool = True
+
+
+@dataclass
 class Metrics:
     types: list[str] = field(default_factory=lambda: list(METRIC_TYPES))
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 100])
@@ -158,6 +166,7 @@ class Config:
     acceleration: Optional[Any] = None
     env: Env = field(default_factory=Env)
     paths: Paths = field(default_factory=Paths)
+    trainer: Trainer = field(default_factory=Trainer)
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -165,7 +174,7 @@ class Config:
 class ConfigOrigin:
     """Where each part of the composed config came from, to name it in errors."""
 
-    config_dir: str = "configs"
+    search_dirs: list[str] = field(default_factory=lambda: ["configs"])
     config_name: str = "config"
     group_choices: dict[str, Optional[str]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
@@ -177,9 +186,11 @@ class ConfigOrigin:
                 return f"the command-line override '{override}'"
         group = key.split(".")[0]
         choice = self.group_choices.get(group)
-        if choice:
-            return f"{self.config_dir}/{group}/{choice}.yaml"
-        return f"{self.config_dir}/{self.config_name}.yaml"
+        name = f"{group}/{choice}.yaml" if choice else f"{self.config_name}.yaml"
+        for directory in self.search_dirs:
+            if (Path(directory) / name).is_file():
+                return str(Path(directory) / name)
+        return name
 
 
 def validate(cfg: DictConfig, origin: ConfigOrigin) -> DictConfig:

@@ -54,12 +54,13 @@ def recommend(
         items.append(top_items.cpu())
     scores_np, items_np = torch.cat(scores).numpy(), torch.cat(items).numpy()  # [U, k]
     n_users, n_top = items_np.shape
+    found = items_np.ravel() >= 0  # users who have seen almost everything get fewer than k
     return pd.DataFrame(
         {
-            USER: np.repeat(users.history.user_ids, n_top),
-            ITEM: vocabulary.item_ids[items_np.ravel()],
-            SCORE: scores_np.ravel(),
-            "rank": np.tile(np.arange(1, n_top + 1), n_users),
+            USER: np.repeat(users.history.user_ids, n_top)[found],
+            ITEM: vocabulary.item_ids[items_np.ravel()[found]],
+            SCORE: scores_np.ravel()[found],
+            "rank": np.tile(np.arange(1, n_top + 1), n_users)[found],
         }
     )
 

@@ -43,15 +43,20 @@ class EvaluationBatches(torch.utils.data.Dataset):
 
 
 def top_k_unseen(scores: torch.Tensor, seen_rows: torch.Tensor, seen_items: torch.Tensor, k: int):
-    """Top-k (scores, items) per row after removing seen items. scores: [B, n_items]."""
+    """Top-k (scores, items) per row after removing seen items. scores: [B, n_items].
+
+    A user who has seen all but fewer than k items gets item -1 in the unused places.
+    """
     scores = scores.float().index_put((seen_rows, seen_items), torch.tensor(float("-inf"), device=scores.device))
-    return scores.topk(min(k, scores.shape[1]), dim=1)
+    top_scores, top_items = scores.topk(min(k, scores.shape[1]), dim=1)
+    return top_scores, top_items.masked_fill(top_scores == float("-inf"), -1)
 
 
 def ranking_metric_sums(top_items: torch.Tensor, ground_truth: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
     """Sums over users of NDCG@k and Recall@k. top_items: [B, K]; ground_truth: [B, G], -1 = none."""
     # hit[b, i]: the i-th recommendation of user b is in their ground truth.
-    hit = (top_items[:, :, None] == ground_truth[:, None, :]).any(dim=2).float()  # [B, K]
+    matches = (top_items[:, :, None] == ground_truth[:, None, :]) & (ground_truth[:, None, :] >= 0)
+    hit = matches.any(dim=2).float()  # [B, K]
     n_truth = (ground_truth >= 0).sum(dim=1)  # [B]
     has_truth = n_truth > 0
     discount = 1.0 / torch.log2(torch.arange(top_items.shape[1], device=hit.device, dtype=torch.float) + 2)

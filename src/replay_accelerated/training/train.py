@@ -69,9 +69,13 @@ def train(cfg: DictConfig) -> dict:
     timer = EpochTimer(samples_per_epoch=len(data.train))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
                                  save_top_k=1, enable_version_counter=False)
-    loggers = [CSVLogger(cfg.paths.log_dir, name=save_name), TensorBoardLogger(cfg.paths.log_dir, name=save_name)]
+    csv_logger = CSVLogger(cfg.paths.log_dir, name=save_name)
+    loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=save_name, version=csv_logger.version)]
     trainer = L.Trainer(
         max_epochs=training.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        enable_progress_bar=cfg.trainer.progress_bar,
         precision=training.precision if training.precision is not None else "32-true",
         callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer],
         logger=loggers,

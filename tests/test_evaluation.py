@@ -1,0 +1,100 @@
+"""Validation metrics against replay-rec's OfflineMetrics, seen-item removal and sequence encoding."""
+
+import numpy as np
+import pandas as pd
+import torch
+from replay.metrics import NDCG, OfflineMetrics, Recall
+
+from replay_accelerated.data.prepare import EvaluationUsers
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
+from replay_accelerated.evaluation.offline import metric_table, recommend
+from replay_accelerated.evaluation.ranking import EvaluationBatches, ranking_metric_sums, top_k_unseen
+
+
+def test_validation_metrics_equal_replay_offline_metrics():
+    rng = np.random.default_rng()
+    n_users, n_items, k_max = 50, 30, 20
+    ks = [1, 5, 10, 20]
+    top_items = torch.stack([torch.randperm(n_items)[:k_max] for _ in range(n_users)])  # [U, K]
+    truth_sizes = rng.integers(1, 4, n_users)  # 1 to 3 ground-truth items per user
+    truth = torch.full((n_users, 3), -1)
+    for user, size in enumerate(truth_sizes):
+        truth[user, :size] = torch.from_numpy(rng.choice(n_items, size, replace=False))
+
+    sums = ranking_metric_sums(top_items, truth, ks)
+
+    recommendations = pd.DataFrame({
+        "query_id": np.repeat(np.arange(n_users), k_max),
+        "item_id": top_items.ravel().numpy(),
+        "rating": np.tile(np.arange(k_max, 0, -1), n_users).astype(float),
+    })
+    ground_truth = pd.DataFrame([(u, int(i)) for u in range(n_users) for i in truth[u] if i >= 0],
+                                columns=["query_id", "item_id"])
+    expected = OfflineMetrics([NDCG(ks), Recall(ks)])(recommendations, ground_truth)
+    for k in ks:
+        assert abs(float(sums[f"ndcg@{k}"]) / n_users - expected[f"NDCG@{k}"]) < 1e-6
+        assert abs(float(sums[f"recall@{k}"]) / n_users - expected[f"Recall@{k}"]) < 1e-6
+
+
+def test_top_k_never_returns_a_seen_item():
+    scores = torch.randn(4, 10)
+    seen_rows = torch.tensor([0, 0, 1, 3, 3, 3])
+    seen_items = torch.tensor([scores[0].argmax(), 5, 2, 0, 1, 2])
+    _, items = top_k_unseen(scores, seen_rows, seen_items, k=7)
+    for row, item in zip(seen_rows.tolist(), seen_items.tolist()):
+        assert item not in items[row].tolist()
+    assert len(set(items[2].tolist())) == 7
+    _, items = top_k_unseen(scores, seen_rows, seen_items, k=10)  # more than row 3 has left
+    assert items[3].tolist()[-3:] == [-1, -1, -1]
+    truth = torch.tensor([[-1, -1], [-1, -1], [-1, -1], [items[3, 0], -1]])
+    assert float(ranking_metric_sums(items, truth, [10])["recall@10"]) == 1.0  # -1 never matches
+
+
+def _naive_padded(sequences: list[list[int]], width: int, pad: int) -> torch.Tensor:
+    return torch.tensor([[pad] * (width - len(s[-width:])) + s[-width:] for s in sequences])
+
+
+def test_user_sequences_encode_pad_and_subset_like_plain_python():
+    rng = np.random.default_rng()
+    sequences = [list(rng.integers(0, 50, rng.integers(1, 15))) for _ in range(40)]
+    events = pd.DataFrame([(user, item * 7 + 1) for user, seq in enumerate(sequences) for item in seq],
+                          columns=["user_id", "item_id"])
+    vocabulary = ItemVocabulary.fit(events)
+    encoded = UserSequences.from_events(events, vocabulary)
+    decoded = [[int(vocabulary.item_ids[i]) for i in encoded.items[a:b]]
+               for a, b in zip(encoded.offsets[:-1], encoded.offsets[1:])]
+    assert decoded == [[item * 7 + 1 for item in seq] for seq in sequences]
+    raw = [list(encoded.items[a:b]) for a, b in zip(encoded.offsets[:-1], encoded.offsets[1:])]
+    assert torch.equal(encoded.padded(8, 99), _naive_padded(raw, 8, 99))
+    picked = np.array([5, 0, 17])
+    assert torch.equal(encoded.subset(picked).padded(20, 99), _naive_padded([raw[u] for u in picked], 20, 99))
+    round_trip = UserSequences.from_frame(encoded.to_frame())
+    assert np.array_equal(round_trip.items, encoded.items) and np.array_equal(round_trip.offsets, encoded.offsets)
+
+
+def test_final_recommendations_and_metric_table_use_original_ids():
+    events = pd.DataFrame({"user_id": [10, 10, 20, 20, 20], "item_id": [100, 200, 200, 300, 400]})
+    truth = pd.DataFrame({"user_id": [10, 20], "item_id": [300, 100]})
+    vocabulary = ItemVocabulary.fit(events, truth)
+    history = UserSequences.from_events(events, vocabulary)
+    users = EvaluationUsers.from_splits(history, UserSequences.from_events(truth, vocabulary))
+
+    def prefer_low_ids(batch_history: torch.Tensor) -> torch.Tensor:
+        return -torch.arange(len(vocabulary), dtype=torch.float).expand(len(batch_history), -1)
+
+    recommendations = recommend(prefer_low_ids, users, vocabulary, k=2, width=4)
+    assert recommendations.groupby("user_id")["item_id"].apply(list).to_dict() == {10: [300, 400], 20: [100]}
+    table = metric_table(recommendations, truth, events, ["hitrate", "ndcg", "coverage"], [1, 2])
+    assert list(table.index) == ["hitrate", "ndcg", "coverage"] and list(table.columns) == [1, 2]
+    assert table.loc["hitrate", 1] == 1.0  # both users' first unseen pick is their ground truth
+
+
+def test_evaluation_batches_cover_every_user_once():
+    lengths = [3, 1, 30, 5, 2]
+    events = pd.DataFrame([(u, i) for u, n in enumerate(lengths) for i in range(n)], columns=["user_id", "item_id"])
+    vocabulary = ItemVocabulary.fit(events)
+    history = UserSequences.from_events(events, vocabulary)
+    batches = EvaluationBatches(EvaluationUsers(history, history), width=10, pad_id=len(vocabulary), batch_size=2)
+    seen = [len(batch["seen_items"]) for batch in batches]
+    assert sum(seen) == sum(lengths)  # full histories, not only the newest 10 items
+    assert torch.cat([batch["users"] for batch in batches]).tolist() == list(range(5))

@@ -1,0 +1,166 @@
+"""The shared transformer, both models' training examples, and the loss, against slow references."""
+
+import math
+
+import pytest
+import torch
+
+from replay_accelerated.losses import CrossEntropyLoss
+from replay_accelerated.models import Bert4Rec, SasRec
+from replay_accelerated.models.transformer import SelfAttention
+from replay_accelerated.training.module import RecommenderModule
+
+N_ITEMS, MAX_LEN, HIDDEN = 37, 12, 16
+
+
+def _model(cls, **kwargs):
+    return cls(n_items=N_ITEMS, max_seq_len=MAX_LEN, hidden_size=HIDDEN, block_count=2, head_count=2,
+               dropout_rate=0.1, **kwargs)
+
+
+def _left_padded(lengths: list[int], width: int, pad_id: int = N_ITEMS) -> torch.Tensor:
+    rows = torch.full((len(lengths), width), pad_id)
+    for row, length in enumerate(lengths):
+        rows[row, width - length:] = torch.randint(0, N_ITEMS, (length,))
+    return rows
+
+
+def _reference_attention(attention: SelfAttention, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention written out with loops, in float64."""
+    weight, bias = attention.qkv.weight.double(), attention.qkv.bias.double()
+    x = x.double()
+    batch, length, hidden = x.shape
+    heads, size = attention.head_count, hidden // attention.head_count
+    out = torch.zeros(batch, length, hidden, dtype=torch.float64)
+    for b in range(batch):
+        qkv = x[b] @ weight.T + bias  # [L, 3H]
+        for h in range(heads):
+            q = qkv[:, h * size:(h + 1) * size]
+            k = qkv[:, hidden + h * size:hidden + (h + 1) * size]
+            v = qkv[:, 2 * hidden + h * size:2 * hidden + (h + 1) * size]
+            for i in range(length):
+                logits = torch.stack([q[i] @ k[j] / math.sqrt(size) for j in range(length)])
+                logits = logits.masked_fill(~allowed[b, 0, i], float("-inf"))
+                out[b, i, h * size:(h + 1) * size] = torch.softmax(logits, 0) @ v
+    return out @ attention.out.weight.double().T + attention.out.bias.double()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_slow_reference_values_and_gradients(causal):
+    attention = SelfAttention(HIDDEN, head_count=4, dropout_rate=0.0).eval()
+    x = torch.randn(3, 7, HIDDEN, requires_grad=True)
+    allowed = torch.rand(3, 1, 7, 7) < 0.6
+    if causal:
+        allowed &= torch.ones(7, 7, dtype=torch.bool).tril()
+    allowed |= torch.eye(7, dtype=torch.bool)
+    fast = attention(x, allowed)
+    x64 = x.detach().double().requires_grad_()
+    slow = _reference_attention(attention, x64, allowed)
+    torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-5)
+    upstream = torch.randn_like(fast)
+    (grad_fast,) = torch.autograd.grad(fast, x, upstream)
+    (grad_slow,) = torch.autograd.grad(slow, x64, upstream.double())
+    torch.testing.assert_close(grad_fast.double(), grad_slow, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
+def test_padding_never_changes_an_output(cls):
+    model = _model(cls).eval()
+    items = _left_padded([3, 12, 7, 1], MAX_LEN)
+    is_item = items != N_ITEMS
+    with torch.no_grad():
+        clean = model(items)
+        # If any real position attended to padding, a new padding embedding would show.
+        model.item_embedding.weight[N_ITEMS].add_(10 * torch.randn(HIDDEN))
+        perturbed = model(items)
+    torch.testing.assert_close(clean[is_item], perturbed[is_item])
+    assert not torch.allclose(clean[~is_item], perturbed[~is_item])  # the perturbation did act
+
+
+def test_sasrec_is_causal_and_bert4rec_is_not():
+    items = _left_padded([10, 10], MAX_LEN)
+    changed = items.clone()
+    changed[:, -1] = (items[:, -1] + 1) % N_ITEMS  # change the newest item only
+    with torch.no_grad():
+        sasrec, bert = _model(SasRec).eval(), _model(Bert4Rec).eval()
+        torch.testing.assert_close(sasrec(items)[:, :-1], sasrec(changed)[:, :-1])
+        assert not torch.allclose(bert(items)[:, -3], bert(changed)[:, -3])
+
+
+def test_trimmed_batches_give_the_same_outputs():
+    """Batches are cut to their longest sequence; positions count from the right, so nothing changes."""
+    model = _model(SasRec).eval()
+    items = _left_padded([4, 6], MAX_LEN)
+    with torch.no_grad():
+        torch.testing.assert_close(model(items)[:, -6:], model(items[:, -6:]))
+
+
+def test_bert4rec_masks_only_items_at_the_configured_rate():
+    torch.manual_seed(0)
+    model = _model(Bert4Rec, mask_prob=0.15)
+    sequences = _left_padded(torch.randint(2, MAX_LEN + 2, (4000,)).tolist(), MAX_LEN + 1)
+    inputs, targets = model.training_example(sequences)
+    items = sequences[:, 1:]
+    masked = inputs == model.mask_id
+    assert torch.equal(masked, targets >= 0)  # a target exactly where the input is masked
+    assert not (masked & (items == N_ITEMS)).any()  # padding is never masked
+    assert torch.equal(targets[masked], items[masked])  # targets are the hidden items
+    assert torch.equal(inputs[~masked], items[~masked])
+    assert masked.any(dim=1).all()  # every sequence has a target
+    rate = masked.sum() / (items != N_ITEMS).sum()
+    assert 0.15 <= rate <= 0.22  # 0.15 plus the forced newest item of sequences with no mask
+
+
+def test_bert4rec_predicts_from_a_mask_after_the_history():
+    model = _model(Bert4Rec)
+    history = _left_padded([3, MAX_LEN], MAX_LEN)
+    inputs = model.prediction_inputs(history)
+    assert torch.equal(inputs[:, -1], torch.full((2,), model.mask_id))
+    assert torch.equal(inputs[:, :-1], history[:, 1:])
+
+
+def test_sasrec_targets_are_next_items_at_every_real_position():
+    model = _model(SasRec)
+    sequences = _left_padded([2, 5, MAX_LEN + 1], MAX_LEN + 1)
+    inputs, targets = model.training_example(sequences)
+    for row in range(3):
+        for t in range(MAX_LEN):
+            if inputs[row, t] == N_ITEMS:
+                assert targets[row, t] == -1
+            else:
+                assert targets[row, t] == sequences[row, t + 1]
+
+
+def test_cross_entropy_matches_float64_reference_with_head_gradients():
+    head = torch.nn.Linear(HIDDEN, N_ITEMS)
+    hidden = torch.randn(20, HIDDEN, requires_grad=True)
+    targets = torch.randint(0, N_ITEMS, (20,))
+    loss = CrossEntropyLoss()(hidden, targets, head)
+    grads = torch.autograd.grad(loss, [hidden, head.weight, head.bias])
+
+    hidden64 = hidden.detach().double().requires_grad_()
+    weight64 = head.weight.detach().double().requires_grad_()
+    bias64 = head.bias.detach().double().requires_grad_()
+    logits = hidden64 @ weight64.T + bias64
+    reference = -(logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, 1)).mean()
+    reference_grads = torch.autograd.grad(reference, [hidden64, weight64, bias64])
+    torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
+    for fast, slow in zip(grads, reference_grads):
+        torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
+def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
+    model = _model(cls).eval()  # no dropout, so two forward passes agree
+    module = RecommenderModule(model, CrossEntropyLoss(), learning_rate=1e-3, weight_decay=0.0, ks=[10])
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    sequences = _left_padded([3, 9, MAX_LEN + 1], MAX_LEN + 1)
+    torch.manual_seed(2)
+    loss = module.training_step(sequences, 0)
+    torch.manual_seed(2)  # the same BERT4Rec masks
+    inputs, targets = model.training_example(sequences)
+    assert (targets[inputs == N_ITEMS] == -1).all()  # padding is never a target
+    logits = model.head(model(inputs)).double()  # [B, W, n_items], the slow way: every position
+    per_position = -torch.log_softmax(logits, dim=-1).gather(2, targets.clamp(min=0)[..., None]).squeeze(2)
+    reference = per_position[targets >= 0].mean()
+    torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
