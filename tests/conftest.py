@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small and quick, still big enough for a clear sequential signal.
+FAST_SYNTHETIC = [
+    "dataset.generator.n_users=2000",
+    "dataset.generator.n_items=200",
+    "dataset.generator.mean_length=25",
+    "model.params.model_params.max_seq_len=30",
+    "model.params.model_params.hidden_size=32",
+    "model.params.training_params.embedding_dim=32",
+    "model.params.training_params.batch_size=32",
+    "model.params.training_params.learning_rate=0.005",
+    "model.params.training_params.max_epochs=8",
+    "metrics.ks=[1,10,20]",
+    "trainer.progress_bar=false",
+]
+
+
+def run_main(home: Path, *overrides: str, config_name: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python main.py` like a user would, with all outputs under `home`."""
+    command = [sys.executable, str(ROOT / "main.py"), *overrides]
+    if config_name:
+        command[2:2] = ["--config-name", config_name]
+    env = {**os.environ, "REPLAY_ACCELERATED_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path

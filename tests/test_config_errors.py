@@ -1,0 +1,43 @@
+"""Config mistakes stop the run before any work, naming the key and the file it came from."""
+
+from pathlib import Path
+
+from conftest import run_main
+
+
+def _error(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_unknown_key_in_a_group_file_names_key_and_file(home: Path):
+    own = home / "my_configs" / "model"
+    own.mkdir(parents=True)
+    text = (Path(__file__).parents[1] / "configs/model/bert4rec_synthetic.yaml").read_text()
+    (own / "typo.yaml").write_text(text.replace("block_count:", "block_cout:"))
+    message = _error(run_main(home, "--config-dir", str(home / "my_configs"), "model=typo"))
+    assert "model.params.model_params.block_cout" in message
+    assert "typo.yaml" in message and "block_count" in message  # the file, and the keys allowed there
+
+
+def test_wrong_type_names_key_and_override(home: Path):
+    message = _error(run_main(home, "model.params.training_params.batch_size=many"))
+    assert "model.params.training_params.batch_size" in message and "batch_size=many" in message
+
+
+def test_missing_required_value_names_key_and_file(home: Path):
+    message = _error(run_main(home, "dataset=local"))
+    assert "dataset.path" in message and "local.yaml" in message
+
+
+def test_bad_choice_and_range_are_explained(home: Path):
+    assert "sasrec" in _error(run_main(home, "model.name=gpt"))
+    assert "at least 2" in _error(run_main(home, "model.params.model_params.max_seq_len=1"))
+    assert "positive" in _error(run_main(home, "model.params.training_params.batch_size=0"))
+    assert "hidden_size" in _error(run_main(home, "model.params.training_params.embedding_dim=17"))
+
+
+def test_added_unknown_key_is_rejected(home: Path):
+    message = _error(run_main(home, "+model.params.training_params.learning_rat=0.1"))
+    assert "learning_rat" in message and "learning_rate" in message

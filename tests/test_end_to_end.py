@@ -1,0 +1,83 @@
+"""`python main.py` on the synthetic default: every artifact, and a model that clearly learns."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FAST_SYNTHETIC, SHARED_DATA, run_main
+
+
+@pytest.mark.parametrize("model", ["bert4rec_synthetic", "sasrec_synthetic"])
+def test_main_trains_evaluates_and_beats_popularity_twice(home: Path, model: str):
+    result = run_main(home, f"model={model}", *FAST_SYNTHETIC)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TransformerBlock" in result.stdout  # the model is printed at start
+
+    results = home / "results" / model
+    run = json.loads((results / "run.json").read_text())
+    for split in ("validation", "test"):
+        table = pd.read_csv(results / f"metrics_{split}.csv", index_col="metric")
+        assert list(table.index) == ["ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal"]
+        assert list(table.columns) == ["1", "10", "20"]
+        assert table.notna().all().all()
+    recommendations = pd.read_parquet(results / "recommendations_test.parquet")
+    assert list(recommendations.columns) == ["user_id", "item_id", "score", "rank"]
+    assert recommendations.groupby("user_id").size().max() == 20
+    assert (home / "checkpoints" / model / "best.ckpt").is_file()
+    assert (home / "checkpoints" / model / "items.parquet").is_file()
+    assert list((home / "logs" / model).glob("version_*/metrics.csv"))
+    assert list((home / "logs" / model).glob("version_*/events.out.tfevents.*"))
+
+    for key in ("config", "versions", "hardware", "train_seconds_per_epoch", "train_samples_per_second",
+                "peak_memory_mb"):
+        assert run[key], key
+    assert run["data"]["fingerprint"].startswith("synthetic:")
+    assert len(run["train_seconds_per_epoch"]) == run["epochs_run"]
+    ndcg, popularity = run["validation_metrics"]["ndcg@10"], run["validation_popularity_ndcg@10"]
+    assert ndcg >= 2 * popularity, (ndcg, popularity)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_config_changes(home: Path):
+    quick = [*FAST_SYNTHETIC, "model.params.training_params.max_epochs=1"]
+    first = run_main(home, *quick)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Split and encoded" in first.stderr
+    second = run_main(home, *quick)
+    assert "Loaded cached splits" in second.stderr
+    third = run_main(home, *quick, "dataset.preprocess.min_rating=2")
+    assert "Split and encoded" in third.stderr
+    assert len(list((home / "data" / "cache").iterdir())) == 2
+
+
+def test_local_file_with_own_column_names_and_datetimes(home: Path):
+    source = SHARED_DATA / "ml-100k_ratings.parquet"
+    if not source.is_file():
+        pytest.skip("shared MovieLens-100K not present")
+    log = pd.read_parquet(source)
+    log = log.rename(columns={"user_id": "uid", "item_id": "movie", "rating": "stars", "timestamp": "when"})
+    log["when"] = pd.to_datetime(log["when"], unit="s")
+    log.to_csv(home / "my_log.csv", index=False)
+    result = run_main(
+        home, "dataset=local", f"dataset.path={home / 'my_log.csv'}", "model=sasrec_local",
+        "dataset.feature_schema.query_column=uid", "dataset.feature_schema.item_column=movie",
+        "dataset.feature_schema.rating_column=stars", "dataset.feature_schema.timestamp_column=when",
+        "model.params.model_params.hidden_size=32", "model.params.training_params.embedding_dim=32",
+        "model.params.model_params.max_seq_len=20", "model.params.training_params.batch_size=128",
+        "model.params.training_params.num_workers=0", "model.params.training_params.max_epochs=1",
+        "trainer.progress_bar=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((home / "results" / "sasrec_local" / "run.json").read_text())
+    assert run["data"]["fingerprint"].startswith("sha256:")
+    recommendations = pd.read_parquet(home / "results" / "sasrec_local" / "recommendations_test.parquet")
+    assert set(recommendations["item_id"]) <= set(log["movie"])  # original ids come back
+
+
+def test_missing_column_in_a_local_file_is_explained(home: Path):
+    pd.DataFrame({"user": [1], "item_id": [2], "rating": [5], "timestamp": [3]}).to_csv(home / "x.csv", index=False)
+    result = run_main(home, "dataset=local", f"dataset.path={home / 'x.csv'}", "model=sasrec_local")
+    assert result.returncode == 2
+    assert "column 'user_id' missing in x.csv" in result.stderr
+    assert "dataset.feature_schema.query_column" in result.stderr
