@@ -7,7 +7,12 @@ from replay.metrics import NDCG, OfflineMetrics, Recall
 
 from replay_accelerated.data.prepare import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
-from replay_accelerated.evaluation.offline import metric_table, recommend
+from replay_accelerated.evaluation.offline import (
+    bootstrap_interval,
+    metric_table,
+    per_user_ndcg_and_hitrate,
+    recommend,
+)
 from replay_accelerated.evaluation.ranking import EvaluationBatches, ranking_metric_sums, top_k_unseen
 
 
@@ -98,3 +103,22 @@ def test_evaluation_batches_cover_every_user_once():
     seen = [len(batch["seen_items"]) for batch in batches]
     assert sum(seen) == sum(lengths)  # full histories, not only the newest 10 items
     assert torch.cat([batch["users"] for batch in batches]).tolist() == list(range(5))
+
+
+def test_per_user_metrics_average_to_replay_metrics_and_bootstrap_brackets_the_mean():
+    rng = np.random.default_rng()
+    n_users, n_items, k = 300, 40, 10
+    recommendations = pd.DataFrame({
+        "user_id": np.repeat(np.arange(n_users), 20),
+        "item_id": np.concatenate([rng.permutation(n_items)[:20] for _ in range(n_users)]),
+        "score": np.tile(np.arange(20, 0, -1), n_users).astype(float),
+        "rank": np.tile(np.arange(1, 21), n_users),
+    })
+    truth = pd.DataFrame([(u, i) for u in range(n_users) for i in rng.choice(n_items, rng.integers(1, 4), False)],
+                         columns=["user_id", "item_id"])
+    per_user = per_user_ndcg_and_hitrate(recommendations, truth, k)
+    table = metric_table(recommendations, truth, truth, ["ndcg", "hitrate"], [k])
+    assert abs(per_user[f"ndcg@{k}"].mean() - table.loc["ndcg", k]) < 1e-9
+    assert abs(per_user[f"hitrate@{k}"].mean() - table.loc["hitrate", k]) < 1e-9
+    low, high = bootstrap_interval(per_user[f"ndcg@{k}"].to_numpy())
+    assert low < per_user[f"ndcg@{k}"].mean() < high

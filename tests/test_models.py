@@ -164,3 +164,13 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     per_position = -torch.log_softmax(logits, dim=-1).gather(2, targets.clamp(min=0)[..., None]).squeeze(2)
     reference = per_position[targets >= 0].mean()
     torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_tied_head_scores_with_the_item_embeddings_and_trains_them():
+    model = _model(SasRec, tied_head=True)
+    hidden = torch.randn(5, HIDDEN)
+    weight = model.item_embedding.weight[:N_ITEMS]
+    torch.testing.assert_close(model.head(hidden), hidden @ weight.T + model.head.bias)
+    model.head(hidden).sum().backward()
+    assert model.item_embedding.weight.grad[:N_ITEMS].abs().sum() > 0
+    assert model.item_embedding.weight.grad[N_ITEMS:].abs().sum() == 0  # padding and mask are never scored

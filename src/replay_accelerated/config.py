@@ -90,6 +90,7 @@ class ModelParams:
     mix_x: Optional[bool] = None
     negative_sampling_strategy: Optional[str] = None
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
+    tied_head: bool = False  # ours: item embeddings as the head's weight
 
 
 @dataclass

@@ -88,3 +88,25 @@ def popularity_scores(train_items: np.ndarray, n_items: int) -> torch.Tensor:
     return torch.log1p(torch.from_numpy(np.bincount(train_items, minlength=n_items)).float())
 
 
+
+
+def per_user_ndcg_and_hitrate(recommendations: pd.DataFrame, ground_truth: pd.DataFrame, k: int) -> pd.DataFrame:
+    """NDCG@k and HitRate@k of every ground-truth user (0 for users without recommendations)."""
+    top = recommendations[recommendations["rank"] <= k]
+    hits = top.merge(ground_truth[[USER, ITEM]].drop_duplicates(), on=[USER, ITEM])
+    dcg = (1.0 / np.log2(hits["rank"] + 1.0)).groupby(hits[USER]).sum()
+    truth_sizes = ground_truth.groupby(USER)[ITEM].nunique()
+    ideal_discounts = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    ideal = pd.Series(ideal_discounts[np.minimum(truth_sizes.to_numpy(), k) - 1], index=truth_sizes.index)
+    return pd.DataFrame({
+        f"ndcg@{k}": (dcg.reindex(ideal.index, fill_value=0.0) / ideal),
+        f"hitrate@{k}": (dcg.reindex(ideal.index, fill_value=0.0) > 0).astype(float),
+    })
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple:
+    """Percentile bootstrap interval of the mean of per-user `values`."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

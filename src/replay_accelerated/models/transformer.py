@@ -7,6 +7,7 @@ else lives here, once:
     item ids [B, L] -> item embedding + learned positional embedding -> dropout
                     -> block_count x pre-LayerNorm transformer block -> hidden [B, L, H]
     hidden at chosen positions [N, H] -> item head nn.Linear(H, n_items) -> logits [N, n_items]
+                                         (or, tied, the item embeddings themselves plus a bias)
 
 This matches RePlay's Bert4Rec architecture (pre-LN blocks with a 4x GELU feed-forward,
 dropout after attention, after the feed-forward and at the block's end, xavier-normal
@@ -78,6 +79,23 @@ class TransformerBlock(nn.Module):
         return self.dropout(x)
 
 
+class TiedHead(nn.Module):
+    """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias."""
+
+    def __init__(self, item_embedding: nn.Embedding, n_items: int):
+        super().__init__()
+        self.item_embedding = item_embedding
+        self.n_items = n_items
+        self.bias = nn.Parameter(torch.zeros(n_items))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 class SequentialRecommender(nn.Module):
     """Embeddings, transformer blocks and item head; subclasses define the training task."""
 
@@ -91,6 +109,7 @@ class SequentialRecommender(nn.Module):
         block_count: int,
         head_count: int,
         dropout_rate: float,
+        tied_head: bool = False,
     ):
         super().__init__()
         self.n_items = n_items
@@ -104,7 +123,7 @@ class SequentialRecommender(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count)
         )
-        self.head = nn.Linear(hidden_size, n_items)
+        self.head = TiedHead(self.item_embedding, n_items) if tied_head else nn.Linear(hidden_size, n_items)
         # RePlay initialises every matrix with xavier-normal; vectors keep their defaults.
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):

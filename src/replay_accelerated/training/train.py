@@ -23,7 +23,13 @@ from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.data.prepare import PreparedData, prepare_data
-from replay_accelerated.evaluation.offline import metric_table, popularity_scores, recommend
+from replay_accelerated.evaluation.offline import (
+    bootstrap_interval,
+    metric_table,
+    per_user_ndcg_and_hitrate,
+    popularity_scores,
+    recommend,
+)
 from replay_accelerated.evaluation.ranking import EvaluationBatches
 from replay_accelerated.losses import build_loss
 from replay_accelerated.models import build_model
@@ -131,7 +137,11 @@ def evaluate(model, data: PreparedData, cfg: DictConfig, results_dir: Path) -> d
         baseline = metric_table(recommend(popularity_next, users, data.vocabulary, max(ks), width, device=device),
                                 truth, data.splits.train_events, ["ndcg", "hitrate"], [10])
         summary[f"{split}_metrics"] = {f"{name}@{k}": float(table.loc[name, k]) for name in types for k in ks}
+        per_user = per_user_ndcg_and_hitrate(recommendations, truth, k=10)
+        summary[f"{split}_bootstrap_95"] = {name: bootstrap_interval(per_user[name].to_numpy()) for name in per_user}
         summary[f"{split}_popularity_ndcg@10"] = float(baseline.loc["ndcg", 10])
         print(f"\n{split} metrics ({len(users)} users):\n{table.round(4).to_string()}")
-        print(f"popularity baseline {split} NDCG@10: {summary[f'{split}_popularity_ndcg@10']:.4f}")
+        low, high = summary[f"{split}_bootstrap_95"]["ndcg@10"]
+        print(f"NDCG@10 95% bootstrap interval over users: [{low:.4f}, {high:.4f}]; "
+              f"popularity baseline NDCG@10: {summary[f'{split}_popularity_ndcg@10']:.4f}")
     return summary
