@@ -81,3 +81,17 @@ def test_missing_column_in_a_local_file_is_explained(home: Path):
     assert result.returncode == 2
     assert "column 'user_id' missing in x.csv" in result.stderr
     assert "dataset.feature_schema.query_column" in result.stderr
+
+
+def test_replay_comparison_mode_writes_a_side_by_side_table(home: Path):
+    result = run_main(home, "replay_comparison", "model=sasrec_synthetic", *FAST_SYNTHETIC,
+                      "model.params.training_params.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = json.loads((home / "results" / "sasrec_synthetic" / "replay_comparison.json").read_text())
+    replay, ours = comparison["rows"]
+    assert replay["model"].startswith("RePlay") and ours["model"].startswith("replay-accelerated")
+    for row in (replay, ours):
+        assert row["epochs_run"] == 2 and row["median_train_seconds_per_epoch"] > 0
+        low, high = row["test_ndcg@10_95"]
+        assert low <= row["test_ndcg@10"] <= high
+    assert (home / "results" / "sasrec_synthetic" / "replay_comparison.md").read_text().startswith("| model")

@@ -32,10 +32,15 @@ def run(cfg: DictConfig) -> None:
     )
     try:
         cfg = validate(cfg, origin)
+        # Heavy imports only once the config is known to be good.
         if cfg.mode.name == "train":
-            from replay_accelerated.training.train import train  # heavy imports only when needed
+            from replay_accelerated.training.train import train
 
             train(cfg)
+        elif cfg.mode.name == "replay_comparison":
+            from replay_accelerated.benchmark.replay_comparison import compare_with_replay
+
+            compare_with_replay(cfg)
         else:
             raise UserError(f"mode '{cfg.mode.name}' is not available yet; run with mode=train")
     except UserError as error:

@@ -28,7 +28,7 @@ MODEL_NAMES = ("bert4rec", "sasrec")
 DATASET_SOURCES = ("synthetic", "local", "movielens_1m", "movielens_10m", "movielens_20m")
 LOSS_TYPES = ("CE",)
 PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
-MODES = ("train", "optimize", "infer")
+MODES = ("train", "optimize", "infer", "replay_comparison")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
 

@@ -104,11 +104,12 @@ def train(cfg: DictConfig) -> dict:
         "epochs_run": trainer.current_epoch,
         "data": data.summary(),
         **timer.summary(),
-        "peak_memory_mb": round(peak_memory_mb(module.device), 1),
+        "peak_memory_mb": round(peak_memory_mb(trainer.strategy.root_device), 1),
         "hardware": hardware(),
         "versions": package_versions(),
     }
-    summary.update(evaluate(module.model.eval(), data, cfg, results_dir))
+    model = module.model.to(trainer.strategy.root_device).eval()  # Lightning may have moved it off the GPU
+    summary.update(evaluate(model, data, cfg, results_dir))
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
     (results_dir / "run.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,1 @@
+"""Benchmarks that compare our models with reference implementations on identical data."""

@@ -1,0 +1,255 @@
+"""RePlay's own SASRec and BERT4Rec trained on our splits: the baseline row of every benchmark.
+
+A speed-up or a metric gain of our models only means something next to the library we
+re-implement, run on exactly the same data. This module trains RePlay 0.22's
+`replay.models.nn.sequential.Bert4Rec` / `SasRec` Lightning modules the way RePlay's
+own example notebooks do, through RePlay's own data classes, and returns what our
+training records (epoch times, epochs run, best validation NDCG@10, peak memory) plus
+top-k test recommendations in original ids, so that our `metric_table` scores both
+the same way:
+
+    splits (pandas) -> replay.data.Dataset -> SequenceTokenizer -> SequentialDataset
+        -> Bert4Rec*/SasRec*Dataset -> DataLoader -> lightning.Trainer(Bert4Rec | SasRec)
+
+Same data as ours:
+- items: the tokenizer is fitted on train_events + validation_events, the vocabulary
+  of our `ItemVocabulary.fit`;
+- training: train_events; validation: validation_events -> validation_gt, NDCG@10
+  after removing each user's seen items (RePlay's `RemoveSeenItems`), as ours;
+- test: the users of both test_events and test_gt (our `EvaluationUsers.from_splits`),
+  their test_events as history, seen items removed.
+
+RePlay's conventions that matter here (read from replay 0.22's source):
+- its validation callback logs metrics as plain "ndcg@10" (no "val_" prefix);
+- sequences are left-padded with the padding value 0, itself a real item id, and are
+  told apart by a padding mask; only the last `max_seq_len` events of each user are
+  used, one training sample per user (no sliding window);
+- BERT4Rec predicts by appending a [MASK] token, so it reads only the last
+  `max_seq_len - 1` events;
+- the optimizer is Adam with betas (0.9, 0.98), from RePlay's `FatOptimizerFactory`.
+
+The `replay.models.nn.sequential` API is deprecated in replay 0.22 in favour of
+`replay.nn`; it is still the API of the reference project, so its deprecation warnings
+are muted while the baseline runs.
+"""
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from replay.data import Dataset, FeatureHint, FeatureInfo, FeatureSchema, FeatureSource, FeatureType
+from replay.data.nn import SequenceTokenizer, SequentialDataset, TensorFeatureInfo, TensorFeatureSource, TensorSchema
+from replay.models.nn.optimizer_utils import FatOptimizerFactory
+from replay.models.nn.sequential import Bert4Rec, SasRec
+from replay.models.nn.sequential.bert4rec import (
+    Bert4RecPredictionDataset,
+    Bert4RecTrainingDataset,
+    Bert4RecValidationDataset,
+)
+from replay.models.nn.sequential.callbacks import TorchPredictionCallback, ValidationMetricsCallback
+from replay.models.nn.sequential.postprocessors import RemoveSeenItems
+from replay.models.nn.sequential.sasrec import SasRecPredictionDataset, SasRecTrainingDataset, SasRecValidationDataset
+from torch.utils.data import DataLoader
+
+from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
+from replay_accelerated.training.measurements import EpochTimer, peak_memory_mb
+
+ITEM_SEQUENCE = "item_id_seq"  # the tensor feature RePlay's models read: each user's item sequence
+MONITOR = "ndcg@10"  # the name RePlay's ValidationMetricsCallback logs NDCG@10 under
+SCORE = "score"
+
+# What each model needs from RePlay: its module and its three torch datasets.
+REPLAY_MODELS = {
+    "bert4rec": (Bert4Rec, Bert4RecTrainingDataset, Bert4RecValidationDataset, Bert4RecPredictionDataset),
+    "sasrec": (SasRec, SasRecTrainingDataset, SasRecValidationDataset, SasRecPredictionDataset),
+}
+
+
+def train_replay_baseline(
+    model_name: str,
+    splits: Splits,
+    model_params: Any,
+    training_params: Any,
+    ks: list[int],
+    seed: int,
+    max_epochs: int | None = None,
+) -> dict:
+    """Train RePlay's `model_name` ("bert4rec" or "sasrec") on `splits`; recommend top-max(ks) to test users.
+
+    `model_params` and `training_params` are the `model.params.*` configs (or anything with
+    the same attributes); `max_epochs` overrides `training_params.max_epochs`.
+    Returns `train_seconds_per_epoch`, `epochs_run`, `best_validation_ndcg@10`, `peak_memory_mb`
+    and `test_recommendations` (user_id, item_id, score, rank in original ids).
+    On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far.
+    """
+    if model_name not in REPLAY_MODELS:
+        raise ValueError(f"unknown model '{model_name}'; expected one of {list(REPLAY_MODELS)}")
+    with warnings.catch_warnings():
+        # replay 0.22 warns on every object of this deprecated API; the warnings say nothing about the run.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _train(model_name, splits, model_params, training_params, ks, seed, max_epochs)
+
+
+def _train(model_name: str, splits: Splits, model_params: Any, training_params: Any, ks: list[int], seed: int,
+           max_epochs: int | None) -> dict:
+    module_class, training_class, validation_class, prediction_class = REPLAY_MODELS[model_name]
+    max_seq_len = model_params.max_seq_len
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    # 1. RePlay's tokenizer: item and user ids -> contiguous indices, events -> sequences.
+    tokenizer = SequenceTokenizer(_tensor_schema(model_params.hidden_size))
+    tokenizer.fit(_replay_dataset(pd.concat([splits.train_events, splits.validation_events])))
+    item_count = tokenizer.tensor_schema.item_id_features.item().cardinality
+    train = tokenizer.transform(_replay_dataset(splits.train_events))
+    # Only users with both a history and a ground truth can be validated (RePlay's own recipe).
+    validation, validation_gt = SequentialDataset.keep_common_query_ids(
+        tokenizer.transform(_replay_dataset(splits.validation_events)),
+        tokenizer.transform(_replay_dataset(splits.validation_gt)),
+    )
+
+    # 2. RePlay's torch datasets and our loaders over them.
+    if model_name == "bert4rec":
+        training_data = training_class(train, max_sequence_length=max_seq_len, mask_prob=model_params.mask_prob)
+    else:
+        training_data = training_class(train, max_sequence_length=max_seq_len)
+    # `train` is what RePlay's validation passes for coverage/novelty; our validation users are
+    # cold (absent from train_events), so the items they have seen are their validation_events,
+    # and those are what RemoveSeenItems(validation) removes below.
+    validation_data = validation_class(validation, validation_gt, train, max_sequence_length=max_seq_len)
+    workers = training_params.num_workers
+    loader_options = dict(batch_size=training_params.batch_size, num_workers=workers, persistent_workers=workers > 0)
+    train_loader = DataLoader(training_data, shuffle=True, **loader_options)
+    validation_loader = DataLoader(validation_data, shuffle=False, **loader_options)
+
+    # 3. RePlay's Lightning module with full-catalog cross-entropy, our hyperparameters.
+    module = _build_module(model_name, module_class, tokenizer.tensor_schema, model_params, training_params)
+
+    # 4. Train as our models do: early stopping and best checkpoint on validation NDCG@10.
+    timer = EpochTimer(samples_per_epoch=len(training_data))
+    validation_metrics = ValidationMetricsCallback(
+        metrics=["ndcg"], ks=[10], item_count=item_count, postprocessors=[RemoveSeenItems(validation)]
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # the baseline may run in the same process as our model
+    with tempfile.TemporaryDirectory(prefix="replay_baseline_") as checkpoint_dir:
+        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
+                                     save_top_k=1, enable_version_counter=False)
+        trainer = L.Trainer(
+            max_epochs=max_epochs if max_epochs is not None else training_params.max_epochs,
+            precision="32-true",
+            callbacks=[validation_metrics,  # logs "ndcg@10", which the next two watch
+                       EarlyStopping(monitor=MONITOR, mode="max", patience=training_params.patience),
+                       checkpoint, timer],
+            num_sanity_val_steps=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+        )
+        trainer.fit(module, train_loader, validation_loader)
+        peak_mb = peak_memory_mb(trainer.strategy.root_device)
+        # The checkpoint pickles RePlay's tensor schema in the hyperparameters, hence weights_only=False.
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(best["state_dict"])
+
+    # 5. Top-k unseen items for the test users, in original ids.
+    recommendations = _recommend_test(module, prediction_class, tokenizer, splits, max_seq_len, max(ks),
+                                      training_params.batch_size)
+    return {
+        "train_seconds_per_epoch": [round(seconds, 3) for seconds in timer.train_seconds],
+        "epochs_run": trainer.current_epoch,
+        "best_validation_ndcg@10": float(checkpoint.best_model_score),
+        "peak_memory_mb": round(peak_mb, 1),
+        "test_recommendations": recommendations,
+    }
+
+
+def _feature_schema() -> FeatureSchema:
+    """Which columns of our frames are the user, the item and the event order."""
+    return FeatureSchema([
+        FeatureInfo(column=USER, feature_type=FeatureType.CATEGORICAL, feature_hint=FeatureHint.QUERY_ID),
+        FeatureInfo(column=ITEM, feature_type=FeatureType.CATEGORICAL, feature_hint=FeatureHint.ITEM_ID),
+        FeatureInfo(column=TIMESTAMP, feature_type=FeatureType.NUMERICAL, feature_hint=FeatureHint.TIMESTAMP),
+    ])
+
+
+def _replay_dataset(events: pd.DataFrame) -> Dataset:
+    """Our events as a `replay.data.Dataset`, keeping our order of events exactly.
+
+    RePlay sorts each user's events by (timestamp, item index), which would reorder events
+    with equal timestamps (frequent in MovieLens). Our frames are already time-ordered per
+    user, so the row position replaces the timestamp and RePlay sees our sequences unchanged.
+    """
+    frame = pd.DataFrame({
+        USER: events[USER].to_numpy(),
+        ITEM: events[ITEM].to_numpy(),
+        TIMESTAMP: np.arange(len(events), dtype=np.int64),
+    })
+    # A fresh FeatureSchema per Dataset: a Dataset binds its FeatureInfo objects to its own frame.
+    return Dataset(feature_schema=_feature_schema(), interactions=frame)
+
+
+def _tensor_schema(hidden_size: int) -> TensorSchema:
+    """The single input feature of both models: the sequence of item ids, embedded in hidden_size."""
+    return TensorSchema(
+        TensorFeatureInfo(
+            name=ITEM_SEQUENCE,
+            feature_type=FeatureType.CATEGORICAL,
+            is_seq=True,
+            feature_hint=FeatureHint.ITEM_ID,
+            feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, ITEM)],
+            embedding_dim=hidden_size,  # the models add item and position embeddings of this size
+        )
+    )
+
+
+def _build_module(model_name: str, module_class: type, tensor_schema: TensorSchema, model_params: Any,
+                  training_params: Any) -> L.LightningModule:
+    common = dict(
+        tensor_schema=tensor_schema,
+        block_count=model_params.block_count,
+        head_count=model_params.head_count,
+        hidden_size=model_params.hidden_size,
+        max_seq_len=model_params.max_seq_len,
+        dropout_rate=model_params.dropout_rate,
+        loss_type="CE",  # full softmax over the catalog, like our CE loss
+        optimizer_factory=FatOptimizerFactory(learning_rate=training_params.learning_rate,
+                                              weight_decay=training_params.weight_decay),
+    )
+    if model_name == "bert4rec":
+        # RePlay's SASRec always scores with the item embeddings; its BERT4Rec has a switch for it.
+        common["enable_embedding_tying"] = bool(getattr(model_params, "tied_head", False))
+    return module_class(**common)
+
+
+def _recommend_test(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, splits: Splits,
+                    max_seq_len: int, k: int, batch_size: int) -> pd.DataFrame:
+    """RePlay's prediction loop: scores over the catalog, seen items removed, top-k per user."""
+    # The users our evaluation scores: those with both a history and a ground truth.
+    test_users = np.intersect1d(splits.test_events[USER].unique(), splits.test_gt[USER].unique())
+    history = tokenizer.transform(_replay_dataset(splits.test_events[splits.test_events[USER].isin(test_users)]))
+    prediction = TorchPredictionCallback(top_k=k, postprocessors=[RemoveSeenItems(history)])
+    predictor = L.Trainer(callbacks=[prediction], precision="32-true", enable_progress_bar=False,
+                          enable_model_summary=False, logger=False)
+    loader = DataLoader(prediction_class(history, max_sequence_length=max_seq_len), batch_size=batch_size)
+    predictor.predict(module.eval(), loader, return_predictions=False)
+    query_ids, item_ids, scores = prediction.get_result()  # [U], [U, k], [U, k] in RePlay's indices
+
+    n_users, n_top = item_ids.shape
+    scores_np = scores.numpy().ravel()
+    found = np.isfinite(scores_np)  # RemoveSeenItems gives seen items -inf; a user may have < k unseen
+    to_user = tokenizer.query_id_encoder.inverse_mapping[USER]
+    to_item = tokenizer.item_id_encoder.inverse_mapping[ITEM]
+    users = np.array([to_user[index] for index in query_ids.numpy()])
+    items = np.array([to_item[index] for index in item_ids.numpy().ravel()])
+    return pd.DataFrame({
+        USER: np.repeat(users, n_top)[found],
+        ITEM: items[found],
+        SCORE: scores_np[found],
+        "rank": np.tile(np.arange(1, n_top + 1), n_users)[found],
+    }).sort_values([USER, "rank"], ignore_index=True)
