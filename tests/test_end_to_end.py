@@ -95,3 +95,14 @@ def test_replay_comparison_mode_writes_a_side_by_side_table(home: Path):
         low, high = row["test_ndcg@10_95"]
         assert low <= row["test_ndcg@10"] <= high
     assert (home / "results" / "sasrec_synthetic" / "replay_comparison.md").read_text().startswith("| model")
+
+
+def test_a_preset_runs_with_config_name(home: Path):
+    presets = home / "presets"
+    presets.mkdir()
+    config = (Path(__file__).parents[1] / "configs" / "config.yaml").read_text()
+    (presets / "my_preset.yaml").write_text(config.replace("model: bert4rec_synthetic", "model: sasrec_synthetic"))
+    result = run_main(home, "--config-dir", str(presets), *FAST_SYNTHETIC, "model.params.training_params.max_epochs=1",
+                      config_name="my_preset")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((home / "results" / "sasrec_synthetic" / "run.json").read_text())["model"] == "sasrec"

@@ -4,9 +4,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from replay_accelerated.losses import CrossEntropyLoss
 from replay_accelerated.models import Bert4Rec, SasRec
+from replay_accelerated.models.heads import LinearHead
 from replay_accelerated.models.transformer import SelfAttention
 from replay_accelerated.training.module import RecommenderModule
 
@@ -99,12 +101,12 @@ def test_bert4rec_masks_only_items_at_the_configured_rate():
     torch.manual_seed(0)
     model = _model(Bert4Rec, mask_prob=0.15)
     sequences = _left_padded(torch.randint(2, MAX_LEN + 2, (4000,)).tolist(), MAX_LEN + 1)
-    inputs, targets = model.training_example(sequences)
+    inputs, labels, target_mask = model.training_example(sequences)
     items = sequences[:, 1:]
     masked = inputs == model.mask_id
-    assert torch.equal(masked, targets >= 0)  # a target exactly where the input is masked
+    assert torch.equal(masked, target_mask)  # a target exactly where the input is masked
     assert not (masked & (items == N_ITEMS)).any()  # padding is never masked
-    assert torch.equal(targets[masked], items[masked])  # targets are the hidden items
+    assert torch.equal(labels[masked], items[masked])  # targets are the hidden items
     assert torch.equal(inputs[~masked], items[~masked])
     assert masked.any(dim=1).all()  # every sequence has a target
     rate = masked.sum() / (items != N_ITEMS).sum()
@@ -122,30 +124,37 @@ def test_bert4rec_predicts_from_a_mask_after_the_history():
 def test_sasrec_targets_are_next_items_at_every_real_position():
     model = _model(SasRec)
     sequences = _left_padded([2, 5, MAX_LEN + 1], MAX_LEN + 1)
-    inputs, targets = model.training_example(sequences)
+    inputs, labels, target_mask = model.training_example(sequences)
     for row in range(3):
         for t in range(MAX_LEN):
             if inputs[row, t] == N_ITEMS:
-                assert targets[row, t] == -1
+                assert not target_mask[row, t]
             else:
-                assert targets[row, t] == sequences[row, t + 1]
+                assert target_mask[row, t] and labels[row, t] == sequences[row, t + 1]
 
 
 def test_cross_entropy_matches_float64_reference_with_head_gradients():
-    head = torch.nn.Linear(HIDDEN, N_ITEMS)
-    hidden = torch.randn(20, HIDDEN, requires_grad=True)
-    targets = torch.randint(0, N_ITEMS, (20,))
-    loss = CrossEntropyLoss()(hidden, targets, head)
+    head = LinearHead(HIDDEN, N_ITEMS)
+    hidden = torch.randn(4, 5, HIDDEN, requires_grad=True)
+    labels = torch.randint(0, N_ITEMS, (4, 5))
+    target_mask = torch.rand(4, 5) < 0.5
+    loss = CrossEntropyLoss()(hidden, labels, target_mask, head)
     grads = torch.autograd.grad(loss, [hidden, head.weight, head.bias])
+    # Labels at positions without a target do not matter.
+    other_labels = torch.where(target_mask, labels, torch.randint(0, N_ITEMS, (4, 5)))
+    torch.testing.assert_close(CrossEntropyLoss()(hidden, other_labels, target_mask, head), loss)
 
-    hidden64 = hidden.detach().double().requires_grad_()
+    targets = labels[target_mask]
+    hidden64 = hidden.detach()[target_mask].double().requires_grad_()
     weight64 = head.weight.detach().double().requires_grad_()
     bias64 = head.bias.detach().double().requires_grad_()
     logits = hidden64 @ weight64.T + bias64
     reference = -(logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, 1)).mean()
     reference_grads = torch.autograd.grad(reference, [hidden64, weight64, bias64])
     torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
-    for fast, slow in zip(grads, reference_grads):
+    torch.testing.assert_close(grads[0][target_mask].double(), reference_grads[0], rtol=1e-4, atol=1e-6)
+    assert (grads[0][~target_mask] == 0).all()
+    for fast, slow in zip(grads[1:], reference_grads[1:]):
         torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-6)
 
 
@@ -158,11 +167,11 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     torch.manual_seed(2)
     loss = module.training_step(sequences, 0)
     torch.manual_seed(2)  # the same BERT4Rec masks
-    inputs, targets = model.training_example(sequences)
-    assert (targets[inputs == N_ITEMS] == -1).all()  # padding is never a target
-    logits = model.head(model(inputs)).double()  # [B, W, n_items], the slow way: every position
-    per_position = -torch.log_softmax(logits, dim=-1).gather(2, targets.clamp(min=0)[..., None]).squeeze(2)
-    reference = per_position[targets >= 0].mean()
+    inputs, labels, target_mask = model.training_example(sequences)
+    assert not target_mask[inputs == N_ITEMS].any()  # padding is never a target
+    logits = F.linear(model(inputs), model.head.weight, model.head.bias).double()  # the slow way: every position
+    per_position = -torch.log_softmax(logits, dim=-1).gather(2, labels[..., None]).squeeze(2)
+    reference = per_position[target_mask].mean()
     torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
 
 
@@ -174,3 +183,13 @@ def test_tied_head_scores_with_the_item_embeddings_and_trains_them():
     model.head(hidden).sum().backward()
     assert model.item_embedding.weight.grad[:N_ITEMS].abs().sum() > 0
     assert model.item_embedding.weight.grad[N_ITEMS:].abs().sum() == 0  # padding and mask are never scored
+
+
+def test_heads_score_candidate_subsets_like_the_full_catalog():
+    for head in (LinearHead(HIDDEN, N_ITEMS), _model(SasRec, tied_head=True).head):
+        hidden = torch.randn(6, HIDDEN)
+        full = head(hidden)  # [6, n_items]
+        shared = torch.randint(0, N_ITEMS, (9,))
+        per_row = torch.randint(0, N_ITEMS, (6, 4))
+        torch.testing.assert_close(head(hidden, shared), full[:, shared])
+        torch.testing.assert_close(head(hidden, per_row), full.gather(1, per_row))

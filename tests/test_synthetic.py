@@ -119,5 +119,5 @@ def test_previous_item_predicts_next_far_better_than_popularity(log: pd.DataFram
     ],
 )
 def test_impossible_arguments_raise_config_error(override: dict) -> None:
-    with pytest.raises(ConfigError, match="synthetic dataset"):
+    with pytest.raises(ConfigError, match="dataset.generator"):
         generate_interactions(**{**SMALL_LOG, **override})

@@ -144,7 +144,7 @@ def _check_arguments(
     ]
     for holds, message in rules:
         if not holds:
-            raise ConfigError(f"synthetic dataset: {message}")
+            raise ConfigError(f"dataset.generator: {message}")
 
 
 def _sample(cdf: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -12,12 +12,17 @@ from torch import nn
 
 
 class CrossEntropyLoss(nn.Module):
-    """Mean cross-entropy over target positions: the interface every loss shares."""
+    """Mean cross-entropy over target positions.
 
-    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, head: nn.Linear) -> torch.Tensor:
-        # hidden: [N, H] hidden states at target positions; targets: [N] item ids.
-        logits = head(hidden)  # [N, n_items]
-        return F.cross_entropy(logits.float(), targets)
+    The interface every loss shares: hidden [B, W, H] transformer outputs, labels [B, W]
+    item ids (meaningful only where target_mask is True), target_mask [B, W], and the
+    model's item head (see models/heads.py).
+    """
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
+                head: nn.Module) -> torch.Tensor:
+        logits = head(hidden[target_mask])  # [N, n_items]: the head runs on target positions only
+        return F.cross_entropy(logits.float(), labels[target_mask])
 
 
 def build_loss(loss_type: str) -> nn.Module:

@@ -18,7 +18,7 @@ class Bert4Rec(SequentialRecommender):
         super().__init__(**kwargs)
         self.mask_prob = mask_prob
 
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # sequences: [B, W + 1] left-padded; BERT4Rec uses the newest W items.
         items = sequences[:, 1:]  # [B, W]
         is_item = items != self.pad_id
@@ -31,8 +31,8 @@ class Bert4Rec(SequentialRecommender):
         all_masked = (masked == is_item).all(dim=1) & (is_item.sum(dim=1) > 1)
         masked[:, -2] &= ~all_masked
         inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
-        targets = torch.where(masked, items, torch.full_like(items, -1))
-        return inputs, targets
+        labels = torch.where(masked, items, torch.zeros_like(items))
+        return inputs, labels, masked
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
         # Drop the oldest column and append the mask token: [B, W] -> [B, W].

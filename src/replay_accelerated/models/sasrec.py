@@ -14,12 +14,13 @@ from replay_accelerated.models.transformer import SequentialRecommender
 class SasRec(SequentialRecommender):
     causal = True
 
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # sequences: [B, W + 1] left-padded; position t predicts the item at t + 1.
         inputs, next_items = sequences[:, :-1], sequences[:, 1:]  # [B, W] each
         # Left padding: wherever the input is an item, the next one is an item too.
-        targets = torch.where(inputs != self.pad_id, next_items, torch.full_like(next_items, -1))
-        return inputs, targets
+        target_mask = inputs != self.pad_id
+        labels = torch.where(target_mask, next_items, torch.zeros_like(next_items))
+        return inputs, labels, target_mask
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
         return history

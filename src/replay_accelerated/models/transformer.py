@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replay_accelerated.models.heads import LinearHead, TiedHead
+
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention through PyTorch's fused scaled_dot_product_attention."""
@@ -79,23 +81,6 @@ class TransformerBlock(nn.Module):
         return self.dropout(x)
 
 
-class TiedHead(nn.Module):
-    """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias."""
-
-    def __init__(self, item_embedding: nn.Embedding, n_items: int):
-        super().__init__()
-        self.item_embedding = item_embedding
-        self.n_items = n_items
-        self.bias = nn.Parameter(torch.zeros(n_items))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
-
-
 class SequentialRecommender(nn.Module):
     """Embeddings, transformer blocks and item head; subclasses define the training task."""
 
@@ -123,7 +108,7 @@ class SequentialRecommender(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count)
         )
-        self.head = TiedHead(self.item_embedding, n_items) if tied_head else nn.Linear(hidden_size, n_items)
+        self.head = TiedHead(self.item_embedding, n_items) if tied_head else LinearHead(hidden_size, n_items)
         # RePlay initialises every matrix with xavier-normal; vectors keep their defaults.
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):
@@ -154,8 +139,11 @@ class SequentialRecommender(nn.Module):
         hidden = self(self.prediction_inputs(history))  # [B, W, H]
         return self.head(hidden[:, -1])
 
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """From left-padded sequences [B, W + 1], the inputs [B, W] and targets [B, W] (-1: none)."""
+    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From left-padded sequences [B, W + 1]: inputs [B, W], labels [B, W] and target_mask [B, W].
+
+        Labels are item ids where `target_mask` is True and 0 (a valid id, ignored) elsewhere.
+        """
         raise NotImplementedError
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The Lightning module that trains any SequentialRecommender with any loss.
 
-Training step: the model makes (inputs, targets) from a batch of padded sequences;
-the loss sees only the hidden states at positions that have a target.
+Training step: the model makes (inputs, labels, target_mask) from a batch of padded
+sequences; the loss uses only the positions in target_mask.
 Validation: full-catalog ranking of validation users with seen items removed,
 logging `val_ndcg@k` and `val_recall@k` (early stopping watches val_ndcg@10).
 """
@@ -27,10 +27,9 @@ class RecommenderModule(L.LightningModule):
         self._users = 0
 
     def training_step(self, sequences: torch.Tensor, batch_index: int) -> torch.Tensor:
-        inputs, targets = self.model.training_example(sequences)  # [B, W] each
+        inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
         hidden = self.model(inputs)  # [B, W, H]
-        at_target = targets >= 0  # [B, W]
-        loss = self.loss(hidden[at_target], targets[at_target], self.model.head)
+        loss = self.loss(hidden, labels, target_mask, self.model.head)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(sequences))
         return loss
 

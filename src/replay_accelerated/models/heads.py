@@ -1,0 +1,49 @@
+"""Item heads: hidden states -> one logit per item, for the whole catalog or a candidate subset.
+
+Every head takes `forward(hidden [N, H], item_ids=None)`:
+- `item_ids=None`: logits over the whole catalog, [N, n_items];
+- `item_ids` [K]: the same K candidates for every row (sampled negatives, a shortlist), [N, K];
+- `item_ids` [N, K]: K candidates per row (positive + its own negatives), [N, K].
+Losses that need the raw matrix (chunked or bucketed ones) read `head.weight` [n_items, H]
+and `head.bias` [n_items].
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def score_items(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                item_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of `hidden` [N, H] for all items or for `item_ids` ([K] or [N, K])."""
+    if item_ids is None:
+        return F.linear(hidden, weight, bias)  # [N, n_items]
+    if item_ids.dim() == 1:
+        return F.linear(hidden, weight[item_ids], None if bias is None else bias[item_ids])  # [N, K]
+    candidates = weight[item_ids]  # [N, K, H]
+    logits = torch.bmm(candidates, hidden.unsqueeze(-1)).squeeze(-1)  # [N, K]
+    return logits if bias is None else logits + bias[item_ids]
+
+
+class LinearHead(nn.Linear):
+    """nn.Linear(H, n_items), RePlay's classification head, that can also score candidates."""
+
+    def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return score_items(hidden, self.weight, self.bias, item_ids)
+
+
+class TiedHead(nn.Module):
+    """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias."""
+
+    def __init__(self, item_embedding: nn.Embedding, n_items: int):
+        super().__init__()
+        self.item_embedding = item_embedding
+        self.n_items = n_items
+        self.bias = nn.Parameter(torch.zeros(n_items))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows
+
+    def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return score_items(hidden, self.weight, self.bias, item_ids)
