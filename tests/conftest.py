@@ -36,3 +36,35 @@ def run_main(home: Path, *overrides: str, config_name: str | None = None) -> sub
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# Tiny and fast, for many in-process training runs: still a clear sequential signal.
+TINY_SYNTHETIC = [
+    "dataset.generator.n_users=1000",
+    "dataset.generator.n_items=120",
+    "dataset.generator.n_clusters=10",
+    "dataset.generator.mean_length=20",
+    "dataset.generator.max_length=60",
+    "model.params.model_params.max_seq_len=20",
+    "model.params.model_params.hidden_size=32",
+    "model.params.training_params.embedding_dim=32",
+    "model.params.training_params.batch_size=32",
+    "model.params.training_params.learning_rate=0.005",
+    "model.params.training_params.max_epochs=4",
+    "metrics.ks=[10]",
+    "metrics.types=[ndcg]",
+    "trainer.progress_bar=false",
+]
+
+
+def compose(home: Path, *overrides: str, config_name: str = "config"):
+    """The validated config `python main.py` would run, with outputs under `home`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from replay_accelerated.config import ConfigOrigin, validate
+
+    os.environ["REPLAY_ACCELERATED_HOME"] = str(home)
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=list(overrides))
+    return validate(cfg, ConfigOrigin())

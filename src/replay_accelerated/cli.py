@@ -37,6 +37,10 @@ def run(cfg: DictConfig) -> None:
             from replay_accelerated.training.train import train
 
             train(cfg)
+        elif cfg.mode.name == "inspect":
+            from replay_accelerated.training.train import inspect
+
+            inspect(cfg)
         elif cfg.mode.name == "replay_comparison":
             from replay_accelerated.benchmark.replay_comparison import compare_with_replay
 

@@ -26,9 +26,12 @@ from replay_accelerated.errors import ConfigError
 
 MODEL_NAMES = ("bert4rec", "sasrec")
 DATASET_SOURCES = ("synthetic", "local", "movielens_1m", "movielens_10m", "movielens_20m")
-LOSS_TYPES = ("CE",)
+LOSS_TYPES = ("CE", "CE_restricted", "CE_full_positions", "CE_sampled", "BCE", "SCE", "CCE")
 PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
-MODES = ("train", "optimize", "infer", "replay_comparison")
+ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
+HEADS = ("classification_head", "linear_head", "swichback_head")
+DTYPES = ("fp32", "bf16", "fp16")
+MODES = ("train", "inspect", "optimize", "infer", "replay_comparison")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
 
@@ -90,7 +93,6 @@ class ModelParams:
     mix_x: Optional[bool] = None
     negative_sampling_strategy: Optional[str] = None
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
-    tied_head: bool = False  # ours: item embeddings as the head's weight
 
 
 @dataclass
@@ -116,6 +118,36 @@ class Model:
     name: str = MISSING
     save_name: str = MISSING
     params: Params = field(default_factory=Params)
+
+
+@dataclass
+class PffBlock:
+    act_fn: str = "gelu"
+
+
+@dataclass
+class TransformerBlockAcceleration:
+    pff_block: PffBlock = field(default_factory=PffBlock)
+
+
+@dataclass
+class AccelerationConfig:
+    """Every key has a default, so a preset may name only some of them."""
+
+    dtype: str = "fp32"
+    transformer_block: TransformerBlockAcceleration = field(default_factory=TransformerBlockAcceleration)
+    head: str = "classification_head"
+    tied_head: bool = False  # the item embeddings as the head's weight
+
+
+@dataclass
+class AccelerationModel:
+    acceleration_config: AccelerationConfig = field(default_factory=AccelerationConfig)
+
+
+@dataclass
+class Acceleration:
+    model: AccelerationModel = field(default_factory=AccelerationModel)
 
 
 @dataclass
@@ -164,7 +196,7 @@ class Config:
     dataset: Dataset = field(default_factory=Dataset)
     model: Model = field(default_factory=Model)
     mode: Mode = field(default_factory=Mode)
-    acceleration: Optional[Any] = None
+    acceleration: Optional[Acceleration] = None  # null: no acceleration
     env: Env = field(default_factory=Env)
     paths: Paths = field(default_factory=Paths)
     trainer: Trainer = field(default_factory=Trainer)
@@ -199,6 +231,7 @@ def validate(cfg: DictConfig, origin: ConfigOrigin) -> DictConfig:
     try:
         typed = OmegaConf.merge(OmegaConf.structured(Config), cfg)
         OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
+        OmegaConf.resolve(typed)  # paths from environment variables are fixed from here on
     except (ConfigKeyError, ValidationError, MissingMandatoryValue) as error:
         raise ConfigError(_describe(error, origin)) from None
     except OmegaConfBaseException as error:  # interpolation and other composition errors
@@ -269,6 +302,16 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     require(len(cfg.metrics.ks) > 0 and all(k > 0 for k in cfg.metrics.ks), "metrics.ks",
             "must be a non-empty list of positive integers")
     require(10 in cfg.metrics.ks, "metrics.ks", "must contain 10 (early stopping watches validation NDCG@10)")
+    if cfg.acceleration is not None:
+        settings = cfg.acceleration.model.acceleration_config
+        prefix = "acceleration.model.acceleration_config"
+        require(settings.dtype in DTYPES, f"{prefix}.dtype", f"'{settings.dtype}' is not one of {list(DTYPES)}")
+        require(settings.head in HEADS, f"{prefix}.head", f"'{settings.head}' is not one of {list(HEADS)}")
+        require(settings.transformer_block.pff_block.act_fn in ACTIVATIONS,
+                f"{prefix}.transformer_block.pff_block.act_fn",
+                f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)}")
+        require(not (settings.tied_head and settings.head == "swichback_head"), f"{prefix}.tied_head",
+                "the SwitchBack head has its own weight; use tied_head=false or another head")
     if cfg.dataset.source == "synthetic":
         require(cfg.dataset.generator is not None, "dataset.generator", "the synthetic source needs generator sizes")
     if cfg.dataset.source == "local":

@@ -221,9 +221,6 @@ def _build_module(model_name: str, module_class: type, tensor_schema: TensorSche
         optimizer_factory=FatOptimizerFactory(learning_rate=training_params.learning_rate,
                                               weight_decay=training_params.weight_decay),
     )
-    if model_name == "bert4rec":
-        # RePlay's SASRec always scores with the item embeddings; its BERT4Rec has a switch for it.
-        common["enable_embedding_tying"] = bool(getattr(model_params, "tied_head", False))
     return module_class(**common)
 
 

@@ -14,7 +14,6 @@ def build_model(name: str, n_items: int, model_params) -> SequentialRecommender:
         block_count=model_params.block_count,
         head_count=model_params.head_count,
         dropout_rate=model_params.dropout_rate,
-        tied_head=model_params.tied_head,
     )
     if name == "bert4rec":
         return Bert4Rec(mask_prob=model_params.mask_prob, **common)

@@ -7,7 +7,6 @@ else lives here, once:
     item ids [B, L] -> item embedding + learned positional embedding -> dropout
                     -> block_count x pre-LayerNorm transformer block -> hidden [B, L, H]
     hidden at chosen positions [N, H] -> item head nn.Linear(H, n_items) -> logits [N, n_items]
-                                         (or, tied, the item embeddings themselves plus a bias)
 
 This matches RePlay's Bert4Rec architecture (pre-LN blocks with a 4x GELU feed-forward,
 dropout after attention, after the feed-forward and at the block's end, xavier-normal
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replay_accelerated.models.heads import LinearHead, TiedHead
+from replay_accelerated.models.heads import LinearHead
 
 
 class SelfAttention(nn.Module):
@@ -50,16 +49,20 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: Linear(H, 4H) -> GELU -> dropout -> Linear(4H, H)."""
+    """Position-wise feed-forward: Linear(H, 4H) -> GELU -> dropout -> Linear(4H, H).
+
+    The activation is a module so that an acceleration can swap it (SELU, SiLU, ...).
+    """
 
     def __init__(self, hidden_size: int, dropout_rate: float):
         super().__init__()
         self.up = nn.Linear(hidden_size, 4 * hidden_size)
+        self.activation = nn.GELU()
         self.dropout = nn.Dropout(dropout_rate)
         self.down = nn.Linear(4 * hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.dropout(F.gelu(self.up(x))))
+        return self.down(self.dropout(self.activation(self.up(x))))
 
 
 class TransformerBlock(nn.Module):
@@ -94,7 +97,6 @@ class SequentialRecommender(nn.Module):
         block_count: int,
         head_count: int,
         dropout_rate: float,
-        tied_head: bool = False,
     ):
         super().__init__()
         self.n_items = n_items
@@ -108,7 +110,7 @@ class SequentialRecommender(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count)
         )
-        self.head = TiedHead(self.item_embedding, n_items) if tied_head else LinearHead(hidden_size, n_items)
+        self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
         # RePlay initialises every matrix with xavier-normal; vectors keep their defaults.
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):

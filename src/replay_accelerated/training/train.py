@@ -1,4 +1,5 @@
 """`mode=train`: prepare data, train with early stopping, evaluate the best model, write results.
+`mode=inspect`: build and print the configured model and its accelerations, without training.
 
 Outputs (`<save_name>` from the model config):
 - `paths.checkpoint_dir/<save_name>/best.ckpt` and `items.parquet` (the item vocabulary);
@@ -22,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig, OmegaConf
 
+from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.data.prepare import PreparedData, prepare_data
 from replay_accelerated.evaluation.offline import (
     bootstrap_interval,
@@ -32,7 +34,7 @@ from replay_accelerated.evaluation.offline import (
 )
 from replay_accelerated.evaluation.ranking import EvaluationBatches
 from replay_accelerated.losses import build_loss
-from replay_accelerated.models import build_model
+from replay_accelerated.models import SequentialRecommender, build_model
 from replay_accelerated.training.batches import training_loader
 from replay_accelerated.training.measurements import EpochTimer, hardware, package_versions, peak_memory_mb
 from replay_accelerated.training.module import RecommenderModule
@@ -50,6 +52,23 @@ def apply_env(env) -> None:
     L.seed_everything(env.SEED, workers=True, verbose=False)
 
 
+def build_accelerated_model(cfg: DictConfig, n_items: int) -> tuple[SequentialRecommender, list[Change]]:
+    """The configured model with its accelerations applied, printed with the table of what changed."""
+    model = build_model(cfg.model.name, n_items, cfg.model.params.model_params)
+    changes = apply_accelerations(model, cfg.acceleration)
+    print(model)  # the reference project's way to check which layers are used
+    print(format_changes(changes))
+    return model, changes
+
+
+def inspect(cfg: DictConfig) -> list[Change]:
+    """`mode=inspect`: build and print the configured model without training."""
+    apply_env(cfg.env)
+    data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    _, changes = build_accelerated_model(cfg, len(data.vocabulary))
+    return changes
+
+
 def train(cfg: DictConfig) -> dict:
     """Run the whole training job; returns the run summary that is also written to run.json."""
     started = time.perf_counter()
@@ -62,10 +81,10 @@ def train(cfg: DictConfig) -> dict:
 
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
     print(f"Data: {data.summary()}")
-    model = build_model(cfg.model.name, len(data.vocabulary), model_params)
-    print(model)  # the reference project's way to check which layers are used
+    model, changes = build_accelerated_model(cfg, len(data.vocabulary))
 
-    module = RecommenderModule(model, build_loss(model_params.loss_type), training.learning_rate,
+    item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
+    module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
                                training.weight_decay, list(cfg.metrics.ks))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
                                    training.num_workers, cfg.env.SEED)
@@ -103,6 +122,7 @@ def train(cfg: DictConfig) -> dict:
         "best_validation_ndcg@10": float(checkpoint.best_model_score),
         "epochs_run": trainer.current_epoch,
         "data": data.summary(),
+        "accelerations": [vars(change) for change in changes],
         **timer.summary(),
         "peak_memory_mb": round(peak_memory_mb(trainer.strategy.root_device), 1),
         "hardware": hardware(),

@@ -1,0 +1,1 @@
+"""Accelerated building blocks: SwitchBack int8 item head (`acceleration.switchback`)."""

@@ -1,0 +1,93 @@
+"""Apply the `acceleration` config to a built model, and say what changed.
+
+One mechanism for both models: after `build_model`, the modules named by the config
+are swapped in place, and every swap is reported as (module path, before, after), the
+table that `mode=inspect` and every training run print:
+
+    acceleration.model.acceleration_config:
+      dtype: fp32 | bf16 | fp16               -> all parameters cast to this dtype
+      transformer_block.pff_block.act_fn: gelu | gelu_pytorch_tanh | selu | silu | relu
+                                              -> the activation of every feed-forward block
+      head: classification_head | linear_head -> nn.Linear item head (the default)
+            swichback_head                    -> int8 SwitchBackLinear item head
+      tied_head: true                         -> the item embeddings as the head's weight
+
+A missing key keeps its default (the reference project left attributes undefined).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from replay_accelerated.acceleration.switchback import SwitchBackLinear
+from replay_accelerated.config import AccelerationConfig
+from replay_accelerated.models.heads import TiedHead
+from replay_accelerated.models.transformer import FeedForward, SequentialRecommender
+
+ACTIVATIONS = {
+    "gelu": lambda: nn.GELU(),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "selu": nn.SELU,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Change:
+    module: str
+    before: str
+    after: str
+
+
+def acceleration_settings(acceleration) -> AccelerationConfig:
+    """The `acceleration_config` of the config (null: no acceleration), with defaults filled in."""
+    defaults = OmegaConf.structured(AccelerationConfig)
+    if acceleration is None:
+        return OmegaConf.to_object(defaults)
+    return OmegaConf.to_object(OmegaConf.merge(defaults, acceleration.model.acceleration_config))
+
+
+def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Change]:
+    """Swap the configured modules of `model` in place; return what changed."""
+    settings = acceleration_settings(acceleration)
+    changes: list[Change] = []
+
+    act_fn = settings.transformer_block.pff_block.act_fn
+    for path, module in model.named_modules():
+        if isinstance(module, FeedForward) and act_fn != "gelu":
+            before = repr(module.activation)
+            module.activation = ACTIVATIONS[act_fn]()
+            changes.append(Change(f"{path}.activation", before, repr(module.activation)))
+
+    head = model.head
+    if settings.head == "swichback_head":
+        model.head = SwitchBackLinear.from_linear(head)
+    elif settings.tied_head:
+        model.head = TiedHead(model.item_embedding, model.n_items)
+    if model.head is not head:
+        changes.append(Change("head", _short(head), _short(model.head)))
+
+    dtype = DTYPES[settings.dtype]
+    if dtype != torch.float32:
+        model.to(dtype)
+        changes.append(Change("(all parameters)", "torch.float32", str(dtype)))
+    return changes
+
+
+def format_changes(changes: list[Change]) -> str:
+    """A plain-text table: module path, before, after (or a line saying nothing changed)."""
+    if not changes:
+        return "Accelerations: none (the model is as built)."
+    rows = [("module", "before", "after")] + [(c.module, c.before, c.after) for c in changes]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    lines = [f"{m:<{widths[0]}}  {b:<{widths[1]}}  -> {a}" for m, b, a in rows]
+    return "Accelerations:\n" + "\n".join(lines)
+
+
+def _short(module: nn.Module) -> str:
+    """One-line repr of a module without its children (a tied head would print the embedding)."""
+    return f"{type(module).__name__}({module.extra_repr()})" if module.extra_repr() else type(module).__name__

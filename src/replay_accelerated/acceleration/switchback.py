@@ -1,0 +1,226 @@
+"""SwitchBack: an int8 linear layer for the item head (hidden [N, H] -> logits [N, n_items]).
+
+After Wortsman et al. 2023, "Stable and low-precision training for large-scale vision-language
+models". bitsandbytes 0.50 dropped its SwitchBack layer, so this is our own, in plain torch
+(`torch._int_mm` for the int8 matmuls, no Triton), for CPU and CUDA.
+
+Shapes used below: M rows (tokens), K = in_features (hidden size H), N = out_features (items).
+
+The three matmuls of a linear layer, and how each is done:
+
+- forward   y [M, N]      = x [M, K] @ W^T      int8: x row-wise (a scale per token),
+                                                      W row-wise (a scale per item / output feature);
+- backward  grad_x [M, K] = grad_y [M, N] @ W   int8: grad_y row-wise (a scale per token),
+                                                      W column-wise (a scale per input feature);
+- backward  grad_W [N, K] = grad_y^T @ x        in high precision (float32, or float64 for float64
+                                                      weights). This is the "switch back": this
+                                                      matmul sums over all M tokens, so int8 noise
+                                                      would not average out, and it is where the paper
+                                                      found int8 hurts training.
+
+Each int8 matmul accumulates in int32 (exact), then is dequantized by the outer product of its two
+scale vectors: out[m, n] = acc[m, n] * scale_a[m] * scale_b[n]. This is only right because each
+scale vector has one entry per output row / column of the product. A previous version read a single
+scale for a row-wise-quantized weight, so every output column was rescaled with row 0's maximum;
+`tests/test_switchback.py` checks every output column separately so that bug cannot come back.
+
+Backward weight quantization: column-wise (one absmax per input feature, over the N items), like the
+"vector-wise" SwitchBack of bitsandbytes, rather than the paper's tensor-wise (one scale for all of
+W). It costs one more [K] vector and is never less accurate than tensor-wise.
+
+`torch._int_mm` shape constraints: on CPU (torch 2.13) any shape works and results are exact. On
+CUDA it requires M > 16 and K, N multiples of 8 (and a K > 0). We always PAD with zeros (on both
+devices, so the path the tests run on CPU is the one CUDA runs): zero padding is exact for an integer
+matmul, because padded K entries add 0 * 0 to every dot product and padded rows / columns of the
+result are sliced away. We pad after quantizing, so padding never touches a scale.
+
+Candidate subsets (see `models/heads.py`):
+- `item_ids` [K]: the same K items for every row. Row-wise weight scales are per item, so quantizing
+  only the selected rows gives exactly the scales (and logits) of the full catalog; same int8 path.
+- `item_ids` [N, K]: K items per row. torch has no batched int8 matmul, so this falls back, explicitly,
+  to the plain float path of `score_items` (gathered float weights, bmm). These logits are float,
+  not int8: they differ from the full-catalog int8 logits by the int8 error (about 1e-2 relative).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+INT8_MAX = 127  # symmetric int8: [-127, 127]; -128 unused, so that q and -q are both representable
+_TINY = torch.finfo(torch.float32).tiny  # smallest scale: an all-zero row gets q = 0, not 0 / 0 = NaN
+
+
+def quantize_absmax(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric absmax int8 quantization of a 2-D `x`, one scale per slice reduced over `dim`.
+
+    `dim=1`: row-wise, x [R, C] -> q int8 [R, C], scale float32 [R], x[r, c] ~ q[r, c] * scale[r].
+    `dim=0`: column-wise, x [R, C] -> q int8 [R, C], scale float32 [C], x[r, c] ~ q[r, c] * scale[c].
+    """
+    x = x.float()  # quantize from float32 whatever came in: bf16 arithmetic here would add its own rounding
+    absmax = x.abs().amax(dim=dim, keepdim=True)  # [R, 1] or [1, C]
+    scale = (absmax / INT8_MAX).clamp_min(_TINY)  # [R, 1] or [1, C]
+    q = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # [R, C]
+    return q, scale.squeeze(dim)  # scale: [R] or [C]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact int8 matmul a [M, K] @ b [K, N] -> int32 [M, N], through `torch._int_mm`.
+
+    Zero-pads to what CUDA's `_int_mm` requires (M > 16; K, N multiples of 8), on every device,
+    and slices the result back. Zero padding is exact for integers (see the module docstring).
+    """
+    m, k = a.shape  # a: [M, K]
+    n = b.shape[1]  # b: [K, N]
+    m_pad, k_pad, n_pad = max(m, 17), _round_up(k, 8), _round_up(n, 8)
+    if (m_pad, k_pad) != (m, k):
+        a = F.pad(a, (0, k_pad - k, 0, m_pad - m))  # [M_pad, K_pad], new rows / columns are 0
+    if (k_pad, n_pad) != (k, n):
+        b = F.pad(b, (0, n_pad - n, 0, k_pad - k))  # [K_pad, N_pad], new rows / columns are 0
+    acc = torch._int_mm(a, b)  # int32 [M_pad, N_pad]: int32 cannot overflow, |sum| <= 127 * 127 * K
+    return acc[:m, :n]  # int32 [M, N]
+
+
+def _dequantize(acc: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+    """acc int32 [R, C] * outer(row_scale [R], col_scale [C]) -> float32 [R, C]."""
+    out = acc.float()  # [R, C], a fresh tensor, so the in-place products below are safe
+    out.mul_(row_scale[:, None])  # scale of row r of the left operand
+    out.mul_(col_scale[None, :])  # scale of column c of the right operand
+    return out
+
+
+class SwitchBackMatmul(torch.autograd.Function):
+    """y = x @ W^T + b with int8 forward and grad_x, high-precision grad_W (see the module docstring).
+
+    Inputs: x [M, K] (any float dtype), weight [N, K], bias [N] or None, out_dtype (the dtype of y).
+    All arithmetic is done explicitly in float32 / int8 / int32, with autocast switched off inside,
+    so it does not depend on whether the caller runs under autocast; the caller picks `out_dtype`.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                out_dtype: torch.dtype) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            x_q, x_scale = quantize_absmax(x, dim=1)  # int8 [M, K], float32 [M]: a scale per token
+            w_q, w_scale = quantize_absmax(weight, dim=1)  # int8 [N, K], float32 [N]: a scale per item
+            acc = int8_matmul(x_q, w_q.t())  # int32 [M, N]
+            y = _dequantize(acc, x_scale, w_scale)  # float32 [M, N]: acc[m, n] * x_scale[m] * w_scale[n]
+            if bias is not None:
+                y.add_(bias.float())  # [N], broadcast over rows
+        # Keep the input itself (in its own, high precision) for grad_W; the weight for grad_x.
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return y.to(out_dtype)  # [M, N]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight = ctx.saved_tensors  # [M, K], [N, K]
+        grad_x = grad_weight = grad_bias = None
+        # float32, or float64 if the weight is float64: the precision of the "switch back" matmul.
+        high = torch.promote_types(weight.dtype, torch.float32)
+        # Backward may be called inside an autocast region; it must not turn the float matmul into bf16.
+        with torch.autocast(grad_y.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                g_q, g_scale = quantize_absmax(grad_y, dim=1)  # int8 [M, N], float32 [M]: per token
+                w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], float32 [K]: per input feature
+                acc = int8_matmul(g_q, w_q)  # int32 [M, K]
+                grad_x = _dequantize(acc, g_scale, w_scale).to(x.dtype)  # [M, K]
+            if ctx.needs_input_grad[1]:
+                grad_weight = (grad_y.to(high).t() @ x.to(high)).to(weight.dtype)  # [N, K]
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_bias = grad_y.to(high).sum(dim=0).to(ctx.bias_dtype)  # [N]
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _output_dtype(x: torch.Tensor) -> torch.dtype:
+    """What nn.Linear would return: the autocast dtype inside an autocast region, else x's dtype."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class SwitchBackLinear(nn.Module):
+    """Item head / linear layer with SwitchBack int8 matmuls; follows the head interface of `models.heads`.
+
+    `forward(hidden [..., H], item_ids=None)`:
+    - `item_ids=None`: [..., n_items], int8 path;
+    - `item_ids` [K]: [..., K], int8 path on the selected weight rows (same logits as the full catalog);
+    - `item_ids` [..., K] (leading shape as hidden's): float fallback, see the module docstring.
+    Output dtype: the autocast dtype under autocast, else hidden's dtype.
+    `weight` [out_features, in_features] and `bias` [out_features] stay float parameters (the master
+    copy); they are re-quantized on every call, so optimizers and losses that read `head.weight` /
+    `head.bias` (chunked cross-entropy, ...) see ordinary parameters.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))  # [n_items, H]
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))  # [n_items]
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The initialisation of nn.Linear."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module) -> "SwitchBackLinear":
+        """A SwitchBackLinear with a copy of `linear.weight` [out, in] and `linear.bias` [out] (or None).
+
+        Works for anything with those attributes (nn.Linear, LinearHead, TiedHead). The weight is
+        COPIED: a TiedHead's tie to the item embeddings is not kept.
+        """
+        weight = linear.weight.detach()  # [out, in]
+        bias = getattr(linear, "bias", None)
+        new = cls(weight.shape[1], weight.shape[0], bias=bias is not None,
+                  device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(weight)
+            if bias is not None:
+                new.bias.copy_(bias.detach())
+        return new
+
+    def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        out_dtype = _output_dtype(hidden)
+        lead = hidden.shape[:-1]  # leading shape [...]
+        x = hidden.reshape(-1, self.in_features)  # [M, H]
+
+        if item_ids is None:  # the whole catalog
+            logits = SwitchBackMatmul.apply(x, self.weight, self.bias, out_dtype)  # [M, n_items]
+            return logits.reshape(*lead, self.out_features)
+
+        if item_ids.dim() == 1:  # the same K candidates for every row: int8 on the selected rows
+            weight = self.weight[item_ids]  # [K, H]; per-item scales do not depend on the other rows
+            bias = None if self.bias is None else self.bias[item_ids]  # [K]
+            logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype)  # [M, K]
+            return logits.reshape(*lead, item_ids.shape[0])
+
+        # K candidates per row: no batched int8 matmul in torch, so the float path of `score_items`.
+        if item_ids.shape[:-1] != lead:
+            raise ValueError(f"item_ids {tuple(item_ids.shape)} must have hidden's leading shape {tuple(lead)}")
+        ids = item_ids.reshape(x.shape[0], -1)  # [M, K]
+        candidates = self.weight[ids]  # [M, K, H], float
+        logits = torch.bmm(candidates, x.to(candidates.dtype).unsqueeze(-1)).squeeze(-1)  # [M, K]
+        if self.bias is not None:
+            logits = logits + self.bias[ids]  # [M, K]
+        return logits.to(out_dtype).reshape(item_ids.shape)
+
+    def extra_repr(self) -> str:
+        bias = "" if self.bias is not None else ", bias=False"
+        return f"in_features={self.in_features}, out_features={self.out_features}{bias}, int8"

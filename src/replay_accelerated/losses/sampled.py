@@ -1,0 +1,122 @@
+"""Losses over the positive item plus sampled negatives.
+
+Sampling (`NegativeSampler`, also used by the sampled cut cross-entropy in cut.py):
+- one shared set of `n_negatives` item ids per batch, drawn *with replacement* on the
+  device of `hidden` in a single tensor op: `torch.randint` for "uniform"
+  (q_i = 1 / n_items) or `torch.multinomial` on q_i = count_i / sum(count) for
+  "popularity" (`item_counts`: training interactions per item);
+- every target position scores the same K negatives; a negative equal to that position's
+  positive (an accidental hit) is masked out for that position only.
+
+`SampledSoftmaxLoss` ("CE_sampled"): softmax cross-entropy over [positive, negatives]
+with the log-Q correction on the negatives only:
+    loss_n = -s_pos + log( exp(s_pos) + sum_{k: j_k != pos} exp(s_{j_k} - log(K * q_{j_k})) )
+where K * q_j is the expected number of times item j is drawn. With draws made with
+replacement, (1/K) * sum_k exp(s_{j_k}) / q_{j_k} is an unbiased estimate of the sum over
+the whole catalog, so the denominator estimates the full softmax's. The positive is always
+present (not sampled), so its logit is left uncorrected (RePlay does the same; for uniform
+sampling RePlay's shift log((n_items - 1) / K_kept) is ours, log(n_items / K), up to its
+per-row renormalisation for rejected hits). Mean over target positions.
+
+`BinaryCrossEntropyLoss` ("BCE"), RePlay's `_compute_loss_bce_sampled`:
+    loss = (1 / N) * sum_n [ softplus(-s_pos,n) + sum_{k: j_k != pos_n} softplus(s_{j_k},n) ]
+i.e. summed over negatives, averaged over target positions. Differences from RePlay:
+softplus is the exact -log(sigmoid) (RePlay adds eps=1e-6 inside the log and clamps), and
+accidental hits are excluded (RePlay keeps them as negatives).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("uniform", "popularity")
+
+
+class NegativeSampler(nn.Module):
+    """Draws one shared set of `n_negatives` item ids per batch; knows their probabilities q."""
+
+    def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None):
+        super().__init__()
+        if n_negatives < 1:
+            raise ValueError(f"n_negatives must be at least 1, got {n_negatives}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+        if strategy == "popularity":
+            if item_counts is None or item_counts.dim() != 1 or float(item_counts.sum()) <= 0:
+                raise ValueError("popularity sampling needs item_counts: a 1-D tensor of counts with a positive sum")
+            if bool((item_counts < 0).any()):
+                raise ValueError("item_counts must not be negative")
+        self.n_negatives = n_negatives
+        self.strategy = strategy
+        # Not saved in checkpoints: it is data, rebuilt from the training split by build_loss.
+        self.register_buffer("item_counts", None if item_counts is None else item_counts.detach().clone(),
+                             persistent=False)
+
+    def probabilities(self, n_items: int, device: torch.device) -> torch.Tensor:
+        """q [n_items]: the probability of each item per draw."""
+        if self.strategy == "uniform":
+            return torch.full((n_items,), 1.0 / n_items, device=device)
+        counts = self.item_counts.to(device=device, dtype=torch.float32)
+        if len(counts) != n_items:
+            raise ValueError(f"item_counts has {len(counts)} entries but the head scores {n_items} items")
+        return counts / counts.sum()
+
+    def sample(self, n_items: int, device: torch.device) -> torch.Tensor:
+        """Item ids [n_negatives], drawn with replacement."""
+        if self.strategy == "uniform":
+            return torch.randint(0, n_items, (self.n_negatives,), device=device)
+        return torch.multinomial(self.probabilities(n_items, device), self.n_negatives, replacement=True)
+
+    def log_expected_counts(self, item_ids: torch.Tensor, n_items: int) -> torch.Tensor:
+        """log(K * q_j) for the drawn ids: the log-Q correction subtracted from their logits."""
+        q = self.probabilities(n_items, item_ids.device)[item_ids]
+        return torch.log(q * self.n_negatives)
+
+
+def gather_targets(hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor):
+    """Hidden states [N, H] and labels [N] at the target positions."""
+    return hidden[target_mask], labels[target_mask]
+
+
+def sampled_scores(rows: torch.Tensor, positives: torch.Tensor, head: nn.Module, sampler: NegativeSampler):
+    """Positive logits [N], negative logits [N, K], negative ids [K] and the hit mask [N, K]
+    (True where a negative is the row's own positive)."""
+    n_items = head.weight.shape[0]
+    negatives = sampler.sample(n_items, rows.device)  # [K], shared by the batch
+    positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [N]
+    negative_logits = head(rows, negatives)  # [N, K]
+    hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [N, K]
+    return positive_logits, negative_logits, negatives, hits
+
+
+class SampledSoftmaxLoss(nn.Module):
+    """Sampled softmax cross-entropy with log-Q correction on the negatives ("CE_sampled")."""
+
+    def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None):
+        super().__init__()
+        self.sampler = NegativeSampler(n_negatives, strategy, item_counts)
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
+                head: nn.Module) -> torch.Tensor:
+        rows, positives = gather_targets(hidden, labels, target_mask)
+        positive_logits, negative_logits, negatives, hits = sampled_scores(rows, positives, head, self.sampler)
+        correction = self.sampler.log_expected_counts(negatives, head.weight.shape[0])  # [K]
+        negative_logits = (negative_logits.float() - correction).masked_fill(hits, float("-inf"))
+        logits = torch.cat([positive_logits.float().unsqueeze(1), negative_logits], dim=1)  # [N, 1 + K]
+        return F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
+
+
+class BinaryCrossEntropyLoss(nn.Module):
+    """Binary cross-entropy: positive vs. sampled negatives, summed over negatives, mean over positions ("BCE")."""
+
+    def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None):
+        super().__init__()
+        self.sampler = NegativeSampler(n_negatives, strategy, item_counts)
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
+                head: nn.Module) -> torch.Tensor:
+        rows, positives = gather_targets(hidden, labels, target_mask)
+        positive_logits, negative_logits, _, hits = sampled_scores(rows, positives, head, self.sampler)
+        positive_loss = F.softplus(-positive_logits.float())  # -log sigmoid(s_pos)
+        negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # -log(1 - sigmoid(s_neg))
+        return (positive_loss.sum() + negative_loss.sum()) / len(rows)

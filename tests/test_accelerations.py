@@ -1,0 +1,78 @@
+"""Accelerations swap the configured modules of both models through one mechanism and say so."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from replay_accelerated.acceleration.apply import ACTIVATIONS, apply_accelerations, format_changes
+from replay_accelerated.acceleration.switchback import SwitchBackLinear
+from replay_accelerated.config import Acceleration
+from replay_accelerated.models import Bert4Rec, SasRec
+from replay_accelerated.models.heads import LinearHead, TiedHead
+from replay_accelerated.models.transformer import FeedForward
+
+N_ITEMS = 53
+
+
+def _model(cls):
+    return cls(n_items=N_ITEMS, max_seq_len=10, hidden_size=16, block_count=2, head_count=2, dropout_rate=0.0)
+
+
+def _acceleration(**settings):
+    """An `acceleration` config node as Hydra would compose it (only the given keys set)."""
+    config = OmegaConf.create({"model": {"acceleration_config": settings}})
+    return OmegaConf.merge(OmegaConf.structured(Acceleration), config)
+
+
+@pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
+@pytest.mark.parametrize("act_fn, expected", [("selu", nn.SELU), ("silu", nn.SiLU), ("relu", nn.ReLU),
+                                              ("gelu_pytorch_tanh", nn.GELU)])
+def test_activation_is_swapped_in_every_feed_forward(cls, act_fn, expected):
+    model = _model(cls)
+    changes = apply_accelerations(model, _acceleration(transformer_block={"pff_block": {"act_fn": act_fn}}))
+    feed_forwards = [m for m in model.modules() if isinstance(m, FeedForward)]
+    assert len(feed_forwards) == 2 and all(isinstance(m.activation, expected) for m in feed_forwards)
+    assert [c.module for c in changes] == ["blocks.0.feed_forward.activation", "blocks.1.feed_forward.activation"]
+    assert repr(feed_forwards[0].activation) in format_changes(changes)
+    with torch.no_grad():  # the swapped activation is really used in the forward pass
+        block, x = feed_forwards[0], torch.randn(2, 3, 16)
+        torch.testing.assert_close(block(x), block.down(ACTIVATIONS[act_fn]()(block.up(x))))
+    if act_fn == "gelu_pytorch_tanh":
+        assert feed_forwards[0].activation.approximate == "tanh"
+
+
+@pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
+def test_switchback_head_keeps_the_weights_and_is_reported(cls):
+    model = _model(cls)
+    weight = model.head.weight.detach().clone()
+    changes = apply_accelerations(model, _acceleration(head="swichback_head"))
+    assert isinstance(model.head, SwitchBackLinear)
+    torch.testing.assert_close(model.head.weight.detach(), weight)
+    assert changes[0].module == "head" and "SwitchBackLinear" in changes[0].after and "int8" in changes[0].after
+    assert "SwitchBackLinear" in repr(model)
+
+
+def test_tied_head_and_linear_head():
+    model = _model(SasRec)
+    assert apply_accelerations(model, _acceleration(head="linear_head")) == []  # already nn.Linear
+    assert isinstance(model.head, LinearHead)
+    changes = apply_accelerations(model, _acceleration(tied_head=True))
+    assert isinstance(model.head, TiedHead) and changes[0].after.startswith("TiedHead")
+
+
+def test_dtype_casts_every_parameter():
+    model = _model(Bert4Rec)
+    changes = apply_accelerations(model, _acceleration(dtype="bf16"))
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert changes[-1].after == "torch.bfloat16"
+
+
+def test_no_acceleration_and_partial_configs_change_nothing_unnamed():
+    model = _model(Bert4Rec)
+    assert apply_accelerations(model, None) == []
+    assert format_changes([]).startswith("Accelerations: none")
+    # A config naming only the head leaves everything else at its default.
+    changes = apply_accelerations(model, _acceleration(head="swichback_head"))
+    assert [c.module for c in changes] == ["head"]
+    assert all(isinstance(m.activation, nn.GELU) for m in model.modules() if isinstance(m, FeedForward))

@@ -1,0 +1,68 @@
+"""Accelerated training still learns: every loss, activation, head, precision and preset beats popularity.
+
+Tiny in-process runs on the synthetic data (a few epochs each). The exhaustive
+pairwise sweep of all options belongs to the benchmark, not here.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_SYNTHETIC, compose
+from replay_accelerated.training.train import train
+
+MODELS = ["bert4rec_synthetic", "sasrec_synthetic"]
+ACCELERATION = "acceleration.model.acceleration_config"
+LOSSES = [
+    ["model.params.model_params.loss_type=CE"],
+    ["model.params.model_params.loss_type=CE_restricted"],
+    ["model.params.model_params.loss_type=CE_full_positions"],
+    ["model.params.model_params.loss_type=CE_sampled", "model.params.model_params.loss_sample_count=30"],
+    ["model.params.model_params.loss_type=CE_sampled", "model.params.model_params.loss_sample_count=30",
+     "model.params.model_params.negative_sampling_strategy=popularity"],
+    ["model.params.model_params.loss_type=BCE", "model.params.model_params.loss_sample_count=30"],
+    ["model.params.model_params.loss_type=SCE", "model.params.model_params.n_buckets=8",
+     "model.params.model_params.bucket_size_x=64", "model.params.model_params.bucket_size_y=64"],
+    ["model.params.model_params.loss_type=CCE"],
+]
+LAYERS = [
+    *[["acceleration=none", f"{ACCELERATION}.transformer_block.pff_block.act_fn={act}"]
+      for act in ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")],
+    *[["acceleration=none", f"{ACCELERATION}.head={head}"]
+      for head in ("classification_head", "linear_head", "swichback_head")],
+    ["acceleration=none", f"{ACCELERATION}.tied_head=true"],
+    ["acceleration=none", f"{ACCELERATION}.dtype=bf16"],
+    ["model.params.training_params.precision=32"],
+    ["model.params.training_params.precision=bf16-mixed"],
+]
+
+
+def _learns(home: Path, *overrides: str, config_name: str = "config") -> None:
+    summary = train(compose(home, *TINY_SYNTHETIC, *overrides, config_name=config_name))
+    ndcg, popularity = summary["validation_metrics"]["ndcg@10"], summary["validation_popularity_ndcg@10"]
+    assert ndcg > popularity, (overrides, ndcg, popularity)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda o: " ".join(x.split("=")[-1] for x in o))
+def test_every_loss_learns(tmp_path: Path, model: str, loss: list[str]):
+    _learns(tmp_path, f"model={model}", *loss)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("layers", LAYERS, ids=lambda o: o[-1].split(".")[-1])
+def test_every_layer_and_precision_option_learns_with_ce(tmp_path: Path, model: str, layers: list[str]):
+    _learns(tmp_path, f"model={model}", *layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA device (Lightning has no CPU fp16 AMP)")
+@pytest.mark.parametrize("model", MODELS)
+def test_fp16_mixed_precision_learns(tmp_path: Path, model: str):
+    _learns(tmp_path, f"model={model}", "model.params.training_params.precision=16-mixed")
+
+
+@pytest.mark.parametrize("preset", ["config_ml20_swichback", "config_ml20_accelerate"])
+def test_reference_presets_learn(tmp_path: Path, preset: str):
+    # The presets' layers on the synthetic data: only the dataset and model sizes are replaced.
+    _learns(tmp_path, "dataset=synthetic", "model=bert4rec_synthetic", config_name=preset)

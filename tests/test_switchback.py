@@ -1,0 +1,185 @@
+"""SwitchBackLinear (int8 item head) against a float64 reference: values, gradients, dtypes, subsets."""
+
+import pytest
+import torch
+from torch import nn
+
+from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul, quantize_absmax
+from replay_accelerated.models.heads import LinearHead
+
+FORWARD_TOL = 2e-2  # int8 on both operands: measured about 0.7e-2
+GRAD_INPUT_TOL = 3e-2  # int8 grad_y and int8 weight columns: measured about 0.8e-2
+GRAD_WEIGHT_TOL = 1e-3  # float32 "switch back" matmul: measured about 1e-7
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """||value - reference|| / ||reference||, in float64."""
+    value, reference = value.double(), reference.double()
+    return ((value - reference).norm() / reference.norm()).item()
+
+
+def worst_column_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """The largest relative error of a single output column (item) of [M, N] logits."""
+    value, reference = value.double(), reference.double()
+    return ((value - reference).norm(dim=0) / reference.norm(dim=0)).max().item()
+
+
+def float64_reference(x, weight, bias, grad_y):
+    """y = x @ W^T + b and its gradients, all in float64."""
+    x = x.detach().double().requires_grad_()
+    weight = weight.detach().double().requires_grad_()
+    bias = bias.detach().double().requires_grad_()
+    y = x @ weight.T + bias
+    y.backward(grad_y.double())
+    return y.detach(), x.grad, weight.grad, bias.grad
+
+
+def check_against_reference(n_rows, hidden, n_items):
+    head = SwitchBackLinear(hidden, n_items)
+    x = torch.randn(n_rows, hidden, requires_grad=True)
+    grad_y = torch.randn(n_rows, n_items)
+    y = head(x)
+    y.backward(grad_y)
+    y_ref, grad_x_ref, grad_w_ref, grad_b_ref = float64_reference(x, head.weight, head.bias, grad_y)
+
+    assert y.shape == (n_rows, n_items) and y.dtype == torch.float32
+    assert relative_error(y, y_ref) < FORWARD_TOL
+    assert x.grad.dtype == torch.float32
+    assert relative_error(x.grad, grad_x_ref) < GRAD_INPUT_TOL
+    assert relative_error(head.weight.grad, grad_w_ref) < GRAD_WEIGHT_TOL
+    torch.testing.assert_close(head.bias.grad.double(), grad_b_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_and_gradients_match_float64():
+    check_against_reference(n_rows=64, hidden=64, n_items=200)
+
+
+def test_shapes_not_multiples_of_8():
+    # 13 rows < 17 and 37, 101 not multiples of 8: every padding branch of int8_matmul runs.
+    check_against_reference(n_rows=13, hidden=37, n_items=101)
+
+
+def test_int8_matmul_is_exact_on_odd_shapes():
+    for m, k, n in [(1, 1, 1), (13, 37, 101), (17, 8, 8), (40, 24, 9)]:
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+        b = torch.randint(-127, 128, (n, k), dtype=torch.int8).t()  # [K, N], a transposed view, as in forward
+        expected = (a.long() @ b.long()).int()
+        assert torch.equal(int8_matmul(a, b), expected)
+
+
+def test_every_item_keeps_its_own_weight_scale():
+    """Rows 10**uniform(-3, 3) apart: each item (output column) must stay accurate on its own."""
+    n_rows, hidden, n_items = 48, 64, 120
+    row_magnitude = 10 ** torch.empty(n_items, 1).uniform_(-3, 3)  # [n_items, 1]
+    head = SwitchBackLinear(hidden, n_items, bias=False)
+    with torch.no_grad():
+        head.weight.mul_(row_magnitude)
+    x = torch.randn(n_rows, hidden)
+    y_ref = x.double() @ head.weight.detach().double().T  # [M, n_items]
+
+    assert worst_column_error(head(x).detach(), y_ref) < 3e-2
+
+    # The check can fail: the int8 product dequantized with ONE weight scale (row 0's, the old bug),
+    # or with a tensor-wise scale, loses the items whose rows are far from that scale.
+    x_q, x_scale = quantize_absmax(x, dim=1)  # [M, H], [M]
+    w_q, w_scale = quantize_absmax(head.weight.detach(), dim=1)  # [n, H], [n]
+    acc = int8_matmul(x_q, w_q.t()).double()  # [M, n]
+    row0_scale = acc * x_scale.double()[:, None] * w_scale.double()[0]
+    assert worst_column_error(row0_scale, y_ref) > 3e-2
+
+    w_flat = head.weight.detach().reshape(1, -1)  # one absmax over the whole weight
+    w_q_global, w_scale_global = quantize_absmax(w_flat, dim=1)
+    w_q_global = w_q_global.reshape(n_items, hidden)
+    tensor_wise = int8_matmul(x_q, w_q_global.t()).double() * x_scale.double()[:, None] * w_scale_global.double()
+    assert worst_column_error(tensor_wise, y_ref) > 3e-2
+
+
+def test_autocast_bf16_on_cpu():
+    hidden, n_items = 40, 90
+    head = SwitchBackLinear(hidden, n_items)
+    x = torch.randn(3, 7, hidden, requires_grad=True)  # float32 input, leading shape [3, 7]
+    grad_y = torch.randn(3, 7, n_items)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = head(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (3, 7, n_items)
+    y.backward(grad_y.to(torch.bfloat16))
+    y_ref, grad_x_ref, grad_w_ref, grad_b_ref = float64_reference(
+        x.reshape(-1, hidden), head.weight, head.bias, grad_y.to(torch.bfloat16).reshape(-1, n_items))
+
+    assert relative_error(y.reshape(-1, n_items), y_ref) < 2.5e-2  # int8 plus bf16 rounding (2**-9)
+    assert x.grad.dtype == torch.float32 and head.weight.grad.dtype == torch.float32
+    assert relative_error(x.grad.reshape(-1, hidden), grad_x_ref) < GRAD_INPUT_TOL
+    assert relative_error(head.weight.grad, grad_w_ref) < GRAD_WEIGHT_TOL
+    torch.testing.assert_close(head.bias.grad.double(), grad_b_ref, rtol=1e-5, atol=1e-5)
+
+    # A bf16 input, outside autocast: bf16 logits, bf16 grad_input.
+    x16 = torch.randn(20, hidden, dtype=torch.bfloat16, requires_grad=True)
+    y16 = head(x16)
+    assert y16.dtype == torch.bfloat16
+    y16.sum().backward()
+    assert x16.grad.dtype == torch.bfloat16
+    y16_ref = x16.detach().double() @ head.weight.detach().double().T + head.bias.detach().double()
+    assert relative_error(y16, y16_ref) < 2.5e-2
+
+
+def test_candidate_subsets_agree_with_full_catalog():
+    n_rows, hidden, n_items, k = 21, 32, 75, 11
+    head = SwitchBackLinear(hidden, n_items)
+    x = torch.randn(n_rows, hidden)
+    full = head(x)  # [M, n_items]
+
+    shared = torch.randperm(n_items)[:k]  # [K]
+    # Per-item scales: the subset's int8 logits are exactly the full catalog's columns.
+    torch.testing.assert_close(head(x, shared), full[:, shared], rtol=1e-6, atol=1e-6)
+
+    per_row = torch.randint(0, n_items, (n_rows, k))  # [M, K]
+    # Float fallback: equal to the full catalog's int8 columns within the int8 error ...
+    assert relative_error(head(x, per_row), full.gather(1, per_row)) < FORWARD_TOL
+    # ... and to the float64 logits much more tightly.
+    reference = x.double() @ head.weight.detach().double().T + head.bias.detach().double()
+    assert relative_error(head(x, per_row), reference.gather(1, per_row)) < 1e-5
+
+
+def test_shared_candidates_backward_reaches_only_their_rows():
+    head = SwitchBackLinear(16, 30)
+    shared = torch.tensor([3, 7, 29])
+    x = torch.randn(20, 16, requires_grad=True)
+    head(x, shared).sum().backward()
+    touched = head.weight.grad.abs().sum(dim=1) > 0  # [n_items]
+    assert touched.nonzero().flatten().tolist() == shared.tolist()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_from_linear_preserves_the_function():
+    hidden, n_items = 48, 130
+    x = torch.randn(25, hidden)
+    for linear in (nn.Linear(hidden, n_items), LinearHead(hidden, n_items), nn.Linear(hidden, n_items, bias=False)):
+        head = SwitchBackLinear.from_linear(linear)
+        assert torch.equal(head.weight, linear.weight)
+        assert (head.bias is None) == (linear.bias is None)
+        with torch.no_grad():
+            assert relative_error(head(x), linear(x)) < FORWARD_TOL
+
+
+def test_zero_rows_give_zero_logits_not_nan():
+    head = SwitchBackLinear(24, 40, bias=False)
+    x = torch.randn(30, 24, requires_grad=True)
+    x_zeroed = x * (torch.arange(30) % 3 != 0).float()[:, None]  # every third row all zeros (padding tokens)
+    y = head(x_zeroed)
+    assert torch.isfinite(y).all() and torch.equal(y[::3], torch.zeros_like(y[::3]))
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+def test_repr():
+    text = repr(SwitchBackLinear(256, 18345))
+    assert "SwitchBackLinear(" in text and "int8" in text
+    assert text == "SwitchBackLinear(in_features=256, out_features=18345, int8)"
+    assert "bias=False" in repr(SwitchBackLinear(8, 9, bias=False))
+
+
+def test_initialisation_like_nn_linear():
+    head = SwitchBackLinear(64, 500)
+    bound = 1 / 64 ** 0.5
+    assert head.weight.abs().max() <= bound and head.bias.abs().max() <= bound
+    assert head.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)  # uniform(-bound, bound)
