@@ -106,3 +106,16 @@ def test_a_preset_runs_with_config_name(home: Path):
                       config_name="my_preset")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((home / "results" / "sasrec_synthetic" / "run.json").read_text())["model"] == "sasrec"
+
+
+def test_bench_mode_trains_each_variant_and_resumes(home: Path):
+    quick = [*FAST_SYNTHETIC, "model.params.training_params.max_epochs=1", "mode.bench.name=smoke",
+             "mode.bench.variants={plain:[],selu:[acceleration=act_fn]}"]
+    result = run_main(home, "mode=bench", *quick)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(home / "results" / "bench" / "smoke" / "results.csv")
+    assert list(table["variant"]) == ["plain", "selu"]
+    assert table.drop(columns=["overrides"]).notna().all().all()
+    assert table["speed_up"].iloc[0] == 1.0
+    again = run_main(home, "mode=bench", *quick)
+    assert again.stdout.count("already in") == 2

@@ -41,6 +41,15 @@ def run(cfg: DictConfig) -> None:
             from replay_accelerated.training.train import inspect
 
             inspect(cfg)
+        elif cfg.mode.name == "bench":
+            from hydra import compose
+
+            from replay_accelerated.benchmark.bench import run_bench
+
+            def compose_variant(overrides: list[str]) -> DictConfig:
+                return validate(compose(origin.config_name, overrides=[*origin.overrides, *overrides]), origin)
+
+            run_bench(cfg, compose_variant)
         elif cfg.mode.name == "replay_comparison":
             from replay_accelerated.benchmark.replay_comparison import compare_with_replay
 

@@ -31,7 +31,7 @@ PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
 HEADS = ("classification_head", "linear_head", "swichback_head")
 DTYPES = ("fp32", "bf16", "fp16")
-MODES = ("train", "inspect", "optimize", "infer", "replay_comparison")
+MODES = ("train", "inspect", "bench", "optimize", "infer", "replay_comparison")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
 
@@ -157,9 +157,17 @@ class Profiler:
 
 
 @dataclass
+class Bench:  # ours: mode=bench
+    name: str = "bench"
+    variants: dict[str, list[str]] = field(default_factory=dict)  # variant name -> overrides
+    pairwise: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # option -> value -> overrides
+
+
+@dataclass
 class Mode:
     name: str = "train"
     profiler: Profiler = field(default_factory=Profiler)
+    bench: Bench = field(default_factory=Bench)
 
 
 @dataclass
@@ -302,6 +310,9 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     require(len(cfg.metrics.ks) > 0 and all(k > 0 for k in cfg.metrics.ks), "metrics.ks",
             "must be a non-empty list of positive integers")
     require(10 in cfg.metrics.ks, "metrics.ks", "must contain 10 (early stopping watches validation NDCG@10)")
+    if cfg.mode.name == "bench":
+        require(len(cfg.mode.bench.variants) + len(cfg.mode.bench.pairwise) > 0, "mode.bench.variants",
+                "a bench needs at least one variant (a list of overrides) or pairwise options")
     if cfg.acceleration is not None:
         settings = cfg.acceleration.model.acceleration_config
         prefix = "acceleration.model.acceleration_config"

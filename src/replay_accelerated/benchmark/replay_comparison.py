@@ -10,7 +10,6 @@ over test users, and our speed-up.
 """
 
 import json
-import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +18,8 @@ from omegaconf import DictConfig
 from replay_accelerated.benchmark.replay_baseline import train_replay_baseline
 from replay_accelerated.data.prepare import prepare_data
 from replay_accelerated.evaluation.offline import bootstrap_interval, metric_table, per_user_ndcg_and_hitrate
+from replay_accelerated.training.measurements import median_epoch_seconds
 from replay_accelerated.training.train import train
-
-
-def median_epoch_seconds(seconds: list[float]) -> float:
-    """Median train seconds per epoch without the first (warm-up) epoch, when there is more than one."""
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def compare_with_replay(cfg: DictConfig) -> pd.DataFrame:

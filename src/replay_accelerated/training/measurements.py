@@ -2,6 +2,7 @@
 
 import platform
 import resource
+import statistics
 import sys
 import time
 from importlib import metadata
@@ -41,6 +42,11 @@ class EpochTimer(L.Callback):
             "train_seconds_per_epoch": [round(s, 3) for s in self.train_seconds],
             "train_samples_per_second": [round(self.samples_per_epoch / s, 1) for s in self.train_seconds],
         }
+
+
+def median_epoch_seconds(seconds: list[float]) -> float:
+    """Median train seconds per epoch without the first (warm-up) epoch, when there is more than one."""
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
 def peak_memory_mb(device: torch.device) -> float:
