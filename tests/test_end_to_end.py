@@ -110,7 +110,7 @@ def test_a_preset_runs_with_config_name(home: Path):
 
 def test_bench_mode_trains_each_variant_and_resumes(home: Path):
     quick = [*FAST_SYNTHETIC, "model.params.training_params.max_epochs=1", "mode.bench.name=smoke",
-             "mode.bench.variants={plain:[],selu:[acceleration=act_fn]}"]
+             "~mode.bench.variants", "+mode.bench.variants={plain:[],selu:['acceleration=act_fn']}"]
     result = run_main(home, "mode=bench", *quick)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(home / "results" / "bench" / "smoke" / "results.csv")
