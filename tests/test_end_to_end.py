@@ -119,3 +119,14 @@ def test_bench_mode_trains_each_variant_and_resumes(home: Path):
     assert table["speed_up"].iloc[0] == 1.0
     again = run_main(home, "mode=bench", *quick)
     assert again.stdout.count("already in") == 2
+
+
+def test_inspect_prints_the_model_and_what_each_acceleration_changed(home: Path):
+    result = run_main(home, "mode=inspect", "dataset=synthetic", "model=bert4rec_synthetic",
+                      config_name="config_ml20_swichback")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(head): SwitchBackLinear(in_features=64, out_features=" in result.stdout
+    assert "head    LinearHead(in_features=64" in result.stdout and "-> SwitchBackLinear(" in result.stdout
+    assert not (home / "checkpoints").exists()  # nothing was trained
+    selu = run_main(home, "inspect", "dataset=synthetic", "model=sasrec_synthetic", config_name="config_ml20_accelerate")
+    assert "blocks.1.feed_forward.activation  GELU(approximate='none')  -> SELU()" in selu.stdout

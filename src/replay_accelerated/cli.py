@@ -2,8 +2,8 @@
 
 Both run `configs/config.yaml` through Hydra, so presets (`--config-name <preset>`)
 and overrides (`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the
-same. A first argument naming a mode is a shortcut: `replay-accelerated train` is
-`replay-accelerated mode=train`. Mistakes the user can fix (config, data) print one
+same. An argument naming a mode is a shortcut: `replay-accelerated inspect` is
+`replay-accelerated mode=inspect`. Mistakes the user can fix (config, data) print one
 paragraph and exit with status 2, without a traceback.
 """
 
@@ -69,6 +69,6 @@ def _relative(path: Path) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in MODES:
-        sys.argv[1] = f"mode={sys.argv[1]}"
+    # A bare mode name is never a valid override, so it can only mean `mode=<name>`.
+    sys.argv[1:] = [f"mode={arg}" if arg in MODES else arg for arg in sys.argv[1:]]
     run()
