@@ -73,50 +73,42 @@ class NegativeSampler(nn.Module):
         return torch.log(q * self.n_negatives)
 
 
-def gather_targets(hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor):
-    """Hidden states [N, H] and labels [N] at the target positions."""
-    return hidden[target_mask], labels[target_mask]
-
-
-def sampled_scores(rows: torch.Tensor, positives: torch.Tensor, head: nn.Module, sampler: NegativeSampler):
-    """Positive logits [N], negative logits [N, K], negative ids [K] and the hit mask [N, K]
-    (True where a negative is the row's own positive)."""
-    n_items = head.weight.shape[0]
-    negatives = sampler.sample(n_items, rows.device)  # [K], shared by the batch
-    positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [N]
-    negative_logits = head(rows, negatives)  # [N, K]
-    hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [N, K]
-    return positive_logits, negative_logits, negatives, hits
-
-
-class SampledSoftmaxLoss(nn.Module):
-    """Sampled softmax cross-entropy with log-Q correction on the negatives ("CE_sampled")."""
+class NegativeSamplingLoss(nn.Module):
+    """What CE_sampled and BCE share: a sampler and the logits of positives and sampled negatives."""
 
     def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None):
         super().__init__()
         self.sampler = NegativeSampler(n_negatives, strategy, item_counts)
 
+    def scores(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor, head: nn.Module):
+        """Positive logits [N], negative logits [N, K], negative ids [K] and the hit mask [N, K]
+        (True where a negative is the row's own positive), at the target positions."""
+        rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
+        negatives = self.sampler.sample(head.weight.shape[0], rows.device)  # [K], shared by the batch
+        positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [N]
+        negative_logits = head(rows, negatives)  # [N, K]
+        hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [N, K]
+        return positive_logits, negative_logits, negatives, hits
+
+
+class SampledSoftmaxLoss(NegativeSamplingLoss):
+    """Sampled softmax cross-entropy with log-Q correction on the negatives ("CE_sampled")."""
+
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module) -> torch.Tensor:
-        rows, positives = gather_targets(hidden, labels, target_mask)
-        positive_logits, negative_logits, negatives, hits = sampled_scores(rows, positives, head, self.sampler)
+        positive_logits, negative_logits, negatives, hits = self.scores(hidden, labels, target_mask, head)
         correction = self.sampler.log_expected_counts(negatives, head.weight.shape[0])  # [K]
         negative_logits = (negative_logits.float() - correction).masked_fill(hits, float("-inf"))
         logits = torch.cat([positive_logits.float().unsqueeze(1), negative_logits], dim=1)  # [N, 1 + K]
-        return F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-class BinaryCrossEntropyLoss(nn.Module):
+class BinaryCrossEntropyLoss(NegativeSamplingLoss):
     """Binary cross-entropy: positive vs. sampled negatives, summed over negatives, mean over positions ("BCE")."""
-
-    def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None):
-        super().__init__()
-        self.sampler = NegativeSampler(n_negatives, strategy, item_counts)
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module) -> torch.Tensor:
-        rows, positives = gather_targets(hidden, labels, target_mask)
-        positive_logits, negative_logits, _, hits = sampled_scores(rows, positives, head, self.sampler)
+        positive_logits, negative_logits, _, hits = self.scores(hidden, labels, target_mask, head)
         positive_loss = F.softplus(-positive_logits.float())  # -log sigmoid(s_pos)
         negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # -log(1 - sigmoid(s_neg))
-        return (positive_loss.sum() + negative_loss.sum()) / len(rows)
+        return (positive_loss.sum() + negative_loss.sum()) / len(positive_logits)
