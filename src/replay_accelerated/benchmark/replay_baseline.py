@@ -128,7 +128,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     validation_loader = DataLoader(validation_data, shuffle=False, **loader_options)
 
     # 3. RePlay's Lightning module with full-catalog cross-entropy, our hyperparameters.
-    module = _build_module(model_name, module_class, tokenizer.tensor_schema, model_params, training_params)
+    module = _build_module(module_class, tokenizer.tensor_schema, model_params, training_params)
 
     # 4. Train as our models do: early stopping and best checkpoint on validation NDCG@10.
     timer = EpochTimer(samples_per_epoch=len(training_data))
@@ -208,9 +208,9 @@ def _tensor_schema(hidden_size: int) -> TensorSchema:
     )
 
 
-def _build_module(model_name: str, module_class: type, tensor_schema: TensorSchema, model_params: Any,
+def _build_module(module_class: type, tensor_schema: TensorSchema, model_params: Any,
                   training_params: Any) -> L.LightningModule:
-    common = dict(
+    return module_class(
         tensor_schema=tensor_schema,
         block_count=model_params.block_count,
         head_count=model_params.head_count,
@@ -221,7 +221,6 @@ def _build_module(model_name: str, module_class: type, tensor_schema: TensorSche
         optimizer_factory=FatOptimizerFactory(learning_rate=training_params.learning_rate,
                                               weight_decay=training_params.weight_decay),
     )
-    return module_class(**common)
 
 
 def _recommend_test(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, splits: Splits,
