@@ -8,7 +8,8 @@ design: far fewer runs than the full product, every two-way interaction still tr
 
 Each finished variant appends a row to `paths.results_dir/bench/<bench name>/results.csv`
 (and rewrites `results.md`), so an interrupted bench keeps its rows and a rerun skips
-the variants already there. The first variant is the reference of the speed-up column.
+the variants already there (delete a row to rerun that variant). The first configured
+variant is the reference of the speed-up and NDCG-ratio columns.
 """
 
 import itertools
@@ -84,14 +85,16 @@ def run_bench(cfg: DictConfig, compose_variant: Callable[[list[str]], DictConfig
             "test_ndcg@10_high": round(high, 4),
             "test_hitrate@10": round(summary["test_metrics"].get("hitrate@10", float("nan")), 4),
         })
-        _write(rows, out_dir)
-    table = _write(rows, out_dir)
+        _write(rows, out_dir, list(variants))
+    table = _write(rows, out_dir, list(variants))
     print(f"\n{table.to_string(index=False)}\nWritten to {out_dir}")
     return table
 
 
-def _write(rows: list[dict], out_dir: Path) -> pd.DataFrame:
-    """Results so far, with speed-up and NDCG ratio against the first variant."""
+def _write(rows: list[dict], out_dir: Path, order: list[str]) -> pd.DataFrame:
+    """Results so far in the configured variant order, with speed-up and NDCG ratio against the first one."""
+    rank = {name: position for position, name in enumerate(order)}
+    rows = sorted(rows, key=lambda row: rank.get(row["variant"], len(rank)))
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     reference = table.iloc[0]
     table["speed_up"] = (reference["median_train_seconds_per_epoch"] / table["median_train_seconds_per_epoch"]).round(2)
