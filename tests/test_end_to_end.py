@@ -130,3 +130,11 @@ def test_inspect_prints_the_model_and_what_each_acceleration_changed(home: Path)
     assert not (home / "checkpoints").exists()  # nothing was trained
     selu = run_main(home, "inspect", "dataset=synthetic", "model=sasrec_synthetic", config_name="config_ml20_accelerate")
     assert "blocks.1.feed_forward.activation  GELU(approximate='none')  -> SELU()" in selu.stdout
+
+
+def test_unwritable_results_directory_stops_before_any_work(home: Path):
+    (home / "a_file").write_text("not a folder")
+    result = run_main(home, f"paths.results_dir={home / 'a_file' / 'results'}", *FAST_SYNTHETIC)
+    assert result.returncode == 2
+    assert "cannot write to" in result.stderr and "paths.results_dir" in result.stderr
+    assert not (home / "data").exists()  # the data was not even prepared

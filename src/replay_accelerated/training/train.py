@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.data.prepare import PreparedData, prepare_data
+from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import (
     bootstrap_interval,
     metric_table,
@@ -40,6 +41,20 @@ from replay_accelerated.training.measurements import EpochTimer, hardware, packa
 from replay_accelerated.training.module import RecommenderModule
 
 MONITOR = "val_ndcg@10"
+
+
+def check_writable(paths) -> None:
+    """Every output folder can be created and written, before any work is done."""
+    for key in ("results_dir", "checkpoint_dir", "log_dir"):
+        folder = Path(paths[key])
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise UserError(f"cannot write to {folder} ({error.strerror or error}); "
+                            f"set paths.{key} to a folder you can write") from None
 
 
 def apply_env(env) -> None:
@@ -72,6 +87,7 @@ def inspect(cfg: DictConfig) -> list[Change]:
 def train(cfg: DictConfig) -> dict:
     """Run the whole training job; returns the run summary that is also written to run.json."""
     started = time.perf_counter()
+    check_writable(cfg.paths)
     apply_env(cfg.env)
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
