@@ -60,10 +60,11 @@ def ranking_metric_sums(top_items: torch.Tensor, ground_truth: torch.Tensor, ks:
     n_truth = (ground_truth >= 0).sum(dim=1)  # [B]
     has_truth = n_truth > 0
     discount = 1.0 / torch.log2(torch.arange(top_items.shape[1], device=hit.device, dtype=torch.float) + 2)
+    ideal_dcg = torch.cumsum(discount, 0)  # [K]: ideal DCG with 1..K relevant items
     sums = {}
     for k in ks:
         dcg = (hit[:, :k] * discount[:k]).sum(dim=1)
-        ideal = torch.cumsum(discount, 0)[(n_truth.clamp(min=1, max=k) - 1).clamp(max=len(discount) - 1)]
+        ideal = ideal_dcg[(n_truth.clamp(min=1, max=k) - 1).clamp(max=len(discount) - 1)]
         sums[f"ndcg@{k}"] = torch.where(has_truth, dcg / ideal, 0.0).sum()
         sums[f"recall@{k}"] = torch.where(has_truth, hit[:, :k].sum(dim=1) / n_truth.clamp(min=1), 0.0).sum()
     return sums
