@@ -83,20 +83,6 @@ def test_missing_column_in_a_local_file_is_explained(home: Path):
     assert "dataset.feature_schema.query_column" in result.stderr
 
 
-def test_replay_comparison_mode_writes_a_side_by_side_table(home: Path):
-    result = run_main(home, "replay_comparison", "model=sasrec_synthetic", *FAST_SYNTHETIC,
-                      "model.params.training_params.max_epochs=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    comparison = json.loads((home / "results" / "sasrec_synthetic" / "replay_comparison.json").read_text())
-    replay, ours = comparison["rows"]
-    assert replay["model"].startswith("RePlay") and ours["model"].startswith("replay-accelerated")
-    for row in (replay, ours):
-        assert row["epochs_run"] == 2 and row["median_train_seconds_per_epoch"] > 0
-        low, high = row["test_ndcg@10_95"]
-        assert low <= row["test_ndcg@10"] <= high
-    assert (home / "results" / "sasrec_synthetic" / "replay_comparison.md").read_text().startswith("| model")
-
-
 def test_a_preset_runs_with_config_name(home: Path):
     presets = home / "presets"
     presets.mkdir()

@@ -113,6 +113,40 @@ def test_bert4rec_masks_only_items_at_the_configured_rate():
     assert 0.15 <= rate <= 0.22  # 0.15 plus the forced newest item of sequences with no mask
 
 
+def _per_sample_masking(items: list[int], mask_prob: float, generator: torch.Generator) -> list[bool]:
+    """The slow reference: RePlay's per-sample masking of one sequence, item by item in Python."""
+    masked = [torch.rand(1, generator=generator).item() < mask_prob for _ in items]
+    if not any(masked):
+        masked[-1] = True  # every sequence teaches something: the newest item
+    if all(masked) and len(items) > 1:
+        masked[-2] = False  # and keeps something to read
+    return masked
+
+
+def test_on_device_masking_has_the_statistics_of_per_sample_masking():
+    mask_prob = 0.2
+    model = _model(Bert4Rec, mask_prob=mask_prob)
+    lengths = torch.randint(1, MAX_LEN + 1, (3000,))  # fresh lengths every run
+    sequences = _left_padded(lengths.tolist(), MAX_LEN + 1)
+    _, _, on_device = model.training_example(sequences)  # [U, MAX_LEN]
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    reference = torch.zeros_like(on_device)
+    for user, length in enumerate(lengths.tolist()):
+        reference[user, MAX_LEN - length:] = torch.tensor(_per_sample_masking([0] * length, mask_prob, generator))
+
+    is_item = sequences[:, 1:] != N_ITEMS
+    assert not (on_device & ~is_item).any()  # no padding masked
+    # Mask rate over all items, and for short and long sequences separately (forced masks weigh on short ones).
+    for rows in (lengths <= 3, lengths > 3, torch.ones_like(lengths, dtype=torch.bool)):
+        rate = on_device[rows].sum() / is_item[rows].sum()
+        expected = reference[rows].sum() / is_item[rows].sum()
+        assert abs(rate - expected) < 0.02, (rate, expected)
+    # The newest position (where prediction puts its mask) is masked as often as in the reference.
+    newest, newest_reference = on_device[:, -1].float().mean(), reference[:, -1].float().mean()
+    assert abs(newest - newest_reference) < 0.04, (newest, newest_reference)
+    assert on_device.any(dim=1).all()
+
+
 def test_bert4rec_predicts_from_a_mask_after_the_history():
     model = _model(Bert4Rec)
     history = _left_padded([3, MAX_LEN], MAX_LEN)

@@ -2,8 +2,8 @@
 
 Both run `configs/config.yaml` through Hydra, so presets (`--config-name <preset>`)
 and overrides (`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the
-same. An argument naming a mode is a shortcut: `replay-accelerated inspect` is
-`replay-accelerated mode=inspect`. Mistakes the user can fix (config, data) print one
+same. An argument naming a file of `configs/mode/` is a shortcut: `replay-accelerated
+bench_quick` is `replay-accelerated mode=bench_quick`. Mistakes the user can fix (config, data) print one
 paragraph and exit with status 2, without a traceback.
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from replay_accelerated.config import MODES, ConfigOrigin, validate
+from replay_accelerated.config import ConfigOrigin, validate
 from replay_accelerated.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -47,13 +48,14 @@ def run(cfg: DictConfig) -> None:
             from replay_accelerated.benchmark.bench import run_bench
 
             def compose_variant(overrides: list[str]) -> DictConfig:
-                return validate(compose(origin.config_name, overrides=[*origin.overrides, *overrides]), origin)
+                try:
+                    variant = compose(origin.config_name, overrides=[*origin.overrides, *overrides])
+                except HydraException as error:
+                    raise UserError(f"the bench variant with overrides {overrides} does not compose: {error}; "
+                                    "fix that variant in the mode's bench.variants") from None
+                return validate(variant, origin)
 
-            run_bench(cfg, compose_variant)
-        elif cfg.mode.name == "replay_comparison":
-            from replay_accelerated.benchmark.replay_comparison import compare_with_replay
-
-            compare_with_replay(cfg)
+            run_bench(cfg, origin, compose_variant)
         else:
             raise UserError(f"mode '{cfg.mode.name}' is not available yet; run with mode=train")
     except UserError as error:
@@ -70,5 +72,6 @@ def _relative(path: Path) -> str:
 
 def main() -> None:
     # A bare mode name is never a valid override, so it can only mean `mode=<name>`.
-    sys.argv[1:] = [f"mode={arg}" if arg in MODES else arg for arg in sys.argv[1:]]
+    modes = {path.stem for path in (CONFIG_DIR / "mode").glob("*.yaml")}
+    sys.argv[1:] = [f"mode={arg}" if arg in modes else arg for arg in sys.argv[1:]]
     run()

@@ -31,7 +31,8 @@ PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
 HEADS = ("classification_head", "linear_head", "swichback_head")
 DTYPES = ("fp32", "bf16", "fp16")
-MODES = ("train", "inspect", "bench", "optimize", "infer", "replay_comparison")
+IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own model (the baseline)
+MODES = ("train", "inspect", "bench", "optimize", "infer")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
 
@@ -63,6 +64,8 @@ class Generator:  # ours: sizes of the synthetic dataset
     transition_prob: float = 0.8
     popularity_exponent: float = 1.0
     seed: int = 42
+    length_distribution: str = "geometric"  # or "lognormal": a long tail like MovieLens
+    median_length: Optional[float] = None  # lognormal only
 
 
 @dataclass
@@ -105,6 +108,7 @@ class TrainingParams:
     patience: int = 4
     max_epochs: int = 20
     precision: Optional[str] = None
+    length_bucketing: bool = False  # ours: batch users of similar history length together
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Params:
 class Model:
     name: str = MISSING
     save_name: str = MISSING
+    implementation: str = "replay_accelerated"  # ours: "replay" trains RePlay 0.22's own model instead
     params: Params = field(default_factory=Params)
 
 
@@ -138,6 +143,7 @@ class AccelerationConfig:
     transformer_block: TransformerBlockAcceleration = field(default_factory=TransformerBlockAcceleration)
     head: str = "classification_head"
     tied_head: bool = False  # the item embeddings as the head's weight
+    compile: bool = False  # ours: torch.compile the transformer body
 
 
 @dataclass
@@ -161,6 +167,8 @@ class Bench:  # ours: mode=bench
     name: str = "bench"
     variants: dict[str, list[str]] = field(default_factory=dict)  # variant name -> overrides
     pairwise: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # option -> value -> overrides
+    common: list[str] = field(default_factory=list)  # overrides applied to every variant (quick mode)
+    only: list[str] = field(default_factory=list)  # names of the variants to run; empty: all
 
 
 @dataclass
@@ -284,6 +292,8 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     training = cfg.model.params.training_params
     prefix = "model.params.model_params"
     require(cfg.model.name in MODEL_NAMES, "model.name", f"'{cfg.model.name}' is not one of {list(MODEL_NAMES)}")
+    require(cfg.model.implementation in IMPLEMENTATIONS, "model.implementation",
+            f"'{cfg.model.implementation}' is not one of {list(IMPLEMENTATIONS)}")
     require(cfg.dataset.source in DATASET_SOURCES, "dataset.source",
             f"'{cfg.dataset.source}' is not one of {list(DATASET_SOURCES)}")
     require(cfg.mode.name in MODES, "mode.name", f"'{cfg.mode.name}' is not one of {list(MODES)}")
@@ -313,6 +323,8 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     if cfg.mode.name == "bench":
         require(len(cfg.mode.bench.variants) + len(cfg.mode.bench.pairwise) > 0, "mode.bench.variants",
                 "a bench needs at least one variant (a list of overrides) or pairwise options")
+        require({"ndcg", "hitrate"} <= set(cfg.metrics.types), "metrics.types",
+                "a bench compares NDCG@10 and HitRate@10; include ndcg and hitrate")
     if cfg.acceleration is not None:
         settings = cfg.acceleration.model.acceleration_config
         prefix = "acceleration.model.acceleration_config"

@@ -11,6 +11,8 @@ table that `mode=inspect` and every training run print:
       head: classification_head | linear_head -> nn.Linear item head (the default)
             swichback_head                    -> int8 SwitchBackLinear item head
       tied_head: true                         -> the item embeddings as the head's weight
+      compile: true                           -> every transformer block through torch.compile
+                                                 (dynamic shapes: batch widths vary)
 
 A missing key keeps its default (the reference project left attributes undefined).
 """
@@ -70,6 +72,12 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
         model.head = TiedHead(model.item_embedding, model.n_items)
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))
+
+    if settings.compile:
+        for index, block in enumerate(model.blocks):
+            # Module.compile keeps the module (and its state_dict keys); widths vary per batch.
+            block.compile(dynamic=True)
+            changes.append(Change(f"blocks.{index}", "TransformerBlock", "TransformerBlock (torch.compile)"))
 
     dtype = DTYPES[settings.dtype]
     if dtype != torch.float32:

@@ -42,6 +42,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from replay.data import Dataset, FeatureHint, FeatureInfo, FeatureSchema, FeatureSource, FeatureType
 from replay.data.nn import SequenceTokenizer, SequentialDataset, TensorFeatureInfo, TensorFeatureSource, TensorSchema
@@ -58,7 +59,7 @@ from replay.models.nn.sequential.sasrec import SasRecPredictionDataset, SasRecTr
 from torch.utils.data import DataLoader
 
 from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
-from replay_accelerated.training.measurements import EpochTimer, peak_memory_mb
+from replay_accelerated.training.measurements import EpochTimer, data_preparation_share, peak_memory_mb
 
 ITEM_SEQUENCE = "item_id_seq"  # the tensor feature RePlay's models read: each user's item sequence
 MONITOR = "ndcg@10"  # the name RePlay's ValidationMetricsCallback logs NDCG@10 under
@@ -84,8 +85,10 @@ def train_replay_baseline(
 
     `model_params` and `training_params` are the `model.params.*` configs (or anything with
     the same attributes); `max_epochs` overrides `training_params.max_epochs`.
-    Returns `train_seconds_per_epoch`, `epochs_run`, `best_validation_ndcg@10`, `peak_memory_mb`
-    and `test_recommendations` (user_id, item_id, score, rank in original ids).
+    Returns what our training records (`training/train.py`): epoch times and samples/s,
+    validation history, `epochs_run`, `best_validation_ndcg@10`, `peak_memory_mb`,
+    `data_preparation_share`, `padding_share`, and the best model's `recommendations`
+    {"validation" | "test": (user_id, item_id, score, rank) in original ids}.
     On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far.
     """
     if model_name not in REPLAY_MODELS:
@@ -131,7 +134,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     module = _build_module(module_class, tokenizer.tensor_schema, model_params, training_params)
 
     # 4. Train as our models do: early stopping and best checkpoint on validation NDCG@10.
-    timer = EpochTimer(samples_per_epoch=len(training_data))
+    timer = EpochTimer(samples_per_epoch=len(training_data), metrics={"ndcg@10": MONITOR})
     validation_metrics = ValidationMetricsCallback(
         metrics=["ndcg"], ks=[10], item_count=item_count, postprocessors=[RemoveSeenItems(validation)]
     )
@@ -152,20 +155,37 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
             logger=False,
         )
         trainer.fit(module, train_loader, validation_loader)
-        peak_mb = peak_memory_mb(trainer.strategy.root_device)
+        device = trainer.strategy.root_device
+        peak_mb = peak_memory_mb(device)
+
+        def step(batch) -> None:
+            module._compute_loss(batch).backward()  # training_step without its self.log (needs the fit loop)
+
+        module.to(device).train()
+        prep_share = data_preparation_share(iter(train_loader), lambda batch: move_data_to_device(batch, device),
+                                            step, device)
+        module.zero_grad(set_to_none=True)
         # The checkpoint pickles RePlay's tensor schema in the hyperparameters, hence weights_only=False.
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
     module.load_state_dict(best["state_dict"])
 
-    # 5. Top-k unseen items for the test users, in original ids.
-    recommendations = _recommend_test(module, prediction_class, tokenizer, splits, max_seq_len, max(ks),
-                                      training_params.batch_size)
+    # 5. Top-k unseen items for the validation and test users, in original ids.
+    recommendations = {
+        split: _recommend(module, prediction_class, tokenizer, events, ground_truth, max_seq_len, max(ks),
+                          training_params.batch_size)
+        for split, events, ground_truth in (("validation", splits.validation_events, splits.validation_gt),
+                                            ("test", splits.test_events, splits.test_gt))
+    }
+    # RePlay pads every sequence to max_seq_len.
+    lengths = np.minimum(np.bincount(pd.factorize(splits.train_events[USER])[0]), max_seq_len)
     return {
-        "train_seconds_per_epoch": [round(seconds, 3) for seconds in timer.train_seconds],
-        "epochs_run": trainer.current_epoch,
         "best_validation_ndcg@10": float(checkpoint.best_model_score),
+        "epochs_run": trainer.current_epoch,
+        **timer.summary(),
         "peak_memory_mb": round(peak_mb, 1),
-        "test_recommendations": recommendations,
+        "data_preparation_share": round(prep_share, 4),
+        "padding_share": round(1.0 - lengths.sum() / (len(lengths) * max_seq_len), 4),
+        "recommendations": recommendations,
     }
 
 
@@ -223,12 +243,12 @@ def _build_module(module_class: type, tensor_schema: TensorSchema, model_params:
     )
 
 
-def _recommend_test(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, splits: Splits,
-                    max_seq_len: int, k: int, batch_size: int) -> pd.DataFrame:
+def _recommend(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, events: pd.DataFrame,
+               ground_truth: pd.DataFrame, max_seq_len: int, k: int, batch_size: int) -> pd.DataFrame:
     """RePlay's prediction loop: scores over the catalog, seen items removed, top-k per user."""
     # The users our evaluation scores: those with both a history and a ground truth.
-    test_users = np.intersect1d(splits.test_events[USER].unique(), splits.test_gt[USER].unique())
-    history = tokenizer.transform(_replay_dataset(splits.test_events[splits.test_events[USER].isin(test_users)]))
+    users = np.intersect1d(events[USER].unique(), ground_truth[USER].unique())
+    history = tokenizer.transform(_replay_dataset(events[events[USER].isin(users)]))
     prediction = TorchPredictionCallback(top_k=k, postprocessors=[RemoveSeenItems(history)])
     predictor = L.Trainer(callbacks=[prediction], precision="32-true", enable_progress_bar=False,
                           enable_model_summary=False, logger=False)

@@ -10,7 +10,8 @@ else lives here, once:
 
 This matches RePlay's Bert4Rec architecture (pre-LN blocks with a 4x GELU feed-forward,
 dropout after attention, after the feed-forward and at the block's end, xavier-normal
-initialisation) so that quality can be compared one to one.
+initialisation) so that quality can be compared one to one. Dropout draws its mask the
+cheap way on a CPU (dropout.py); the attention-probability dropout stays inside SDPA.
 
 Token ids: real items are 0..n_items-1, `pad_id = n_items`, `mask_id = n_items + 1`.
 Sequences are left-padded, so the newest item is always in the last column.
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replay_accelerated.models.dropout import Dropout
 from replay_accelerated.models.heads import LinearHead
 
 
@@ -58,7 +60,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = nn.Linear(hidden_size, 4 * hidden_size)
         self.activation = nn.GELU()
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.down = nn.Linear(4 * hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +74,11 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attention_norm = nn.LayerNorm(hidden_size)
         self.attention = SelfAttention(hidden_size, head_count, dropout_rate)
-        self.attention_dropout = nn.Dropout(dropout_rate)
+        self.attention_dropout = Dropout(dropout_rate)
         self.feed_forward_norm = nn.LayerNorm(hidden_size)
         self.feed_forward = FeedForward(hidden_size, dropout_rate)
-        self.feed_forward_dropout = nn.Dropout(dropout_rate)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.feed_forward_dropout = Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = x + self.attention_dropout(self.attention(self.attention_norm(x), allowed))
@@ -106,7 +108,7 @@ class SequentialRecommender(nn.Module):
         # One table for items, padding and the mask token (used by BERT4Rec only).
         self.item_embedding = nn.Embedding(n_items + 2, hidden_size)
         self.position_embedding = nn.Embedding(max_seq_len, hidden_size)
-        self.embedding_dropout = nn.Dropout(dropout_rate)
+        self.embedding_dropout = Dropout(dropout_rate)
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count)
         )

@@ -5,6 +5,12 @@ one tensor index (no per-sample Python), cut down to the columns its longest seq
 needs, so short-history users do not pay for 128 positions of padding. The model turns
 the batch into inputs and targets on the training device (masking for BERT4Rec, the
 next-item shift for SASRec).
+
+Trimming only helps when a batch holds no long history. With random batches almost
+every batch of 32 users has one, so `length_bucketing` groups users of similar length:
+each epoch the users are shuffled, cut into pools of `POOL_BATCHES` batches, each pool
+is sorted by length and cut into batches, and the batches are shuffled. Every user is
+still seen once per epoch, in a random batch of random neighbours of similar length.
 """
 
 import torch
@@ -12,32 +18,71 @@ import torch
 from replay_accelerated.data.sequences import UserSequences
 
 MIN_WIDTH = 3  # BERT4Rec needs two input positions after dropping the oldest column
+POOL_BATCHES = 50  # batches per length-sorted pool: wide enough to find similar lengths, still random
 
 
 class TrainingBatches(torch.utils.data.Dataset):
-    """Indexed by a list of user positions (from a BatchSampler); returns [B, width] token ids."""
+    """Indexed by a list of user positions (from a batch sampler); returns [B, width] token ids."""
 
     def __init__(self, sequences: UserSequences, max_seq_len: int, pad_id: int):
         self.pad_id = pad_id
         self.sequences = sequences.padded(max_seq_len + 1, pad_id)  # [U, max_seq_len + 1]
-        self.lengths = torch.from_numpy(sequences.lengths).clamp(max=max_seq_len + 1)
+        self.lengths = torch.from_numpy(sequences.lengths).clamp(max=max_seq_len + 1)  # [U]
 
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def width(self, users: list[int]) -> int:
+        return max(int(self.lengths[users].max()), MIN_WIDTH)
+
     def __getitem__(self, users: list[int]) -> torch.Tensor:
-        width = max(int(self.lengths[users].max()), MIN_WIDTH)
-        return self.sequences[users, -width:]
+        return self.sequences[users, -self.width(users):]
+
+
+class LengthBucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of users with similar sequence lengths, in a new random order every epoch."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for pool in order.split(self.batch_size * POOL_BATCHES):
+            by_length = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches.extend(by_length.split(self.batch_size))
+        for index in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[index].tolist()
 
 
 def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, batch_size: int,
-                    num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+                    num_workers: int, seed: int, length_bucketing: bool = False) -> torch.utils.data.DataLoader:
     dataset = TrainingBatches(sequences, max_seq_len, pad_id)
-    order = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if length_bucketing:
+        sampler = LengthBucketBatchSampler(dataset.lengths, batch_size, generator)
+    else:
+        sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=generator),
+                                                batch_size, drop_last=False)
     return torch.utils.data.DataLoader(
         dataset,
-        sampler=torch.utils.data.BatchSampler(order, batch_size, drop_last=False),
+        sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def padding_share(loader: torch.utils.data.DataLoader) -> float:
+    """Share of padding among the tokens of one epoch of `loader`'s batches (from lengths; no data is read)."""
+    dataset: TrainingBatches = loader.dataset
+    real = padded = 0
+    for users in loader.sampler:
+        real += int(dataset.lengths[users].sum())
+        padded += len(users) * dataset.width(users)
+    return 1.0 - real / padded

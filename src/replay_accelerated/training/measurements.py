@@ -1,11 +1,18 @@
-"""What a run records about itself: epoch times, throughput, memory, hardware, versions."""
+"""What a run records about itself: epoch times, throughput, validation history, memory,
+the data-preparation share of a step, hardware and versions.
+
+These are measurements for benchmarks, taken the same way for our models and for RePlay's
+(benchmark/replay_baseline.py), so that the two can stand in one table.
+"""
 
 import platform
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from importlib import metadata
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,12 +22,32 @@ PACKAGES = ("replay-accelerated", "torch", "lightning", "replay-rec", "hydra-cor
 
 
 class EpochTimer(L.Callback):
-    """Wall seconds of each training epoch, without validation (which runs inside the epoch)."""
+    """Wall seconds of each training epoch, without validation (which runs inside the epoch),
+    and after each validation: the wall seconds since training started and the logged validation
+    metrics (what "time to target" is read from). `metrics` maps the names recorded, e.g.
+    "ndcg@10", to the names the module logs them under, e.g. "val_ndcg@10"."""
 
-    def __init__(self, samples_per_epoch: int):
+    def __init__(self, samples_per_epoch: int, metrics: dict[str, str]):
         self.samples_per_epoch = samples_per_epoch
+        self.metrics = metrics
         self.train_seconds: list[float] = []
+        self.validation_history: list[dict] = []
+        self._fit_started = 0.0
         self._started: float | None = None
+
+    def on_fit_start(self, trainer, module) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_validation_end(self, trainer, module) -> None:
+        # After every callback and the module have logged this epoch's validation metrics.
+        if trainer.sanity_checking:
+            return
+        logged = trainer.callback_metrics
+        self.validation_history.append({
+            "epoch": trainer.current_epoch + 1,
+            "elapsed_seconds": round(time.perf_counter() - self._fit_started, 3),
+            **{name: float(logged[key]) for name, key in self.metrics.items() if key in logged},
+        })
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._started = time.perf_counter()
@@ -41,7 +68,38 @@ class EpochTimer(L.Callback):
         return {
             "train_seconds_per_epoch": [round(s, 3) for s in self.train_seconds],
             "train_samples_per_second": [round(self.samples_per_epoch / s, 1) for s in self.train_seconds],
+            "validation_history": self.validation_history,
         }
+
+
+def data_preparation_share(batches: Iterator, prepare: Callable[[Any], Any], step: Callable[[Any], None],
+                           device: torch.device, n_batches: int = 10) -> float:
+    """Share of a training step spent making its batch, timed over `n_batches` after training.
+
+    prepare(batch from the loader) -> what the model trains on (on the device); timed together
+    with waiting for the loader. step(prepared) runs forward, loss and backward. The device is
+    synchronised around each part here, outside training, so the split is exact on a GPU too.
+    """
+    preparing = computing = 0.0
+    for _ in range(n_batches):
+        _synchronize(device)
+        started = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        prepared = prepare(batch)
+        _synchronize(device)
+        prepared_at = time.perf_counter()
+        step(prepared)
+        _synchronize(device)
+        preparing += prepared_at - started
+        computing += time.perf_counter() - prepared_at
+    return preparing / (preparing + computing) if computing else float("nan")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def median_epoch_seconds(seconds: list[float]) -> float:

@@ -30,7 +30,8 @@ class RecommenderModule(L.LightningModule):
         inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
         hidden = self.model(inputs)  # [B, W, H]
         loss = self.loss(hidden, labels, target_mask, self.model.head)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(sequences))
+        # Accumulated on the device and read once per epoch: no host-device synchronisation per step.
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(sequences))
         return loss
 
     def on_validation_epoch_start(self) -> None:

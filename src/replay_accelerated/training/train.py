@@ -7,7 +7,12 @@ Outputs (`<save_name>` from the model config):
 - `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
   (metrics x k), `recommendations_test.parquet` (top-k with original ids) and
   `run.json` (resolved config, versions, data fingerprint, hardware, epoch times,
-  samples/s, peak memory, popularity baseline).
+  samples/s, validation history, peak memory, data-preparation and padding shares,
+  popularity baseline).
+
+`model.implementation=replay` trains RePlay 0.22's own model on the same data instead
+(benchmark/replay_baseline.py) and writes the same test outputs and run.json: the
+baseline row of every benchmark.
 """
 
 import json
@@ -36,8 +41,14 @@ from replay_accelerated.evaluation.offline import (
 from replay_accelerated.evaluation.ranking import EvaluationBatches
 from replay_accelerated.losses import build_loss
 from replay_accelerated.models import SequentialRecommender, build_model
-from replay_accelerated.training.batches import training_loader
-from replay_accelerated.training.measurements import EpochTimer, hardware, package_versions, peak_memory_mb
+from replay_accelerated.training.batches import padding_share, training_loader
+from replay_accelerated.training.measurements import (
+    EpochTimer,
+    data_preparation_share,
+    hardware,
+    package_versions,
+    peak_memory_mb,
+)
 from replay_accelerated.training.module import RecommenderModule
 
 MONITOR = "val_ndcg@10"
@@ -89,29 +100,60 @@ def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     check_writable(cfg.paths)
     apply_env(cfg.env)
-    model_params = cfg.model.params.model_params
-    training = cfg.model.params.training_params
     save_name = cfg.model.save_name
-    checkpoint_dir = Path(cfg.paths.checkpoint_dir) / save_name
     results_dir = Path(cfg.paths.results_dir) / save_name
 
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
     print(f"Data: {data.summary()}")
-    model, changes = build_accelerated_model(cfg, len(data.vocabulary))
+    if cfg.model.implementation == "replay":
+        from replay_accelerated.benchmark.replay_baseline import train_replay_baseline
 
+        print(f"Training RePlay 0.22's own {cfg.model.name} (the baseline) on this split")
+        run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
+                                    cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED)
+        recommendations = run.pop("recommendations")
+    else:
+        run, model = _fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name)
+        width, k = model.max_seq_len, max(cfg.metrics.ks)
+        device = next(model.parameters()).device
+        recommendations = {split: recommend(model.score_next, users, data.vocabulary, k, width, device=device)
+                           for split, users in (("validation", data.validation), ("test", data.test))}
+
+    summary = {
+        "model": cfg.model.name,
+        "implementation": cfg.model.implementation,
+        "save_name": save_name,
+        "data": data.summary(),
+        **run,
+        "hardware": hardware(),
+        "versions": package_versions(),
+    }
+    summary.update(evaluate(recommendations, data, cfg, results_dir))
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["config"] = OmegaConf.to_container(cfg, resolve=True)
+    (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    print(f"Results written to {results_dir}")
+    return summary
+
+
+def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path) -> tuple[dict, SequentialRecommender]:
+    """Train our model with early stopping; returns what was measured and the best model, in eval mode."""
+    model_params = cfg.model.params.model_params
+    training = cfg.model.params.training_params
+    model, changes = build_accelerated_model(cfg, len(data.vocabulary))
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
     module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
                                training.weight_decay, list(cfg.metrics.ks))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
-                                   training.num_workers, cfg.env.SEED)
+                                   training.num_workers, cfg.env.SEED, training.length_bucketing)
     validation_loader = torch.utils.data.DataLoader(
         EvaluationBatches(data.validation, model_params.max_seq_len, model.pad_id, batch_size=256), batch_size=None
     )
-    timer = EpochTimer(samples_per_epoch=len(data.train))
+    timer = EpochTimer(samples_per_epoch=len(data.train), metrics={"ndcg@10": MONITOR})
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
                                  save_top_k=1, enable_version_counter=False)
-    csv_logger = CSVLogger(cfg.paths.log_dir, name=save_name)
-    loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=save_name, version=csv_logger.version)]
+    csv_logger = CSVLogger(cfg.paths.log_dir, name=cfg.model.save_name)
+    loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=cfg.model.save_name, version=csv_logger.version)]
     trainer = L.Trainer(
         max_epochs=training.max_epochs,
         accelerator=cfg.trainer.accelerator,
@@ -125,59 +167,65 @@ def train(cfg: DictConfig) -> dict:
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
     trainer.fit(module, train_loader, validation_loader)
+    device = trainer.strategy.root_device
+    peak_mb = peak_memory_mb(device)  # before the measurements below add anything
 
-    best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
+    # Measured after training, so that the timing synchronisations stay out of the training loop.
+    module.to(device).train()  # Lightning may have moved it off the GPU
+
+    def step(example: tuple[torch.Tensor, ...]) -> None:
+        inputs, labels, target_mask = example
+        with trainer.precision_plugin.forward_context():
+            loss = module.loss(module.model(inputs), labels, target_mask, module.model.head)
+        loss.backward()
+
+    prep_share = data_preparation_share(iter(train_loader), lambda batch: model.training_example(batch.to(device)),
+                                        step, device)
+    module.zero_grad(set_to_none=True)
+
+    best = torch.load(checkpoint.best_model_path, map_location=device, weights_only=False)
     module.load_state_dict(best["state_dict"])
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"item_id": data.vocabulary.item_ids}).to_parquet(checkpoint_dir / "items.parquet", index=False)
-
-    summary = {
-        "model": cfg.model.name,
-        "save_name": save_name,
+    run = {
         "best_checkpoint": checkpoint.best_model_path,
         "best_validation_ndcg@10": float(checkpoint.best_model_score),
         "epochs_run": trainer.current_epoch,
-        "data": data.summary(),
         "accelerations": [vars(change) for change in changes],
         **timer.summary(),
-        "peak_memory_mb": round(peak_memory_mb(trainer.strategy.root_device), 1),
-        "hardware": hardware(),
-        "versions": package_versions(),
+        "peak_memory_mb": round(peak_mb, 1),
+        "data_preparation_share": round(prep_share, 4),
+        "padding_share": round(padding_share(train_loader), 4),
     }
-    model = module.model.to(trainer.strategy.root_device).eval()  # Lightning may have moved it off the GPU
-    summary.update(evaluate(model, data, cfg, results_dir))
-    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    summary["config"] = OmegaConf.to_container(cfg, resolve=True)
-    (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
-    print(f"Results written to {results_dir}")
-    return summary
+    return run, module.model.eval()
 
 
-def evaluate(model, data: PreparedData, cfg: DictConfig, results_dir: Path) -> dict:
-    """Full metric tables of the model and of the popularity baseline on validation and test users."""
+def evaluate(recommendations: dict[str, pd.DataFrame], data: PreparedData, cfg: DictConfig,
+             results_dir: Path) -> dict:
+    """Full metric tables of each split's top-k `recommendations` and of the popularity baseline."""
     results_dir.mkdir(parents=True, exist_ok=True)
     types, ks = list(cfg.metrics.types), list(cfg.metrics.ks)
-    width = model.max_seq_len
-    device = next(model.parameters()).device
-    popularity = popularity_scores(data.train.items, len(data.vocabulary)).to(device)
+    width = cfg.model.params.model_params.max_seq_len
+    popularity = popularity_scores(data.train.items, len(data.vocabulary))
 
     def popularity_next(history: torch.Tensor) -> torch.Tensor:
         return popularity.expand(len(history), -1)
 
+    users = {"validation": data.validation, "test": data.test}
+    truths = {"validation": data.splits.validation_gt, "test": data.splits.test_gt}
     summary = {}
-    for split, users, truth in (("validation", data.validation, data.splits.validation_gt),
-                                ("test", data.test, data.splits.test_gt)):
-        recommendations = recommend(model.score_next, users, data.vocabulary, max(ks), width, device=device)
-        table = metric_table(recommendations, truth, data.splits.train_events, types, ks)
+    for split, top_k in recommendations.items():
+        truth = truths[split]
+        table = metric_table(top_k, truth, data.splits.train_events, types, ks)
         table.to_csv(results_dir / f"metrics_{split}.csv")
-        recommendations.to_parquet(results_dir / f"recommendations_{split}.parquet", index=False)
-        baseline = metric_table(recommend(popularity_next, users, data.vocabulary, max(ks), width, device=device),
-                                truth, data.splits.train_events, ["ndcg", "hitrate"], [10])
+        top_k.to_parquet(results_dir / f"recommendations_{split}.parquet", index=False)
+        popular = recommend(popularity_next, users[split], data.vocabulary, max(ks), width)
+        baseline = metric_table(popular, truth, data.splits.train_events, ["ndcg", "hitrate"], [10])
         summary[f"{split}_metrics"] = {f"{name}@{k}": float(table.loc[name, k]) for name in types for k in ks}
-        per_user = per_user_ndcg_and_hitrate(recommendations, truth, k=10)
+        per_user = per_user_ndcg_and_hitrate(top_k, truth, k=10)
         summary[f"{split}_bootstrap_95"] = {name: bootstrap_interval(per_user[name].to_numpy()) for name in per_user}
         summary[f"{split}_popularity_ndcg@10"] = float(baseline.loc["ndcg", 10])
-        print(f"\n{split} metrics ({len(users)} users):\n{table.round(4).to_string()}")
+        print(f"\n{split} metrics ({len(users[split])} users):\n{table.round(4).to_string()}")
         low, high = summary[f"{split}_bootstrap_95"]["ndcg@10"]
         print(f"NDCG@10 95% bootstrap interval over users: [{low:.4f}, {high:.4f}]; "
               f"popularity baseline NDCG@10: {summary[f'{split}_popularity_ndcg@10']:.4f}")
