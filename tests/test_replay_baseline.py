@@ -35,7 +35,12 @@ def test_replay_baseline_recommends_unseen_known_items_to_test_users(splits: Spl
     assert 0.0 <= result["best_validation_ndcg@10"] <= 1.0
     assert result["peak_memory_mb"] > 0
 
-    recommendations = result["test_recommendations"]
+    assert [entry["epoch"] for entry in result["validation_history"]] == list(range(1, EPOCHS + 1))
+    assert 0 < result["data_preparation_share"] < 1 and 0 <= result["padding_share"] < 1
+
+    validation = result["recommendations"]["validation"]
+    assert set(validation["user_id"]) == set(splits.validation_events["user_id"]) & set(splits.validation_gt["user_id"])
+    recommendations = result["recommendations"]["test"]
     assert list(recommendations.columns) == ["user_id", "item_id", "score", "rank"]
     test_users = set(splits.test_events["user_id"]) & set(splits.test_gt["user_id"])
     assert set(recommendations["user_id"]) == test_users

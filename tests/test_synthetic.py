@@ -1,12 +1,17 @@
 """Tests for the synthetic interaction log: its format, its determinism, and above all
 that it carries a sequential signal a popularity baseline cannot exploit."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from replay_accelerated.data.synthetic import generate_interactions
 from replay_accelerated.errors import ConfigError
+
+from conftest import compose
 
 # Small enough to generate in milliseconds, large enough for stable statistics.
 SMALL_LOG = dict(
@@ -116,8 +121,58 @@ def test_previous_item_predicts_next_far_better_than_popularity(log: pd.DataFram
         {"max_length": 400},  # longer than the catalogue
         {"transition_prob": 1.5},
         {"popularity_exponent": -1.0},
+        {"length_distribution": "zipf"},
+        {"length_distribution": "lognormal"},  # without median_length
+        {"length_distribution": "lognormal", "median_length": 40},  # above mean_length
+        {"length_distribution": "lognormal", "median_length": 5},  # not above min_length
+        {"median_length": 20},  # geometric has no median parameter
     ],
 )
 def test_impossible_arguments_raise_config_error(override: dict) -> None:
     with pytest.raises(ConfigError, match="dataset.generator"):
         generate_interactions(**{**SMALL_LOG, **override})
+
+
+def test_explicit_geometric_default_gives_the_same_frame(log: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(log, generate_interactions(**SMALL_LOG, length_distribution="geometric"))
+
+
+def _ml20m_generator(home: Path) -> dict:
+    cfg = compose(home, "dataset=synthetic_ml20m", "model=bert4rec_synthetic_ml20m")
+    return OmegaConf.to_container(cfg.dataset.generator)
+
+
+def test_ml20m_preset_composes_with_movielens_20m_shape(home: Path) -> None:
+    generator = _ml20m_generator(home)
+    assert generator["length_distribution"] == "lognormal"
+    assert 130_000 <= generator["n_users"] <= 140_000
+    assert 17_000 <= generator["n_items"] <= 19_000
+    # About 20 million events, the MovieLens-20M order of magnitude.
+    assert 18e6 <= generator["n_users"] * generator["mean_length"] <= 22e6
+    for model in ("bert4rec", "sasrec"):
+        preset = compose(home, "dataset=synthetic_ml20m", f"model={model}_synthetic_ml20m").model
+        reference = compose(home, "dataset=movielens_20m", f"model={model}_movielens_20m").model
+        assert preset.save_name == f"{model}_synthetic_ml20m"
+        assert OmegaConf.to_container(preset.params) == OmegaConf.to_container(reference.params)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ml20m_shape_has_a_long_tail_and_popularity_skew(home: Path, seed: int) -> None:
+    """The preset's length and popularity parameters, on 2,000 users instead of 138,493."""
+    arguments = {**_ml20m_generator(home), "n_users": 2_000, "seed": seed}
+    log = generate_interactions(**arguments)
+    lengths = log.groupby("user_id").size()
+    assert lengths.min() >= arguments["min_length"]
+    assert lengths.max() <= arguments["max_length"]
+    # MovieLens-20M: median 68, mean 144, max in the thousands.
+    assert lengths.median() == pytest.approx(arguments["median_length"], rel=0.1)
+    assert lengths.mean() == pytest.approx(arguments["mean_length"], rel=0.2)
+    assert lengths.mean() > 1.5 * lengths.median()
+    assert lengths.max() > 15 * lengths.median()
+    assert not log.duplicated(["user_id", "item_id"]).any()
+    if seed == 0:
+        pd.testing.assert_frame_equal(log, generate_interactions(**arguments))
+    # Popularity skew: the top 1% of items take a large share of events, far above 1%.
+    counts = log["item_id"].value_counts()
+    top = counts.iloc[: arguments["n_items"] // 100].sum()
+    assert top / len(log) > 0.1

@@ -25,6 +25,7 @@ reference's best).
 import itertools
 import json
 import re
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -35,14 +36,15 @@ from omegaconf import DictConfig
 
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
-from replay_accelerated.training.measurements import median_epoch_seconds
+from replay_accelerated.training.measurements import median_after_first_epoch
 
 QUALITY_SHARE = 0.98  # a variant keeps the quality when its test NDCG@10 is >= 98% of the reference's...
 # ...or the reference's test NDCG@10 lies inside the variant's 95% interval.
 
 TABLE_COLUMNS = [
     "model", "variant", "implementation", "precision", "loss", "acceleration", "hardware", "epochs_run",
-    "median_train_seconds_per_epoch", "train_samples_per_second", "data_preparation_share", "padding_share",
+    "median_train_seconds_per_epoch", "median_validation_seconds", "train_samples_per_second",
+    "data_preparation_share", "padding_share",
     "peak_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
     "test_ndcg@10", "test_ndcg@10_low", "test_ndcg@10_high",
     "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high",
@@ -142,8 +144,10 @@ def variant_row(name: str, overrides: list[str], run: dict) -> dict:
         "acceleration": describe_acceleration(config),
         "hardware": describe_hardware(run["hardware"]),
         "epochs_run": run["epochs_run"],
-        "median_train_seconds_per_epoch": round(median_epoch_seconds(run["train_seconds_per_epoch"]), 3),
-        "train_samples_per_second": round(median_epoch_seconds(run["train_samples_per_second"]), 1),
+        "median_train_seconds_per_epoch": round(median_after_first_epoch(run["train_seconds_per_epoch"]), 3),
+        "median_validation_seconds": round(statistics.median(
+            entry["validation_seconds"] for entry in run["validation_history"]), 3),
+        "train_samples_per_second": round(median_after_first_epoch(run["train_samples_per_second"]), 1),
         "data_preparation_share": run["data_preparation_share"],
         "padding_share": run["padding_share"],
         "peak_memory_mb": run["peak_memory_mb"],

@@ -34,6 +34,7 @@ class EpochTimer(L.Callback):
         self.validation_history: list[dict] = []
         self._fit_started = 0.0
         self._started: float | None = None
+        self._validation_started = 0.0
 
     def on_fit_start(self, trainer, module) -> None:
         self._fit_started = time.perf_counter()
@@ -43,9 +44,11 @@ class EpochTimer(L.Callback):
         if trainer.sanity_checking:
             return
         logged = trainer.callback_metrics
+        now = time.perf_counter()
         self.validation_history.append({
             "epoch": trainer.current_epoch + 1,
-            "elapsed_seconds": round(time.perf_counter() - self._fit_started, 3),
+            "elapsed_seconds": round(now - self._fit_started, 3),
+            "validation_seconds": round(now - self._validation_started, 3),
             **{name: float(logged[key]) for name, key in self.metrics.items() if key in logged},
         })
 
@@ -60,6 +63,7 @@ class EpochTimer(L.Callback):
     def on_validation_epoch_start(self, trainer, module) -> None:
         if not trainer.sanity_checking:
             self._stop()
+            self._validation_started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self._stop()  # epochs without validation
@@ -102,9 +106,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_epoch_seconds(seconds: list[float]) -> float:
-    """Median train seconds per epoch without the first (warm-up) epoch, when there is more than one."""
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+def median_after_first_epoch(per_epoch: list[float]) -> float:
+    """Median of a per-epoch measurement without the first (warm-up) epoch, when there is more than one."""
+    return statistics.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)
 
 
 def peak_memory_mb(device: torch.device) -> float:
