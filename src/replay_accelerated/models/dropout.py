@@ -44,8 +44,8 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
         keep, keep_prob = keep_mask(x.shape, self.p, x.device)
-        # torch.where saves only the bool mask for backward (1 byte per element).
-        return torch.where(keep, x * (1.0 / keep_prob), 0.0)
+        # One multiplication forward and one backward: faster on a CPU than torch.where or masked_fill.
+        return x * keep.to(x.dtype).mul_(1.0 / keep_prob)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
