@@ -35,7 +35,8 @@ QUICK = [  # TINY_SYNTHETIC without its epoch settings (the quick mode sets thos
 
 def test_quick_bench_writes_filled_csv_markdown_and_plot_with_the_replay_row(home: Path):
     variants = ["replay_CE_fp32", "CE_fp32", "fastest"]
-    result = run_main(home, "bench_quick", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
+    # The command's own choices (here the model) reach every variant; only the mode is replaced.
+    result = run_main(home, "bench_quick", "model=sasrec_synthetic", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[bench 3/3] fastest" in result.stdout  # progress
 
@@ -44,7 +45,7 @@ def test_quick_bench_writes_filled_csv_markdown_and_plot_with_the_replay_row(hom
     assert list(table["variant"]) == variants
     assert table[TABLE_COLUMNS].notna().all().all(), table[TABLE_COLUMNS].isna().sum()
     assert list(table["implementation"]) == ["replay", "replay_accelerated", "replay_accelerated"]
-    assert (table["epochs_run"] == 2).all()
+    assert (table["epochs_run"] == 2).all() and (table["model"] == "sasrec").all()
     assert table.loc[0, "speed_up"] == 1.0 and table.loc[0, "memory_ratio"] == 1.0
     assert (table["test_ndcg@10_low"] <= table["test_ndcg@10"]).all()
     assert (table["test_ndcg@10"] <= table["test_ndcg@10_high"]).all()
@@ -55,7 +56,7 @@ def test_quick_bench_writes_filled_csv_markdown_and_plot_with_the_replay_row(hom
     assert all(f"| {variant} " in markdown for variant in variants) and "Hardware:" in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    rerun = run_main(home, "bench_quick", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
+    rerun = run_main(home, "bench_quick", "model=sasrec_synthetic", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
     assert rerun.returncode == 0
     assert rerun.stdout.count("already in") == 3  # finished variants are kept, not trained again
 
