@@ -24,7 +24,11 @@ def test_length_bucketing_keeps_every_user_once_per_epoch_and_cuts_padding():
     random_batches = training_loader(sequences, MAX_LEN, PAD, 32, 0, seed=1)
     bucketed = training_loader(sequences, MAX_LEN, PAD, 32, 0, seed=1, length_bucketing=True)
 
-    epochs = [list(bucketed.sampler) for _ in range(2)]
+    epochs = []
+    for epoch in range(2):
+        bucketed.sampler.set_epoch(epoch)
+        epochs.append(list(bucketed.sampler))
+    assert list(bucketed.sampler) == epochs[1]  # an epoch's order depends on (seed, epoch) only
     for epoch in epochs:
         users = sorted(user for batch in epoch for user in batch)
         assert users == list(range(len(lengths)))  # each user exactly once

@@ -42,25 +42,32 @@ def run(cfg: DictConfig) -> None:
             from replay_accelerated.training.train import inspect
 
             inspect(cfg)
-        elif cfg.mode.name == "bench":
-            from hydra import compose
+        elif cfg.mode.name == "infer":
+            from replay_accelerated.inference.infer import infer
 
+            infer(cfg)
+        elif cfg.mode.name == "bench":
             from replay_accelerated.benchmark.bench import run_bench
 
-            def compose_variant(overrides: list[str]) -> DictConfig:
-                try:
-                    variant = compose(origin.config_name, overrides=[*origin.overrides, *overrides])
-                except HydraException as error:
-                    raise UserError(f"the bench variant with overrides {overrides} does not compose: {error}; "
-                                    "fix that variant in the mode's bench.variants") from None
-                return validate(variant, origin)
+            run_bench(cfg, origin, lambda overrides: compose_run(origin, overrides))
+        elif cfg.mode.name == "optimize":
+            from replay_accelerated.training.optimize import optimize
 
-            run_bench(cfg, origin, compose_variant)
-        else:
-            raise UserError(f"mode '{cfg.mode.name}' is not available yet; run with mode=train")
+            optimize(cfg, lambda overrides: compose_run(origin, overrides))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def compose_run(origin: ConfigOrigin, overrides: list[str]) -> DictConfig:
+    """The validated config of a training run: the command's config, `mode=train`, then `overrides`."""
+    from hydra import compose
+
+    try:
+        cfg = compose(origin.config_name, overrides=[*origin.run_overrides(), "mode=train", *overrides])
+    except HydraException as error:
+        raise UserError(f"the overrides {overrides} do not compose with this command's config: {error}") from None
+    return validate(cfg, origin)
 
 
 def _relative(path: Path) -> str:

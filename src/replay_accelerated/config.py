@@ -10,6 +10,7 @@ The keys and defaults are the reference project's (RePlay-Accelerated), so its c
 files work unchanged; keys it did not have are marked "ours".
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -172,10 +173,20 @@ class Bench:  # ours: mode=bench
 
 
 @dataclass
+class Infer:  # ours: mode=infer
+    input: Optional[str] = None  # interactions file (csv, tsv, parquet) with dataset.feature_schema's columns
+    checkpoint: Optional[str] = None  # null: paths.checkpoint_dir/<model.save_name>/best.ckpt
+    output: Optional[str] = None  # null: paths.results_dir/<model.save_name>/recommendations_infer.parquet
+    k: int = 10
+    remove_seen: bool = True
+
+
+@dataclass
 class Mode:
     name: str = "train"
     profiler: Profiler = field(default_factory=Profiler)
     bench: Bench = field(default_factory=Bench)
+    infer: Infer = field(default_factory=Infer)
 
 
 @dataclass
@@ -198,6 +209,8 @@ class Paths:
 class Trainer:  # ours
     accelerator: str = "auto"
     devices: Any = "auto"
+    strategy: str = "auto"  # "ddp" for several devices or nodes
+    num_nodes: int = 1
     progress_bar: bool = True
 
 
@@ -205,6 +218,24 @@ class Trainer:  # ours
 class Metrics:
     types: list[str] = field(default_factory=lambda: list(METRIC_TYPES))
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 100])
+
+
+@dataclass
+class SearchParameter:  # ours: one dimension of the optuna search space
+    key: str = MISSING  # a config key, e.g. model.params.training_params.learning_rate
+    type: str = MISSING  # float | int | categorical
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Optional[list[Any]] = None
+
+
+@dataclass
+class Optuna:  # ours: mode=optimize
+    study_name: Optional[str] = None  # null: <model.save_name>
+    n_trials: int = 20  # trials in the study in all, counting those of interrupted runs
+    timeout: Optional[float] = None  # seconds for this run's trials; null: no limit
+    search_space: list[SearchParameter] = field(default_factory=list)
 
 
 @dataclass
@@ -217,6 +248,7 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     trainer: Trainer = field(default_factory=Trainer)
     metrics: Metrics = field(default_factory=Metrics)
+    optuna: Optuna = field(default_factory=Optuna)
 
 
 @dataclass
@@ -227,6 +259,11 @@ class ConfigOrigin:
     config_name: str = "config"
     group_choices: dict[str, Optional[str]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+
+    def run_overrides(self) -> list[str]:
+        """The command-line overrides without those choosing the mode: what a training run inherits."""
+        return [override for override in self.overrides
+                if not re.match(r"mode($|\.)", override.lstrip("+~").split("=")[0])]
 
     def file_of(self, key: str) -> str:
         """The file (or the command line) that set `key`, e.g. `configs/model/x.yaml`."""
@@ -325,6 +362,22 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 "a bench needs at least one variant (a list of overrides) or pairwise options")
         require({"ndcg", "hitrate"} <= set(cfg.metrics.types), "metrics.types",
                 "a bench compares NDCG@10 and HitRate@10; include ndcg and hitrate")
+    if cfg.mode.name == "infer":
+        require(cfg.mode.infer.input is not None, "mode.infer.input",
+                "name the interactions file to recommend for: mode.infer.input=/path/to/file")
+        require(cfg.mode.infer.k > 0, "mode.infer.k", "must be a positive integer")
+    if cfg.mode.name == "optimize":
+        require(len(cfg.optuna.search_space) > 0, "optuna.search_space", "list at least one parameter to search")
+        require(cfg.optuna.n_trials > 0, "optuna.n_trials", "must be a positive integer")
+        for index, parameter in enumerate(cfg.optuna.search_space):
+            key = f"optuna.search_space[{index}]"
+            require(parameter.type in ("float", "int", "categorical"), f"{key}.type",
+                    f"'{parameter.type}' is not one of float, int, categorical")
+            if parameter.type == "categorical":
+                require(bool(parameter.choices), f"{key}.choices", "a categorical parameter needs choices")
+            else:
+                require(parameter.low is not None and parameter.high is not None and parameter.low < parameter.high,
+                        f"{key}.low", "a numeric parameter needs low < high")
     if cfg.acceleration is not None:
         settings = cfg.acceleration.model.acceleration_config
         prefix = "acceleration.model.acceleration_config"

@@ -20,3 +20,7 @@ class DataError(UserError):
 
 class DownloadError(DataError):
     """A dataset could not be downloaded or failed its checksum."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite."""

@@ -87,6 +87,16 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return acc[:m, :n]  # int32 [M, N]
 
 
+def int8_matmul_problem(device: torch.device) -> str | None:
+    """Why int8 matmul cannot run on `device` (None when it can): one tiny product, checked once per run."""
+    try:
+        ones = torch.ones(8, 8, dtype=torch.int8, device=device)
+        int8_matmul(ones, ones)
+    except (RuntimeError, NotImplementedError) as error:
+        return str(error).splitlines()[0]
+    return None
+
+
 def _dequantize(acc: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
     """acc int32 [R, C] * outer(row_scale [R], col_scale [C]) -> float32 [R, C]."""
     out = acc.float()  # [R, C], a fresh tensor, so the in-place products below are safe

@@ -98,9 +98,6 @@ def run_bench(cfg: DictConfig, origin: ConfigOrigin, compose_variant: Callable[[
     csv_path = out_dir / "results.csv"
     rows = pd.read_csv(csv_path).to_dict(orient="records") if csv_path.is_file() else []
     done = {(row["variant"], row["overrides"]) for row in rows}
-    # The command's own overrides, without those choosing the mode: each variant is a training run.
-    base = [override for override in origin.overrides
-            if not re.match(r"mode($|\.)", override.lstrip("+~").split("=")[0])]
 
     failed = []
     for number, (name, overrides) in enumerate(variants.items(), start=1):
@@ -110,7 +107,7 @@ def run_bench(cfg: DictConfig, origin: ConfigOrigin, compose_variant: Callable[[
         print(f"\n[bench {number}/{len(variants)}] {name}: {' '.join(overrides) or '(no overrides)'}", flush=True)
         save_name = f"{cfg.model.save_name}_{bench.name}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}"
         command = [sys.executable, "-m", "replay_accelerated", "--config-name", origin.config_name,
-                   *base, "mode=train", *overrides, f"model.save_name={save_name}"]
+                   *origin.run_overrides(), "mode=train", *overrides, f"model.save_name={save_name}"]
         print(f"  replay-accelerated {' '.join(command[3:])}", flush=True)
         if subprocess.run(command).returncode != 0:
             print(f"[bench {number}/{len(variants)}] {name} failed; its output is above")

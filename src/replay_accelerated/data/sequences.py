@@ -49,7 +49,7 @@ class UserSequences:
         known = encoded >= 0
         users = events[USER].to_numpy()[known]
         user_ids, counts = _run_lengths(users)
-        return cls(user_ids, _offsets(counts), encoded[known].astype(np.int64))
+        return cls(user_ids, csr_offsets(counts), encoded[known].astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -79,19 +79,19 @@ class UserSequences:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> "UserSequences":
         items = np.concatenate(frame["items"].to_list()) if len(frame) else np.zeros(0)
-        return cls(frame[USER].to_numpy(), _offsets(frame["items"].map(len).to_numpy()), items.astype(np.int64))
+        return cls(frame[USER].to_numpy(), csr_offsets(frame["items"].map(len).to_numpy()), items.astype(np.int64))
 
     def subset(self, user_ids: np.ndarray) -> "UserSequences":
         """The sequences of `user_ids` (which must all be present), in that order."""
         order = pd.Index(self.user_ids).get_indexer(user_ids)
         starts, ends = self.offsets[order], self.offsets[order + 1]
         lengths = ends - starts
-        offsets = _offsets(lengths)
+        offsets = csr_offsets(lengths)
         index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
         return UserSequences(np.asarray(user_ids), offsets, self.items[index])
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def csr_offsets(lengths: np.ndarray) -> np.ndarray:
     """CSR offsets [len(lengths) + 1] of runs with the given lengths."""
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 

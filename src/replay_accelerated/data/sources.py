@@ -74,11 +74,31 @@ def read_local_log(path: Path, schema, separator: str | None = None) -> pd.DataF
                 f"column '{column}' missing in {path.name} (it has {list(frame.columns)}); "
                 f"set dataset.feature_schema.{key} to the right column name"
             )
+    _check_rows(frame, list(wanted), path)
     frame = frame[list(wanted)].rename(columns={column: canonical for column, (canonical, _) in wanted.items()})
     frame[TIMESTAMP] = _as_seconds(frame[TIMESTAMP], path)
     if RATING not in frame.columns:
         frame[RATING] = 1.0
     return frame[[USER, ITEM, RATING, TIMESTAMP]]
+
+
+def _check_rows(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """No repeated header line and no id column mixing Python types (e.g. 12 and '12' from CSV chunks)."""
+    repeats = (frame[columns].astype(str) == pd.Series(columns, index=columns)).all(axis=1)
+    if repeats.any():
+        line = int(repeats.to_numpy().argmax()) + 2  # 1-based, after the header line
+        raise DataError(f"line {line} of {path.name} repeats the header (files concatenated with their headers?); "
+                        "delete the repeated header lines")
+    for column in columns[:2]:  # user and item ids
+        values = frame[column]
+        if values.dtype == object:
+            by_type = values.groupby(values.map(lambda value: type(value).__name__)).first()
+            if len(by_type) > 1:
+                examples = ", ".join(f"{name} {value!r}" for name, value in by_type.items())
+                raise DataError(
+                    f"column '{column}' of {path.name} mixes value types ({examples}), so equal ids could "
+                    "differ in type; clean the odd rows, or convert the column to text before training"
+                )
 
 
 def _as_seconds(timestamps: pd.Series, path: Path) -> pd.Series:

@@ -40,8 +40,10 @@ def recommend(
     width: int,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    remove_seen: bool = True,
 ) -> pd.DataFrame:
-    """Top-k unseen items per user as (user_id, item_id, score, rank) with original ids.
+    """Top-k unseen items per user as (user_id, item_id, score, rank) with original ids
+    (with `remove_seen=False`, top-k of all items).
 
     `score_next` maps a left-padded history [B, width] to scores over the catalog [B, n_items].
     """
@@ -49,6 +51,8 @@ def recommend(
     scores, items = [], []
     for batch in batches:
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        if not remove_seen:
+            batch["seen_rows"], batch["seen_items"] = batch["seen_rows"][:0], batch["seen_items"][:0]
         top_scores, top_items = top_k_unseen(score_next(batch["history"]), batch["seen_rows"], batch["seen_items"], k)
         scores.append(top_scores.cpu())
         items.append(top_items.cpu())

@@ -11,6 +11,9 @@ every batch of 32 users has one, so `length_bucketing` groups users of similar l
 each epoch the users are shuffled, cut into pools of `POOL_BATCHES` batches, each pool
 is sorted by length and cut into batches, and the batches are shuffled. Every user is
 still seen once per epoch, in a random batch of random neighbours of similar length.
+
+Both samplers draw an epoch's order from (seed, epoch) alone (Lightning calls `set_epoch`),
+so a run resumed at an epoch boundary sees exactly the batches of an uninterrupted run.
 """
 
 import torch
@@ -39,36 +42,61 @@ class TrainingBatches(torch.utils.data.Dataset):
         return self.sequences[users, -self.width(users):]
 
 
-class LengthBucketBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of users with similar sequence lengths, in a new random order every epoch."""
+class RandomBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of random users, in a new order every epoch, drawn from (seed, epoch).
 
-    def __init__(self, lengths: torch.Tensor, batch_size: int, generator: torch.Generator):
-        self.lengths = lengths
+    With several processes (DDP) every process draws the same batches and takes every
+    world_size-th one; all take the same number, so up to world_size - 1 batches per epoch
+    are left out.
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int):
+        self.lengths = lengths  # [U]
         self.batch_size = batch_size
-        self.generator = generator
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        rank, world_size = _process()
+        return -(-len(self.lengths) // self.batch_size) // world_size
 
     def __iter__(self):
-        order = torch.randperm(len(self.lengths), generator=self.generator)
+        rank, world_size = _process()
+        batches = self._batches(torch.Generator().manual_seed(self.seed * 10_000 + self.epoch))
+        for batch in batches[rank::world_size][: len(self)]:
+            yield batch.tolist()
+
+    def _batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        return list(torch.randperm(len(self.lengths), generator=generator).split(self.batch_size))
+
+
+class LengthBucketBatchSampler(RandomBatchSampler):
+    """Batches of users with similar sequence lengths, in a new random order every epoch."""
+
+    def _batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(len(self.lengths), generator=generator)
         batches = []
         for pool in order.split(self.batch_size * POOL_BATCHES):
             by_length = pool[torch.argsort(self.lengths[pool], stable=True)]
             batches.extend(by_length.split(self.batch_size))
-        for index in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[index].tolist()
+        return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def _process() -> tuple[int, int]:
+    """(rank, world size) of this process among those training together; (0, 1) alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, batch_size: int,
                     num_workers: int, seed: int, length_bucketing: bool = False) -> torch.utils.data.DataLoader:
     dataset = TrainingBatches(sequences, max_seq_len, pad_id)
-    generator = torch.Generator().manual_seed(seed)
-    if length_bucketing:
-        sampler = LengthBucketBatchSampler(dataset.lengths, batch_size, generator)
-    else:
-        sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=generator),
-                                                batch_size, drop_last=False)
+    sampler_class = LengthBucketBatchSampler if length_bucketing else RandomBatchSampler
+    sampler = sampler_class(dataset.lengths, batch_size, seed)
     return torch.utils.data.DataLoader(
         dataset,
         sampler=sampler,

@@ -37,7 +37,16 @@ class EpochTimer(L.Callback):
         self._validation_started = 0.0
 
     def on_fit_start(self, trainer, module) -> None:
-        self._fit_started = time.perf_counter()
+        # A resumed run continues the clock of the run it resumes.
+        before = self.validation_history[-1]["elapsed_seconds"] if self.validation_history else 0.0
+        self._fit_started = time.perf_counter() - before
+
+    def state_dict(self) -> dict:  # saved in checkpoints, so that a resumed run keeps the measurements
+        return {"train_seconds": self.train_seconds, "validation_history": self.validation_history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_seconds = list(state["train_seconds"])
+        self.validation_history = list(state["validation_history"])
 
     def on_validation_end(self, trainer, module) -> None:
         # After every callback and the module have logged this epoch's validation metrics.

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from replay_accelerated.errors import TrainingDiverged
 from replay_accelerated.evaluation.ranking import ranking_metric_sums, top_k_unseen
 from replay_accelerated.models.transformer import SequentialRecommender
 
@@ -25,6 +26,7 @@ class RecommenderModule(L.LightningModule):
         self.ks = sorted(ks)
         self._sums: dict[str, torch.Tensor] = {}
         self._users = 0
+        self._first_nonfinite_step: torch.Tensor | None = None  # on the device; -1 while the loss is finite
 
     def training_step(self, sequences: torch.Tensor, batch_index: int) -> torch.Tensor:
         inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
@@ -32,12 +34,35 @@ class RecommenderModule(L.LightningModule):
         loss = self.loss(hidden, labels, target_mask, self.model.head)
         # Accumulated on the device and read once per epoch: no host-device synchronisation per step.
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(sequences))
+        if self._first_nonfinite_step is None:
+            self._first_nonfinite_step = torch.full((), -1, device=loss.device)
+        nonfinite = ~torch.isfinite(loss.detach()) & (self._first_nonfinite_step < 0)
+        self._first_nonfinite_step = torch.where(nonfinite, self.global_step, self._first_nonfinite_step)
         return loss
 
+    def check_loss_finite(self) -> None:
+        """Stop before this epoch is validated or saved if the loss was ever NaN or infinite."""
+        if self._first_nonfinite_step is None or int(self._first_nonfinite_step) < 0:
+            return
+        raise TrainingDiverged(
+            f"the training loss became NaN or infinite at step {int(self._first_nonfinite_step)} "
+            f"(epoch {self.current_epoch}); training stopped and the checkpoints of earlier epochs are kept. "
+            f"Likely causes: a learning rate too high (now {self.learning_rate}; lower "
+            "model.params.training_params.learning_rate), fp16 overflow (use precision=bf16-mixed or 32), "
+            "or non-finite values in the data"
+        )
+
     def on_validation_epoch_start(self) -> None:
+        self.check_loss_finite()
         self._sums, self._users = {}, 0
 
+    def on_train_epoch_end(self) -> None:
+        self.check_loss_finite()  # epochs without validation
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
+        # With several processes each scores its share of the batches; the sums are added up at the end.
+        if batch_index % self.trainer.world_size != self.trainer.global_rank:
+            return
         scores = self.model.score_next(batch["history"])  # [B, n_items]
         _, top_items = top_k_unseen(scores, batch["seen_rows"], batch["seen_items"], max(self.ks))
         for name, value in ranking_metric_sums(top_items, batch["ground_truth"], self.ks).items():
@@ -45,8 +70,13 @@ class RecommenderModule(L.LightningModule):
         self._users += len(batch["history"])
 
     def on_validation_epoch_end(self) -> None:
-        for name, total in self._sums.items():
-            self.log(f"val_{name}", total / self._users, prog_bar=name == "ndcg@10")
+        # Over every validation user of every process: sums and user counts added up across processes.
+        names = [f"{metric}@{k}" for metric in ("ndcg", "recall") for k in self.ks]
+        totals = torch.tensor([float(self._sums.get(name, 0.0)) for name in names] + [float(self._users)],
+                              device=self.device, dtype=torch.float64)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        for name, total in zip(names, totals[:-1]):
+            self.log(f"val_{name}", (total / totals[-1]).float(), prog_bar=name == "ndcg@10")
 
     def configure_optimizers(self):
         # RePlay's default optimizer: Adam with betas (0.9, 0.98).

@@ -2,7 +2,9 @@
 `mode=inspect`: build and print the configured model and its accelerations, without training.
 
 Outputs (`<save_name>` from the model config):
-- `paths.checkpoint_dir/<save_name>/best.ckpt` and `items.parquet` (the item vocabulary);
+- `paths.checkpoint_dir/<save_name>/best.ckpt`, `last.ckpt` (every epoch; re-running the
+  command after a crash resumes from it, see checkpoints.py) and `items.parquet` (the item
+  vocabulary);
 - `paths.log_dir/<save_name>/` CSV and TensorBoard logs;
 - `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
   (metrics x k), `recommendations_test.parquet` (top-k with original ids) and
@@ -29,8 +31,9 @@ from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
+from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
 from replay_accelerated.data.prepare import PreparedData, prepare_data
-from replay_accelerated.errors import UserError
+from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.evaluation.offline import (
     bootstrap_interval,
     metric_table,
@@ -42,6 +45,14 @@ from replay_accelerated.evaluation.ranking import EvaluationBatches
 from replay_accelerated.losses import build_loss
 from replay_accelerated.models import SequentialRecommender, build_model
 from replay_accelerated.training.batches import padding_share, training_loader
+from replay_accelerated.training.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableRun,
+    config_fingerprint,
+    mark_complete,
+    mark_started,
+    resume_checkpoint,
+)
 from replay_accelerated.training.measurements import (
     EpochTimer,
     data_preparation_share,
@@ -87,6 +98,26 @@ def build_accelerated_model(cfg: DictConfig, n_items: int) -> tuple[SequentialRe
     return model, changes
 
 
+def check_device_support(cfg: DictConfig, device: torch.device, model: SequentialRecommender) -> None:
+    """The configured precision and int8 head can run on the training device; stop before training if not."""
+    precision = str(cfg.model.params.training_params.precision or "32-true")
+    key = "model.params.training_params.precision"
+    if precision.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"{key}={precision}, but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                          f"use {key}=16-mixed (fp16 with loss scaling) or 32")
+    if precision.startswith("16") and device.type != "cuda":
+        raise ConfigError(f"{key}={precision} needs a CUDA device (Lightning has no fp16 autocast on {device.type}); "
+                          f"use {key}=bf16-mixed or 32")
+    if isinstance(model.head, SwitchBackLinear):
+        problem = int8_matmul_problem(device)
+        if problem is not None:
+            raise ConfigError(
+                f"acceleration.model.acceleration_config.head=swichback_head needs int8 matrix multiplication "
+                f"(torch._int_mm), which is unavailable on {device} here ({problem}); "
+                "use head=linear_head, or train on a device with int8 support"
+            )
+
+
 def inspect(cfg: DictConfig) -> list[Change]:
     """`mode=inspect`: build and print the configured model without training."""
     apply_env(cfg.env)
@@ -95,8 +126,10 @@ def inspect(cfg: DictConfig) -> list[Change]:
     return changes
 
 
-def train(cfg: DictConfig) -> dict:
-    """Run the whole training job; returns the run summary that is also written to run.json."""
+def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
+    """Run the whole training job; returns the run summary that is also written to run.json.
+
+    `callbacks` join our model's Lightning callbacks (`mode=optimize` adds its pruning one)."""
     started = time.perf_counter()
     check_writable(cfg.paths)
     apply_env(cfg.env)
@@ -113,7 +146,9 @@ def train(cfg: DictConfig) -> dict:
                                     cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED)
         recommendations = run.pop("recommendations")
     else:
-        run, model = _fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name)
+        run, model = _fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks)
+        if model is None:  # another process of a multi-process run: the first one evaluates and reports
+            return {}
         width, k = model.max_seq_len, max(cfg.metrics.ks)
         device = next(model.parameters()).device
         recommendations = {split: recommend(model.score_next, users, data.vocabulary, k, width, device=device)
@@ -136,7 +171,8 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
-def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path) -> tuple[dict, SequentialRecommender]:
+def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
+         callbacks: tuple[L.Callback, ...]) -> tuple[dict, SequentialRecommender]:
     """Train our model with early stopping; returns what was measured and the best model, in eval mode."""
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
@@ -151,26 +187,39 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path) -> tuple[dic
     )
     timer = EpochTimer(samples_per_epoch=len(data.train), metrics={"ndcg@10": MONITOR})
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
-                                 save_top_k=1, enable_version_counter=False)
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    fingerprint = config_fingerprint(cfg)
+    resume_from = resume_checkpoint(checkpoint_dir, fingerprint)
     csv_logger = CSVLogger(cfg.paths.log_dir, name=cfg.model.save_name)
     loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=cfg.model.save_name, version=csv_logger.version)]
     trainer = L.Trainer(
         max_epochs=training.max_epochs,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        use_distributed_sampler=False,  # our batch samplers and validation split the work themselves
         enable_progress_bar=cfg.trainer.progress_bar,
         precision=training.precision if training.precision is not None else "32-true",
-        callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer],
+        callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer,
+                   ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)), *callbacks],
+        plugins=[AtomicCheckpointIO()],
         logger=loggers,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
-    trainer.fit(module, train_loader, validation_loader)
+    check_device_support(cfg, trainer.strategy.root_device, model)
+    mark_started(checkpoint_dir)
+    trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
+    if trainer.global_rank != 0:
+        return {}, None
+    mark_complete(checkpoint_dir, fingerprint, trainer.current_epoch)
     device = trainer.strategy.root_device
     peak_mb = peak_memory_mb(device)  # before the measurements below add anything
 
-    # Measured after training, so that the timing synchronisations stay out of the training loop.
+    # Measured after training, so that the timing synchronisations stay out of the training loop
+    # (and only in a single process: after DDP the parameters may still carry its gradient hooks).
     module.to(device).train()  # Lightning may have moved it off the GPU
 
     def step(example: tuple[torch.Tensor, ...]) -> None:
@@ -179,8 +228,10 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path) -> tuple[dic
             loss = module.loss(module.model(inputs), labels, target_mask, module.model.head)
         loss.backward()
 
-    prep_share = data_preparation_share(iter(train_loader), lambda batch: model.training_example(batch.to(device)),
-                                        step, device)
+    prep_share = None
+    if trainer.world_size == 1:
+        prep_share = round(data_preparation_share(iter(train_loader), lambda batch: model.training_example(
+            batch.to(device)), step, device), 4)
     module.zero_grad(set_to_none=True)
 
     best = torch.load(checkpoint.best_model_path, map_location=device, weights_only=False)
@@ -194,7 +245,7 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path) -> tuple[dic
         "accelerations": [vars(change) for change in changes],
         **timer.summary(),
         "peak_memory_mb": round(peak_mb, 1),
-        "data_preparation_share": round(prep_share, 4),
+        "data_preparation_share": prep_share,
         "padding_share": round(padding_share(train_loader), 4),
     }
     return run, module.model.eval()

@@ -1,0 +1,96 @@
+"""Checkpoints that survive a crash, and resuming from them.
+
+- Every checkpoint is written to a temporary file and then renamed over the old one
+  (`AtomicCheckpointIO`): a process killed while writing leaves the previous file intact.
+- `last.ckpt` is written after every validation, `best.ckpt` when validation NDCG@10 improves.
+- Each checkpoint carries the fingerprint of the configuration that trains it (data, model,
+  accelerations, seed). Re-running the same command after a crash resumes from `last.ckpt`;
+  a checkpoint of another configuration, or one that cannot be read, is never used.
+- A run that finished writes `complete.json`; the next run with that save name trains anew.
+- With several processes (DDP) every process takes the same decision: the first one removes
+  a `last.ckpt` it will not resume from before the others start.
+
+Resuming gives the same result as an uninterrupted run because all randomness of an epoch
+(batch order, masking, dropout, negative sampling) is seeded from (seed, epoch) at the
+epoch's start, and Lightning restores the weights, the optimizer and the callbacks.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+LAST = "last.ckpt"
+COMPLETE = "complete.json"
+STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items"}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to `<path>.tmp`, then rename: a checkpoint file is always complete or absent."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        temporary = f"{path}.tmp"
+        super().save_checkpoint(checkpoint, temporary, storage_options)
+        os.replace(temporary, path)
+
+
+class ResumableRun(L.Callback):
+    """Seeds each epoch's randomness from (seed, epoch) and stamps checkpoints with what they hold:
+    the config fingerprint, the model name and the catalog size (checked by `mode=infer`)."""
+
+    def __init__(self, fingerprint: str, seed: int, model_name: str, n_items: int):
+        self.stamp = {"fingerprint": fingerprint, "model": model_name, "n_items": n_items}
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        torch.manual_seed(self.seed * 10_000 + trainer.current_epoch)  # masking, dropout, negatives
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        checkpoint[STAMP_KEY] = self.stamp
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """What decides the training result: data, model, accelerations and seed (not paths or display)."""
+    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("dataset", "model", "acceleration")}
+    parts["seed"] = cfg.env.SEED
+    parts["model"].pop("save_name", None)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(checkpoint_dir: Path, fingerprint: str) -> Path | None:
+    """`last.ckpt` of an unfinished run of this configuration, if there is one; otherwise None (train anew)."""
+    last = checkpoint_dir / LAST
+    if not last.is_file():
+        return None
+    # Training anew removes the old last.ckpt, so that no process of this run can resume from it.
+    if (checkpoint_dir / COMPLETE).is_file():
+        print(f"{checkpoint_dir} holds a finished run; training anew")
+        last.unlink()
+        return None
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=False).get(STAMP_KEY, {}).get("fingerprint")
+    except Exception as error:  # a truncated or corrupted file: report it, keep it for inspection
+        aside = last.with_name(f"{LAST}.unreadable")
+        os.replace(last, aside)
+        print(f"{last} cannot be read ({type(error).__name__}); moved to {aside.name}, training anew")
+        return None
+    if saved != fingerprint:
+        print(f"{last} was trained with another configuration; training anew")
+        last.unlink()
+        return None
+    print(f"Resuming from {last}")
+    return last
+
+
+def mark_started(checkpoint_dir: Path) -> None:
+    (checkpoint_dir / COMPLETE).unlink(missing_ok=True)
+
+
+def mark_complete(checkpoint_dir: Path, fingerprint: str, epochs: int) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / COMPLETE).write_text(json.dumps({"fingerprint": fingerprint, "epochs": epochs}))

@@ -1,0 +1,72 @@
+"""`mode=infer`: recommendations from a saved model for a new interactions file, and clear errors
+when the checkpoint does not belong to the configured model."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY_SYNTHETIC, run_main
+
+TRAIN = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("infer")
+    result = run_main(home, *TRAIN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
+def _events(home: Path) -> pd.DataFrame:
+    items = pd.read_parquet(home / "checkpoints" / "bert4rec_synthetic" / "items.parquet")["item_id"].tolist()
+    return pd.DataFrame({
+        "user_id": [7, 7, 7, 8, 9],
+        "item_id": [items[0], items[1], 999_999, items[2], 888_888],  # 999999 and 888888 are unknown
+        "rating": 5,
+        "timestamp": [1, 2, 3, 1, 1],
+    })
+
+
+def test_infer_writes_top_k_unseen_items_for_every_user(trained: Path):
+    events = _events(trained)
+    events.to_csv(trained / "new.csv", index=False)
+    result = run_main(trained, "infer", *TRAIN, f"mode.infer.input={trained / 'new.csv'}", "mode.infer.k=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dropped 2" in result.stdout
+    top = pd.read_parquet(trained / "results" / "bert4rec_synthetic" / "recommendations_infer.parquet")
+    assert list(top.columns) == ["user_id", "item_id", "score", "rank"]
+    assert sorted(top["user_id"].unique()) == [7, 8, 9]  # user 9 knows no item and still gets a list
+    assert (top.groupby("user_id")["rank"].apply(list) == [[1, 2, 3, 4, 5]] * 3).all()
+    seen = top.merge(events[["user_id", "item_id"]], on=["user_id", "item_id"])
+    assert seen.empty
+
+    kept = run_main(trained, "infer", *TRAIN, f"mode.infer.input={trained / 'new.csv'}", "mode.infer.k=500",
+                    "mode.infer.remove_seen=false", f"mode.infer.output={trained / 'all.parquet'}")
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    everything = pd.read_parquet(trained / "all.parquet")
+    assert not everything.merge(events[["user_id", "item_id"]], on=["user_id", "item_id"]).empty
+
+
+def test_infer_refuses_a_checkpoint_of_another_model_or_catalog(trained: Path):
+    _events(trained).to_csv(trained / "new.csv", index=False)
+    checkpoint = trained / "checkpoints" / "bert4rec_synthetic" / "best.ckpt"
+    other_model = run_main(trained, "infer", *TRAIN, "model=sasrec_synthetic", f"mode.infer.checkpoint={checkpoint}",
+                           f"mode.infer.input={trained / 'new.csv'}")
+    assert other_model.returncode == 2
+    assert "holds a bert4rec model, but the config says model.name=sasrec" in other_model.stderr
+
+    other = trained / "other"
+    other.mkdir()
+    (other / "best.ckpt").write_bytes(checkpoint.read_bytes())
+    items = pd.read_parquet(checkpoint.with_name("items.parquet"))
+    items.iloc[:-3].to_parquet(other / "items.parquet", index=False)
+    other_catalog = run_main(trained, "infer", *TRAIN, f"mode.infer.checkpoint={other / 'best.ckpt'}",
+                             f"mode.infer.input={trained / 'new.csv'}")
+    assert other_catalog.returncode == 2
+    assert f"trained on {len(items)} items but items.parquet beside it lists {len(items) - 3}" in other_catalog.stderr
+
+    bigger = run_main(trained, "infer", *TRAIN, "model.params.model_params.hidden_size=48",
+                      "model.params.training_params.embedding_dim=48", f"mode.infer.input={trained / 'new.csv'}")
+    assert bigger.returncode == 2 and "does not fit the configured model (size mismatch" in bigger.stderr
