@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,19 @@ def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(
     assert saved["epoch"] == 0  # the first epoch's checkpoint, untouched
     assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_damaged_cache_file_is_detected_and_the_cache_rebuilt(tmp_path: Path, capsys):
+    from conftest import compose
+    from replay_accelerated.data.prepare import prepare_data
+
+    dataset = compose(tmp_path, *TINY_SYNTHETIC).dataset
+    first = prepare_data(dataset, tmp_path)
+    damaged = first.cache_dir / "sequences_train_events.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:-100])  # truncated
+    capsys.readouterr()
+    again = prepare_data(dataset, tmp_path)
+    assert "sequences_train_events.parquet is missing or damaged" in capsys.readouterr().err
+    assert np.array_equal(again.train.items, first.train.items)
+    prepare_data(dataset, tmp_path)
+    assert "Loaded cached splits" in capsys.readouterr().err  # rebuilt, and intact again

@@ -4,8 +4,9 @@ The splits and encoded sequences are written under
 `paths.data_dir/cache/<dataset name>-<key>/`, where the key hashes the source's
 fingerprint (file checksum or generator settings), the feature schema and the
 preprocessing config. A changed file or config gets a new key and is rebuilt; an
-unchanged one loads from parquet in seconds. `manifest.json` is written last, so a
-cache interrupted halfway is never read.
+unchanged one loads from parquet in seconds. `manifest.json` is written last and holds
+the sha256 of every cache file: a cache interrupted halfway is never read, and a file
+that is missing, truncated or changed is reported and the cache rebuilt.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from replay_accelerated.data.download import file_checksum
 from replay_accelerated.data.preprocessing import SPLIT_NAMES, Splits, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
@@ -75,7 +77,7 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(data_dir) / "cache" / f"{dataset.name}-{key}"
-    if (cache_dir / "manifest.json").is_file():
+    if _cache_intact(cache_dir):
         splits = Splits(**{name: pd.read_parquet(cache_dir / f"{name}.parquet") for name in SPLIT_NAMES})
         vocabulary = ItemVocabulary(pd.read_parquet(cache_dir / "items.parquet")["item_id"].to_numpy())
         sequences = {
@@ -110,5 +112,24 @@ def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: It
         sequences[name].to_frame().to_parquet(cache_dir / f"sequences_{name}.parquet", index=False)
     pd.DataFrame({"item_id": vocabulary.item_ids}).to_parquet(cache_dir / "items.parquet", index=False)
     counts = {name: len(frame) for name, frame in splits.as_dict().items()}
-    (cache_dir / "manifest.json").write_text(json.dumps({**settings, "rows": counts}, indent=2))
+    files = {path.name: file_checksum(path) for path in sorted(cache_dir.glob("*.parquet"))}
+    (cache_dir / "manifest.json").write_text(json.dumps({**settings, "rows": counts, "sha256": files}, indent=2))
+
+
+def _cache_intact(cache_dir: Path) -> bool:
+    """Whether the cache is complete and every file has the checksum its manifest recorded."""
+    manifest = cache_dir / "manifest.json"
+    if not manifest.is_file():
+        return False
+    recorded = json.loads(manifest.read_text()).get("sha256", {})
+    expected = {f"{name}.parquet" for name in SPLIT_NAMES} | {f"sequences_{name}.parquet" for name in SPLIT_NAMES}
+    expected.add("items.parquet")
+    for name in sorted(expected):
+        path = cache_dir / name
+        if name not in recorded or not path.is_file() or file_checksum(path) != recorded[name]:
+            print(f"Cache file {path} is missing or damaged (checksum differs from {manifest.name}); "
+                  "rebuilding the cache", file=sys.stderr)
+            manifest.unlink()
+            return False
+    return True
 

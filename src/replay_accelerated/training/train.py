@@ -189,7 +189,6 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     fingerprint = config_fingerprint(cfg)
-    resume_from = resume_checkpoint(checkpoint_dir, fingerprint)
     csv_logger = CSVLogger(cfg.paths.log_dir, name=cfg.model.save_name)
     loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=cfg.model.save_name, version=csv_logger.version)]
     trainer = L.Trainer(
@@ -210,6 +209,7 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
     check_device_support(cfg, trainer.strategy.root_device, model)
+    resume_from = resume_checkpoint(checkpoint_dir, fingerprint)  # after the last check that can stop the run
     mark_started(checkpoint_dir)
     trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
     if trainer.global_rank != 0:
