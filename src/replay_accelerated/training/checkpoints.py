@@ -56,7 +56,8 @@ class ResumableRun(L.Callback):
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """What decides the training result: data, model, accelerations and seed (not paths or display)."""
-    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("dataset", "model", "acceleration")}
+    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if cfg[key] is not None else None
+             for key in ("dataset", "model", "acceleration")}
     parts["seed"] = cfg.env.SEED
     parts["model"].pop("save_name", None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
