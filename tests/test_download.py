@@ -1,4 +1,4 @@
-"""fetch and load_movielens against a small HTTP server on 127.0.0.1."""
+"""fetch and the MovieLens entries of the dataset catalog against a small HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from replay_accelerated.data.download import fetch, file_checksum
-from replay_accelerated.data.movielens import load_movielens
+from replay_accelerated.data.catalog import load_catalog
 from replay_accelerated.errors import DataError, DownloadError
 
 
@@ -201,7 +201,7 @@ def test_load_movielens(
     checksum = make_zip(server.root / zip_name, member, text)
     data_dir = tmp_path / "data"
 
-    ratings = load_movielens(name, data_dir, url=server.url(zip_name), checksum=checksum)
+    ratings = load_catalog(name, data_dir, url=server.url(zip_name), checksum=checksum)
 
     assert (data_dir / "movielens" / zip_name).is_file()
     assert list(ratings.columns) == ["user_id", "item_id", "rating", "timestamp"]
@@ -212,6 +212,6 @@ def test_load_movielens(
     assert ratings["timestamp"].tolist() == [978300760, 978302109, 978298413]
 
 
-def test_load_movielens_unknown_name(tmp_path: Path) -> None:
+def test_load_catalog_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="movielens_1m, movielens_10m, movielens_20m"):
-        load_movielens("movielens_100k", tmp_path)
+        load_catalog("movielens_100k", tmp_path)

@@ -26,7 +26,14 @@ from omegaconf.errors import (
 from replay_accelerated.errors import ConfigError
 
 MODEL_NAMES = ("bert4rec", "sasrec")
-DATASET_SOURCES = ("synthetic", "local", "movielens_1m", "movielens_10m", "movielens_20m")
+# Loaders (`data/sources.py`): a generator, your own files, and the public datasets of
+# `data/catalog.py` (tests check that this list and the catalog agree).
+FILE_SOURCES = ("local", "sequences")  # read `dataset.path`
+CATALOG_SOURCES = ("movielens_1m", "movielens_10m", "movielens_20m", "netflix", "zvuk", "megamarket", "yelp",
+                   "amazon_games", "amazon_beauty", "amazon_sports", "30music", "gowalla", "s3rec_beauty")
+DATASET_SOURCES = ("synthetic", *FILE_SOURCES, *CATALOG_SOURCES)
+ORDER_ONLY_SOURCES = ("sequences", "s3rec_beauty")  # no timestamps: positions only, so leave-one-out only
+PROTOCOLS = ("global_time", "leave_one_out")
 LOSS_TYPES = ("CE", "CE_restricted", "CE_full_positions", "CE_sampled", "BCE", "SCE", "CCE")
 PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
@@ -52,6 +59,7 @@ class Preprocess:
     min_users_per_item: int = 5
     min_items_per_user: int = 3
     min_rating: Optional[float] = 3
+    protocol: str = "global_time"  # ours: or leave_one_out (see data/preprocessing.py)
 
 
 @dataclass
@@ -73,7 +81,7 @@ class Generator:  # ours: sizes of the synthetic dataset
 class Dataset:
     name: str = MISSING
     source: str = MISSING  # ours: which loader reads the data
-    path: Optional[str] = None
+    path: Optional[str] = None  # ours: the file of the local and sequences sources
     separator: Optional[str] = None  # ours: for local text files
     url: Optional[str] = None  # ours: download mirror
     checksum: Optional[str] = None  # ours: "md5:..." or "sha256:..."
@@ -390,8 +398,18 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 "the SwitchBack head has its own weight; use tied_head=false or another head")
     if cfg.dataset.source == "synthetic":
         require(cfg.dataset.generator is not None, "dataset.generator", "the synthetic source needs generator sizes")
-    if cfg.dataset.source == "local":
+    source, preprocess = cfg.dataset.source, cfg.dataset.preprocess
+    if source in FILE_SOURCES:
         require(cfg.dataset.path is not None, "dataset.path", "name your interactions file: dataset.path=/path/to/file")
-    preprocess = cfg.dataset.preprocess
+    if source in CATALOG_SOURCES:
+        require(cfg.dataset.path is None, "dataset.path",
+                f"the {source} dataset is always read from paths.data_dir (the error on a missing file says where "
+                "to put a copy you downloaded); use dataset=local or dataset=sequences to read a file of your own")
+    require(preprocess.protocol in PROTOCOLS, "dataset.preprocess.protocol",
+            f"'{preprocess.protocol}' is not one of {list(PROTOCOLS)}")
+    if source in ORDER_ONLY_SOURCES:
+        require(preprocess.protocol == "leave_one_out", "dataset.preprocess.protocol",
+                f"the {source} source has no timestamps (only the order of each user's items), so it can only be "
+                "split leave-one-out: set dataset.preprocess.protocol=leave_one_out")
     require(0.0 < preprocess.global_split_ratio < 1.0, "dataset.preprocess.global_split_ratio", "must be in (0, 1)")
     require(0.0 < preprocess.val_users_ratio < 1.0, "dataset.preprocess.val_users_ratio", "must be in (0, 1)")

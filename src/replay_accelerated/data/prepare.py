@@ -68,7 +68,7 @@ class PreparedData:
 
 def prepare_data(dataset, data_dir: Path) -> PreparedData:
     """Load the configured dataset, split it by the protocol and encode it, using the cache."""
-    fingerprint = source_fingerprint(dataset)
+    fingerprint = source_fingerprint(dataset, data_dir)
     settings = {
         "fingerprint": fingerprint,
         "feature_schema": OmegaConf.to_container(dataset.feature_schema),

@@ -1,14 +1,26 @@
-"""The reference project's evaluation protocol, built from replay-rec's own filters and splitters.
+"""The evaluation protocols, built from replay-rec's own filters and splitters.
 
 Input: an interaction log with columns user_id, item_id, rating, timestamp.
+`dataset.preprocess.protocol` chooses the split; both filter first:
 
-1. keep rating > min_rating; MinCountFilter on items, then on users;
+1. keep rating > min_rating; MinCountFilter on items, then on users.
+
+`global_time` (default) is the reference project's protocol:
+
 2. TimeSplitter at the global `global_split_ratio` time quantile -> train, raw_test;
 3. ColdUserRandomSplitter(val_users_ratio, seed=42) on train -> train_events, val;
 4. leave-one-out (LastNSplitter N=1) on val -> validation_events, validation_gt;
 5. test users: users of raw_test not in val. Their whole filtered history, restricted to
    items of train_events, split leave-one-out -> test_events, test_gt; test_gt keeps
    only users and items known from train_events.
+
+`leave_one_out` is the protocol of the S3Rec/SASRec sequential benchmarks, for logs that
+only order events (one-user-per-line sequence files) or to compare with those papers:
+
+2. LastNSplitter(N=1) per user -> history, test_gt (each user's last item);
+3. LastNSplitter(N=1) on history -> train_events, validation_gt (the second last item);
+4. every user is validated on train_events -> validation_gt and tested on
+   history -> test_gt; ground truths keep only items and users known from train_events.
 
 The model trains on train_events, validates validation_events -> validation_gt and is
 tested on test_events -> test_gt.
@@ -20,6 +32,7 @@ import pandas as pd
 from replay.preprocessing.filters import MinCountFilter
 from replay.splitters import ColdUserRandomSplitter, LastNSplitter, TimeSplitter
 
+from replay_accelerated.config import PROTOCOLS
 from replay_accelerated.errors import DataError
 
 USER, ITEM, RATING, TIMESTAMP = "user_id", "item_id", "rating", "timestamp"
@@ -40,8 +53,19 @@ class Splits:
 
 
 def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
-    """Apply the protocol above to `log`; `preprocess` is the `dataset.preprocess` config."""
-    columns = dict(query_column=USER, item_column=ITEM)
+    """Filter `log` and split it by `preprocess.protocol`; `preprocess` is the `dataset.preprocess` config."""
+    filtered = _filter(log, preprocess)
+    protocol = preprocess.protocol
+    if protocol == "leave_one_out":
+        splits = _leave_one_out_splits(filtered)
+    elif protocol == "global_time":
+        splits = _global_time_splits(filtered, preprocess)
+    else:
+        raise DataError(f"unknown split protocol {protocol!r}; set dataset.preprocess.protocol to one of {PROTOCOLS}")
+    return Splits(**{name: _tidy(frame) for name, frame in splits.as_dict().items()})
+
+
+def _filter(log: pd.DataFrame, preprocess) -> pd.DataFrame:
     filtered = log
     if preprocess.min_rating is not None and RATING in log.columns:
         filtered = filtered[filtered[RATING] > preprocess.min_rating]
@@ -53,7 +77,25 @@ def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
             f"items with >= {preprocess.min_users_per_item} users, users with >= {preprocess.min_items_per_user} "
             "items); lower dataset.preprocess.min_rating, min_users_per_item or min_items_per_user"
         )
+    return filtered
 
+
+def _last_item_splitter() -> LastNSplitter:
+    """Each user's latest event apart; users left with nothing before it are dropped from that part."""
+    return LastNSplitter(
+        N=1,
+        divide_column=USER,
+        strategy="interactions",
+        drop_cold_users=True,
+        drop_cold_items=False,
+        timestamp_column=TIMESTAMP,
+        query_column=USER,
+        item_column=ITEM,
+    )
+
+
+def _global_time_splits(filtered: pd.DataFrame, preprocess) -> Splits:
+    columns = dict(query_column=USER, item_column=ITEM)
     train, raw_test = TimeSplitter(
         time_threshold=preprocess.global_split_ratio,
         drop_cold_users=False,
@@ -70,15 +112,7 @@ def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
             "raise dataset.preprocess.val_users_ratio or use a larger log"
         )
 
-    leave_one_out = LastNSplitter(
-        N=1,
-        divide_column=USER,
-        strategy="interactions",
-        drop_cold_users=True,
-        drop_cold_items=False,
-        timestamp_column=TIMESTAMP,
-        **columns,
-    )
+    leave_one_out = _last_item_splitter()
     validation_events, validation_gt = leave_one_out.split(val)
 
     test_users = pd.Index(raw_test[USER].unique()).difference(pd.Index(val[USER].unique()))
@@ -86,9 +120,23 @@ def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
     test_log = filtered[filtered[USER].isin(test_users) & filtered[ITEM].isin(known_items)]
     test_events, test_gt = leave_one_out.split(test_log)
     test_gt = test_gt[test_gt[ITEM].isin(known_items) & test_gt[USER].isin(train_events[USER].unique())]
+    return Splits(train_events, validation_events, validation_gt, test_events, test_gt)
 
-    splits = Splits(train_events, validation_events, validation_gt, test_events, test_gt)
-    return Splits(**{name: _tidy(frame) for name, frame in splits.as_dict().items()})
+
+def _leave_one_out_splits(filtered: pd.DataFrame) -> Splits:
+    last_item = _last_item_splitter()
+    history, test_gt = last_item.split(filtered)
+    train_events, validation_gt = last_item.split(history)
+    if train_events.empty:
+        raise DataError("no user has three events or more, so leave-one-out leaves nothing to train on; "
+                        "set dataset.preprocess.min_items_per_user to 3 or more on a log with longer histories")
+    # A ground-truth item never seen in training cannot be scored, as in the global_time protocol.
+    known_items, known_users = train_events[ITEM].unique(), train_events[USER].unique()
+
+    def known(ground_truth: pd.DataFrame) -> pd.DataFrame:
+        return ground_truth[ground_truth[ITEM].isin(known_items) & ground_truth[USER].isin(known_users)]
+
+    return Splits(train_events, train_events, known(validation_gt), history, known(test_gt))
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:

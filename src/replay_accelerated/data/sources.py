@@ -1,8 +1,10 @@
 """Reading an interaction log from the configured source into one canonical frame.
 
-Every source returns the columns user_id, item_id, rating, timestamp (int64 seconds).
-Its fingerprint (a file checksum or the generator's settings) keys the preprocessing
-cache, so a cached split is found without reading the log.
+Every source returns the columns user_id, item_id, rating, timestamp (int64 seconds):
+`synthetic` generates it, `local` reads your CSV/TSV/parquet log, `sequences` your
+one-user-per-line item sequences, and every other source is a public dataset of
+`catalog.CATALOG`. Its fingerprint (a file checksum or the generator's settings) keys the
+preprocessing cache, so a cached split is found without reading the log.
 """
 
 import hashlib
@@ -12,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.movielens import load_movielens
+from replay_accelerated.data.catalog import catalog_file, load_catalog, source_of
+from replay_accelerated.data.download import file_checksum, remembered_checksum
+from replay_accelerated.data.formats import item_sequences
 from replay_accelerated.data.preprocessing import ITEM, RATING, TIMESTAMP, USER
 from replay_accelerated.data.synthetic import generate_interactions
 from replay_accelerated.errors import DataError
@@ -21,15 +24,24 @@ from replay_accelerated.errors import DataError
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".dat": "::"}
 
 
-def source_fingerprint(dataset) -> str:
-    """What identifies the source's content: a file checksum or the generator's settings."""
+def source_fingerprint(dataset, data_dir: Path) -> str:
+    """What identifies the source's content: a file checksum or the generator's settings.
+
+    A catalog dataset with a pinned checksum is identified by it without touching the
+    file; one without (a source that publishes no fixed file) by its file's sha256, so
+    it is fetched here if it is not on disk yet.
+    """
     if dataset.source == "synthetic":
         settings = json.dumps(OmegaConf.to_container(dataset.generator), sort_keys=True)
         return "synthetic:" + hashlib.sha256(settings.encode()).hexdigest()
-    if dataset.source == "local":
+    if dataset.source in ("local", "sequences"):
         path = _existing(dataset.path)
         return "sha256:" + file_checksum(path)
-    return f"{dataset.source}:{dataset.checksum or 'pinned'}"
+    checksum = dataset.checksum or source_of(dataset.source).checksum
+    if checksum is not None:
+        return f"{dataset.source}:{checksum}"
+    path = catalog_file(dataset.source, data_dir, url=dataset.url)
+    return f"{dataset.source}:sha256:{remembered_checksum(path)}"
 
 
 def load_interactions(dataset, data_dir: Path) -> pd.DataFrame:
@@ -38,7 +50,9 @@ def load_interactions(dataset, data_dir: Path) -> pd.DataFrame:
         return generate_interactions(**OmegaConf.to_container(dataset.generator))
     if dataset.source == "local":
         return read_local_log(_existing(dataset.path), dataset.feature_schema, dataset.separator)
-    return load_movielens(dataset.source, data_dir, url=dataset.url, checksum=dataset.checksum)
+    if dataset.source == "sequences":
+        return item_sequences(_existing(dataset.path))
+    return load_catalog(dataset.source, data_dir, url=dataset.url, checksum=dataset.checksum)
 
 
 def _existing(path: str) -> Path:
