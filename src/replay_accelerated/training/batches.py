@@ -21,6 +21,10 @@ import torch
 from replay_accelerated.data.sequences import UserSequences
 
 MIN_WIDTH = 3  # BERT4Rec needs two input positions after dropping the oldest column
+# Widths are rounded up to a multiple of 8: kernels built per shape (oneDNN's bf16 kernels on a CPU,
+# torch.compile graphs, GPU tensor-core tiles) then see at most max_seq_len / 8 + 1 shapes. With every
+# width from 3 to 129, bf16 epochs on a CPU spent their time rebuilding evicted oneDNN kernels.
+WIDTH_MULTIPLE = 8
 POOL_BATCHES = 50  # batches per length-sorted pool: wide enough to find similar lengths, still random
 
 
@@ -36,7 +40,8 @@ class TrainingBatches(torch.utils.data.Dataset):
         return len(self.sequences)
 
     def width(self, users: list[int]) -> int:
-        return max(int(self.lengths[users].max()), MIN_WIDTH)
+        longest = max(int(self.lengths[users].max()), MIN_WIDTH)
+        return min(-(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, self.sequences.shape[1])
 
     def __getitem__(self, users: list[int]) -> torch.Tensor:
         return self.sequences[users, -self.width(users):]
