@@ -47,8 +47,11 @@ class ResumableRun(L.Callback):
         self.stamp = {"fingerprint": fingerprint, "model": model_name, "n_items": n_items}
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer, module) -> None:
-        torch.manual_seed(self.seed * 10_000 + trainer.current_epoch)  # masking, dropout, negatives
+    def on_train_batch_start(self, trainer, module, batch, batch_index: int) -> None:
+        # At the first batch rather than at the epoch's start: by then the loaders have drawn their own
+        # seeds, whose order around the epoch-start hooks differs between a fresh and a resumed run.
+        if batch_index == 0:
+            torch.manual_seed(self.seed * 10_000 + trainer.current_epoch)  # masking, dropout, negatives
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint[STAMP_KEY] = self.stamp
