@@ -208,6 +208,13 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     reference = per_position[target_mask].mean()
     torch.testing.assert_close(loss.double(), reference, rtol=1e-5, atol=1e-6)
 
+    # With length-bucketed batches every target weighs the same: the batch loss is the sum over its
+    # targets divided by the average number of targets per batch.
+    module.targets_per_batch = 7.5
+    torch.manual_seed(2)
+    weighted = module.training_step(sequences, 0)
+    torch.testing.assert_close(weighted.double(), per_position[target_mask].sum() / 7.5, rtol=1e-5, atol=1e-6)
+
 
 def test_tied_head_scores_with_the_item_embeddings_and_trains_them():
     model = _model(SasRec)

@@ -17,8 +17,9 @@ from replay_accelerated.models.transformer import SequentialRecommender
 
 class RecommenderModule(L.LightningModule):
     def __init__(self, model: SequentialRecommender, loss: nn.Module, learning_rate: float,
-                 weight_decay: float, ks: list[int]):
+                 weight_decay: float, ks: list[int], targets_per_batch: float | None = None):
         super().__init__()
+        self.targets_per_batch = targets_per_batch
         self.model = model
         self.loss = loss
         self.learning_rate = learning_rate
@@ -31,7 +32,12 @@ class RecommenderModule(L.LightningModule):
     def training_step(self, sequences: torch.Tensor, batch_index: int) -> torch.Tensor:
         inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
         hidden = self.model(inputs)  # [B, W, H]
-        loss = self.loss(hidden, labels, target_mask, self.model.head)
+        loss = self.loss(hidden, labels, target_mask, self.model.head)  # mean over this batch's targets
+        if self.targets_per_batch is not None:
+            # Length-bucketed batches hold very different numbers of targets (few for short histories,
+            # many for long ones). Scaling each batch's mean by its share of targets weighs every
+            # target the same, as random batches of similar sizes do.
+            loss = loss * (target_mask.sum() / self.targets_per_batch)
         # Accumulated on the device and read once per epoch: no host-device synchronisation per step.
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(sequences))
         if self._first_nonfinite_step is None:

@@ -178,10 +178,14 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     training = cfg.model.params.training_params
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
-    module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
-                               training.weight_decay, list(cfg.metrics.ks))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
                                    training.num_workers, cfg.env.SEED, training.length_bucketing)
+    targets_per_batch = None
+    if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
+        counts = [int(model.training_example(batch)[2].sum()) for batch in train_loader]
+        targets_per_batch = sum(counts) / len(counts)
+    module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
+                               training.weight_decay, list(cfg.metrics.ks), targets_per_batch)
     validation_loader = torch.utils.data.DataLoader(
         EvaluationBatches(data.validation, model_params.max_seq_len, model.pad_id, batch_size=256), batch_size=None
     )
