@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,23 @@ def run_main(home: Path, *overrides: str, config_name: str | None = None) -> sub
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A FileServer (file_server.py) on 127.0.0.1 serving `tmp_path/served`."""
+    from file_server import FileServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    httpd = FileServer(root)
+    # A short poll interval lets shutdown() return quickly instead of after 0.5 s.
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
 
 
 # Tiny and fast, for many in-process training runs: still a clear sequential signal.

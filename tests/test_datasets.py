@@ -7,13 +7,10 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, SHARED_DATA, compose
+from file_server import FileServer
 from replay_accelerated import config
 from replay_accelerated.config import Preprocess
 from replay_accelerated.data import catalog
@@ -33,63 +31,6 @@ from replay_accelerated.data.sources import source_fingerprint
 from replay_accelerated.errors import ConfigError, DataError, DownloadError
 
 COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
-
-
-# --- a file server on 127.0.0.1 that records headers and can redirect ---------------------
-
-class Server(http.server.ThreadingHTTPServer):
-    def __init__(self, root: Path) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.root = root
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.redirects: dict[str, str] = {}  # path -> path it redirects to
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_port}/{name}"
-
-    def put(self, name: str, data: bytes) -> tuple[str, str]:
-        """Serve `data` at `name`; return its URL and md5 checksum."""
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return self.url(name), "md5:" + hashlib.md5(data).hexdigest()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    server: Server
-
-    def do_GET(self) -> None:
-        self.server.requests.append((self.path, dict(self.headers)))
-        if self.path in self.server.redirects:
-            self.send_response(302)
-            self.send_header("Location", self.server.url(self.server.redirects[self.path].lstrip("/")))
-            self.end_headers()
-            return
-        path = self.server.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    root = tmp_path / "served"
-    root.mkdir()
-    httpd = Server(root)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -164,7 +105,7 @@ def test_config_mistakes_name_the_fix(home: Path, overrides: list[str], words: l
 
 # --- each reader on a tiny file in the real format ---------------------------------------------
 
-def test_netflix_archive_downloaded_checked_and_read(server: Server, tmp_path: Path) -> None:
+def test_netflix_archive_downloaded_checked_and_read(server: FileServer, tmp_path: Path) -> None:
     training = tar_bytes({
         "training_set/mv_0000001.txt": b"1:\n6,3,2005-09-06\n7,5,2005-09-06\n6,4,2005-09-05\n",
         "training_set/mv_0000002.txt": b"2:\n6,5,2005-09-06\n",
@@ -193,7 +134,7 @@ def test_netflix_archive_downloaded_checked_and_read(server: Server, tmp_path: P
     assert len(server.requests) == requests
 
 
-def test_wrong_checksum_is_refused(server: Server, tmp_path: Path) -> None:
+def test_wrong_checksum_is_refused(server: FileServer, tmp_path: Path) -> None:
     url, _ = server.put("loc-gowalla_totalCheckins.txt.gz", gzip.compress(b"0\t2010-10-19T23:55:27Z\t1\t2\t3\n"))
     with pytest.raises(DownloadError) as raised:
         load_catalog("gowalla", tmp_path, url=url)  # against the pinned md5 of the real file
@@ -270,7 +211,7 @@ def test_thirty_music_play_events(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(load_catalog("30music", tmp_path), expected)
 
 
-def test_gowalla_checkins(server: Server, tmp_path: Path) -> None:
+def test_gowalla_checkins(server: FileServer, tmp_path: Path) -> None:
     lines = (b"0\t2010-10-19T23:55:27Z\t30.2359091167\t-97.7951395833\t22847\n"
              b"0\t2010-10-18T22:17:43Z\t30.2691029532\t-97.7493953705\t420315\n"
              b"196585\t2010-10-07T17:39:18Z\t52.52\t13.40\t4555073\n")
@@ -302,7 +243,7 @@ def test_licence_dataset_says_where_to_get_it(tmp_path: Path, monkeypatch) -> No
         load_catalog("yelp", tmp_path)
 
 
-def test_kaggle_download_sends_the_token_to_kaggle_only_and_unzips(server: Server, tmp_path: Path,
+def test_kaggle_download_sends_the_token_to_kaggle_only_and_unzips(server: FileServer, tmp_path: Path,
                                                                    monkeypatch) -> None:
     plays = pd.DataFrame({"user_id": [1], "session_id": [1], "datetime": pd.to_datetime(["2023-03-01"]),
                           "track_id": [5], "play_duration": [60]})
@@ -423,7 +364,7 @@ S3REC_BEAUTY = SHARED_DATA / "s3rec_amazon-beauty_seq.txt.gz"
 
 
 @pytest.mark.skipif(not S3REC_BEAUTY.is_file(), reason="shared/data/s3rec_amazon-beauty_seq.txt.gz is absent")
-def test_real_s3rec_beauty_matches_the_pinned_checksum_and_splits(server: Server, home: Path) -> None:
+def test_real_s3rec_beauty_matches_the_pinned_checksum_and_splits(server: FileServer, home: Path) -> None:
     text = gzip.decompress(S3REC_BEAUTY.read_bytes())
     url, _ = server.put("Beauty.txt", text)
     cfg = compose(home, "dataset=s3rec_beauty", f"dataset.url={url}", "model=sasrec_s3rec_beauty")

@@ -3,83 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from file_server import FileServer
 from replay_accelerated.data.download import fetch, file_checksum
 from replay_accelerated.data.catalog import load_catalog
 from replay_accelerated.errors import DataError, DownloadError
 
 
-class FileServer(http.server.HTTPServer):
-    """Serves the files in `root`; records each request's path and Range header."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(("127.0.0.1", 0), RangeHandler)
-        self.root = root
-        self.requests: list[tuple[str, str | None]] = []
-        self.drop_after: int | None = None  # cut the next response body to this many bytes
-        self.ignore_range = False  # answer Range requests with the whole file (200)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_port}/{name}"
-
-
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    server: FileServer
-
-    def do_GET(self) -> None:
-        range_header = self.headers.get("Range")
-        self.server.requests.append((self.path, range_header))
-        path = self.server.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        if range_header and not self.server.ignore_range:
-            start = int(range_header.removeprefix("bytes=").split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        # Content-Length always announces the whole body, so a cut one looks interrupted.
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.server.drop_after is not None:
-            body, self.server.drop_after = body[: self.server.drop_after], None
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # keep the test output quiet
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[FileServer]:
-    root = tmp_path / "served"
-    root.mkdir()
-    httpd = FileServer(root)
-    # A short poll interval lets shutdown() return quickly instead of after 0.5 s.
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
 def serve(server: FileServer, name: str, data: bytes) -> tuple[str, str]:
     """Put `data` on the server; return its URL and sha256 checksum."""
-    (server.root / name).write_bytes(data)
-    return server.url(name), "sha256:" + hashlib.sha256(data).hexdigest()
+    return server.put(name, data, "sha256")
 
 
 DATA = os.urandom(3000)
@@ -107,7 +46,8 @@ def test_interrupted_download_resumes_with_range(server: FileServer, tmp_path: P
     assert not destination.exists()
 
     fetch(url, checksum, destination, timeout=5)
-    assert server.requests[-1] == ("/file.bin", "bytes=1000-")
+    path, headers = server.requests[-1]
+    assert (path, headers.get("Range")) == ("/file.bin", "bytes=1000-")
     assert destination.read_bytes() == DATA
     assert not part.exists()
 
@@ -119,7 +59,7 @@ def test_server_ignoring_range_restarts_from_scratch(server: FileServer, tmp_pat
 
     server.ignore_range = True
     fetch(url, checksum, destination, timeout=5)
-    assert server.requests[-1][1] == "bytes=11-"
+    assert server.requests[-1][1].get("Range") == "bytes=11-"
     assert destination.read_bytes() == DATA
 
 

@@ -103,3 +103,19 @@ def test_a_damaged_cache_file_is_detected_and_the_cache_rebuilt(tmp_path: Path, 
     assert np.array_equal(again.train.items, first.train.items)
     prepare_data(dataset, tmp_path)
     assert "Loaded cached splits" in capsys.readouterr().err  # rebuilt, and intact again
+
+
+def test_a_truncated_last_checkpoint_is_reported_and_never_resumed(tmp_path: Path, capsys):
+    from replay_accelerated.training.checkpoints import LAST, resume_checkpoint
+
+    good = {"state_dict": {}, "replay_accelerated": {"fingerprint": "abc"}}
+    torch.save(good, tmp_path / LAST)
+    assert resume_checkpoint(tmp_path, "abc") == tmp_path / LAST
+    assert resume_checkpoint(tmp_path, "other") is None  # another configuration: removed, trained anew
+    assert not (tmp_path / LAST).exists()
+
+    torch.save(good, tmp_path / LAST)
+    (tmp_path / LAST).write_bytes((tmp_path / LAST).read_bytes()[:50])
+    assert resume_checkpoint(tmp_path, "abc") is None
+    assert "cannot be read" in capsys.readouterr().out
+    assert (tmp_path / f"{LAST}.unreadable").is_file() and not (tmp_path / LAST).exists()
