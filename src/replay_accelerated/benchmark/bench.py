@@ -22,6 +22,7 @@ The first configured variant is the reference of the ratio columns and of time t
 reference's best).
 """
 
+import dataclasses
 import itertools
 import json
 import re
@@ -34,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.config import AccelerationConfig, ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.training.measurements import median_after_first_epoch
 
@@ -166,9 +167,10 @@ def describe_acceleration(config: dict) -> str:
         return "RePlay 0.22"
     parts = []
     settings = (config["acceleration"] or {}).get("model", {}).get("acceleration_config", {})
-    defaults = {"dtype": "fp32", "head": "classification_head", "tied_head": False, "compile": False}
-    act_fn = settings.get("transformer_block", {}).get("pff_block", {}).get("act_fn", "gelu")
-    if act_fn != "gelu":
+    defaults = dataclasses.asdict(AccelerationConfig())
+    default_act_fn = defaults.pop("transformer_block")["pff_block"]["act_fn"]
+    act_fn = settings.get("transformer_block", {}).get("pff_block", {}).get("act_fn", default_act_fn)
+    if act_fn != default_act_fn:
         parts.append(f"act_fn={act_fn}")
     parts += [key if value is True else f"{key}={value}" for key, value in settings.items()
               if key in defaults and value != defaults[key]]

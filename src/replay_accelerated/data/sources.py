@@ -19,6 +19,7 @@ from replay_accelerated.data.download import file_checksum, remembered_checksum
 from replay_accelerated.data.formats import item_sequences
 from replay_accelerated.data.preprocessing import ITEM, RATING, TIMESTAMP, USER
 from replay_accelerated.data.synthetic import generate_interactions
+from replay_accelerated.config import FILE_SOURCES
 from replay_accelerated.errors import DataError
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".dat": "::"}
@@ -34,7 +35,7 @@ def source_fingerprint(dataset, data_dir: Path) -> str:
     if dataset.source == "synthetic":
         settings = json.dumps(OmegaConf.to_container(dataset.generator), sort_keys=True)
         return "synthetic:" + hashlib.sha256(settings.encode()).hexdigest()
-    if dataset.source in ("local", "sequences"):
+    if dataset.source in FILE_SOURCES:
         path = _existing(dataset.path)
         return "sha256:" + file_checksum(path)
     checksum = dataset.checksum or source_of(dataset.source).checksum

@@ -9,6 +9,8 @@ over min(|ground truth|, k) hits; Recall = hits / |ground truth|).
 import numpy as np
 import torch
 
+VALIDATION_METRICS = ("ndcg", "recall")  # what ranking_metric_sums returns, as "<metric>@<k>"
+
 from replay_accelerated.data.prepare import EvaluationUsers
 
 

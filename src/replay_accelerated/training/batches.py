@@ -47,6 +47,11 @@ class TrainingBatches(torch.utils.data.Dataset):
         return self.sequences[users, -self.width(users):]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (batch order here, masking and dropout in checkpoints.py)."""
+    return seed * 10_000 + epoch
+
+
 class RandomBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of random users, in a new order every epoch, drawn from (seed, epoch).
 
@@ -65,12 +70,12 @@ class RandomBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        rank, world_size = _process()
+        _, world_size = _process()
         return -(-len(self.lengths) // self.batch_size) // world_size
 
     def __iter__(self):
         rank, world_size = _process()
-        batches = self._batches(torch.Generator().manual_seed(self.seed * 10_000 + self.epoch))
+        batches = self._batches(torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
         for batch in batches[rank::world_size][: len(self)]:
             yield batch.tolist()
 

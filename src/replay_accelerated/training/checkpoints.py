@@ -25,6 +25,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from replay_accelerated.training.batches import epoch_seed
+
 LAST = "last.ckpt"
 COMPLETE = "complete.json"
 STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items"}
@@ -51,7 +53,7 @@ class ResumableRun(L.Callback):
         # At the first batch rather than at the epoch's start: by then the loaders have drawn their own
         # seeds, whose order around the epoch-start hooks differs between a fresh and a resumed run.
         if batch_index == 0:
-            torch.manual_seed(self.seed * 10_000 + trainer.current_epoch)  # masking, dropout, negatives
+            torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))  # masking, dropout, negatives
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint[STAMP_KEY] = self.stamp

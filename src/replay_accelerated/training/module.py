@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from replay_accelerated.errors import TrainingDiverged
-from replay_accelerated.evaluation.ranking import ranking_metric_sums, top_k_unseen
+from replay_accelerated.evaluation.ranking import VALIDATION_METRICS, ranking_metric_sums, top_k_unseen
 from replay_accelerated.models.transformer import SequentialRecommender
 
 
@@ -77,7 +77,7 @@ class RecommenderModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # Over every validation user of every process: sums and user counts added up across processes.
-        names = [f"{metric}@{k}" for metric in ("ndcg", "recall") for k in self.ks]
+        names = [f"{metric}@{k}" for metric in VALIDATION_METRICS for k in self.ks]
         totals = torch.tensor([float(self._sums.get(name, 0.0)) for name in names] + [float(self._users)],
                               device=self.device, dtype=torch.float64)
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")

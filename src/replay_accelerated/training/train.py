@@ -172,8 +172,9 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
 
 
 def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
-         callbacks: tuple[L.Callback, ...]) -> tuple[dict, SequentialRecommender]:
-    """Train our model with early stopping; returns what was measured and the best model, in eval mode."""
+         callbacks: tuple[L.Callback, ...]) -> tuple[dict, SequentialRecommender | None]:
+    """Train our model with early stopping; returns what was measured and the best model, in eval mode
+    (no model in the other processes of a multi-process run)."""
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
