@@ -76,3 +76,29 @@ def test_everything_filtered_out_names_the_settings_to_change():
     log = pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "rating": [5.0, 5.0], "timestamp": [1, 2]})
     with pytest.raises(DataError, match="min_users_per_item"):
         split_interactions(log, OmegaConf.structured(Preprocess()))
+
+
+def test_a_test_user_whose_later_items_are_all_unknown_is_dropped_not_tested_on_a_training_event():
+    # Twelve users with three items before the threshold (ts < 100) and one after it. User 0's
+    # later item 99 is known before the threshold only from a validation user, so it is not in
+    # train_events: user 0's last known event would be a training event.
+    rows = [(user, item, user * 5 + position) for user in range(12) for position, item in enumerate((1, 2, 3))]
+    rows += [(user, 1 + user % 3, 100 + user) for user in range(12)]  # 48 rows: the last 12 are after it
+    preprocess = OmegaConf.structured(Preprocess(global_split_ratio=0.25, val_users_ratio=0.2,
+                                                 min_users_per_item=1, min_items_per_user=1, min_rating=None))
+
+    def split(rows):
+        log = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(rating=5.0)
+        return split_interactions(log, preprocess)
+
+    validation_users = set(split(rows).validation_gt.user_id)  # a seeded draw over the user ids
+    assert 0 not in validation_users
+    holder = min(validation_users)
+    rows = [(u, 99 if (u, ts) in ((holder, holder * 5), (0, 100)) else i, ts) for u, i, ts in rows]
+    splits = split(rows)
+    assert set(splits.validation_gt.user_id) == validation_users and 99 not in set(splits.train_events.item_id)
+
+    assert (splits.test_gt.timestamp >= 100).all()  # every ground truth comes after the threshold
+    assert 0 not in set(splits.test_gt.user_id) and 0 not in set(splits.test_events.user_id)
+    assert splits.dropped_test_users == 1
+    assert set(splits.test_gt.user_id) == set(range(1, 12)) - validation_users

@@ -25,7 +25,7 @@ from replay_accelerated.data.preprocessing import SPLIT_NAMES, Splits, split_int
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
 
-PROTOCOL_VERSION = 1  # bump when the preprocessing code changes what it produces
+PROTOCOL_VERSION = 2  # bump when the preprocessing code changes what it produces
 
 
 @dataclass
@@ -63,6 +63,7 @@ class PreparedData:
             "train_events": int(len(self.train.items)),
             "validation_users": len(self.validation),
             "test_users": len(self.test),
+            "test_users_dropped_ground_truth_before_threshold": self.splits.dropped_test_users,
         }
 
 
@@ -78,7 +79,9 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(data_dir) / "cache" / f"{dataset.name}-{key}"
     if _cache_intact(cache_dir):
-        splits = Splits(**{name: pd.read_parquet(cache_dir / f"{name}.parquet") for name in SPLIT_NAMES})
+        dropped = json.loads((cache_dir / "manifest.json").read_text())["dropped_test_users"]
+        splits = Splits(**{name: pd.read_parquet(cache_dir / f"{name}.parquet") for name in SPLIT_NAMES},
+                        dropped_test_users=dropped)
         vocabulary = ItemVocabulary(pd.read_parquet(cache_dir / "items.parquet")["item_id"].to_numpy())
         sequences = {
             name: UserSequences.from_frame(pd.read_parquet(cache_dir / f"sequences_{name}.parquet"))
@@ -113,7 +116,8 @@ def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: It
     pd.DataFrame({"item_id": vocabulary.item_ids}).to_parquet(cache_dir / "items.parquet", index=False)
     counts = {name: len(frame) for name, frame in splits.as_dict().items()}
     files = {path.name: file_checksum(path) for path in sorted(cache_dir.glob("*.parquet"))}
-    (cache_dir / "manifest.json").write_text(json.dumps({**settings, "rows": counts, "sha256": files}, indent=2))
+    manifest = {**settings, "rows": counts, "dropped_test_users": splits.dropped_test_users, "sha256": files}
+    (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def _cache_intact(cache_dir: Path) -> bool:

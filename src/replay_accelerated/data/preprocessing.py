@@ -12,7 +12,10 @@ Input: an interaction log with columns user_id, item_id, rating, timestamp.
 4. leave-one-out (LastNSplitter N=1) on val -> validation_events, validation_gt;
 5. test users: users of raw_test not in val. Their whole filtered history, restricted to
    items of train_events, split leave-one-out -> test_events, test_gt; test_gt keeps
-   only users and items known from train_events.
+   only users and items known from train_events, and only ground truths after the time
+   threshold: a user whose later items are all unknown to train_events would otherwise
+   be tested on a training event; such users are dropped and counted
+   (`Splits.dropped_test_users`, in run.json's data summary).
 
 `leave_one_out` is the protocol of the S3Rec/SASRec sequential benchmarks, for logs that
 only order events (one-user-per-line sequence files) or to compare with those papers:
@@ -47,6 +50,7 @@ class Splits:
     validation_gt: pd.DataFrame
     test_events: pd.DataFrame
     test_gt: pd.DataFrame
+    dropped_test_users: int = 0  # test users whose last known event is a training (pre-threshold) one
 
     def as_dict(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in SPLIT_NAMES}
@@ -62,7 +66,8 @@ def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
         splits = _global_time_splits(filtered, preprocess)
     else:
         raise DataError(f"unknown split protocol {protocol!r}; set dataset.preprocess.protocol to one of {PROTOCOLS}")
-    return Splits(**{name: _tidy(frame) for name, frame in splits.as_dict().items()})
+    tidy = {name: _tidy(frame) for name, frame in splits.as_dict().items()}
+    return Splits(**tidy, dropped_test_users=splits.dropped_test_users)
 
 
 def _filter(log: pd.DataFrame, preprocess) -> pd.DataFrame:
@@ -120,7 +125,12 @@ def _global_time_splits(filtered: pd.DataFrame, preprocess) -> Splits:
     test_log = filtered[filtered[USER].isin(test_users) & filtered[ITEM].isin(known_items)]
     test_events, test_gt = leave_one_out.split(test_log)
     test_gt = test_gt[test_gt[ITEM].isin(known_items) & test_gt[USER].isin(train_events[USER].unique())]
-    return Splits(train_events, validation_events, validation_gt, test_events, test_gt)
+    # Every event at or after the threshold is in raw_test (TimeSplitter: timestamp >= its start).
+    after_threshold = test_gt[TIMESTAMP] >= raw_test[TIMESTAMP].min()
+    dropped = int((~after_threshold).sum())
+    test_gt = test_gt[after_threshold]
+    test_events = test_events[test_events[USER].isin(test_gt[USER].unique())]
+    return Splits(train_events, validation_events, validation_gt, test_events, test_gt, dropped)
 
 
 def _leave_one_out_splits(filtered: pd.DataFrame) -> Splits:
