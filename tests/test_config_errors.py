@@ -41,3 +41,10 @@ def test_bad_choice_and_range_are_explained(home: Path):
 def test_added_unknown_key_is_rejected(home: Path):
     message = _error(run_main(home, "+model.params.training_params.learning_rat=0.1"))
     assert "learning_rat" in message and "learning_rate" in message
+
+
+def test_a_loss_that_reads_the_head_weight_is_refused_with_the_int8_head(home: Path):
+    for loss in ("SCE", "CCE"):
+        message = _error(run_main(home, "acceleration=quantization", f"model.params.model_params.loss_type={loss}",
+                                  "mode=inspect"))
+        assert "swichback_head" in message and "int8" in message and "linear_head" in message

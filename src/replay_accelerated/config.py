@@ -396,6 +396,11 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)}")
         require(not (settings.tied_head and settings.head == "swichback_head"), f"{prefix}.tied_head",
                 "the SwitchBack head has its own weight; use tied_head=false or another head")
+        # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
+        require(not (settings.head == "swichback_head" and model_params.loss_type in ("SCE", "CCE")),
+                f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "
+                "run in float, not through SwitchBack's int8 path; use head=linear_head with this loss, or "
+                "loss_type=CE / CE_sampled with head=swichback_head")
     if cfg.dataset.source == "synthetic":
         require(cfg.dataset.generator is not None, "dataset.generator", "the synthetic source needs generator sizes")
     source, preprocess = cfg.dataset.source, cfg.dataset.preprocess
