@@ -128,13 +128,49 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak_kb / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that decide CPU matmul speed
+
+
 def hardware() -> dict:
+    gpu = torch.cuda.is_available()
     return {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name() if gpu else None,
+        "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability())) if gpu else None,
     }
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS this CPU has (from /proc/cpuinfo; none where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` multiplies bfloat16 natively, and why (for the bench's results.md).
+
+    Without native support bf16 autocast is emulated and slower than fp32, so a bench skips
+    such rows instead of reporting a meaningless slow-down.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return True, f"{name} supports bfloat16"
+        return False, f"no native bf16 on {name}"
+    flags = [flag for flag in cpu_flags() if flag.endswith("bf16")]
+    if flags:
+        return True, f"{_cpu_model()} has {' and '.join(flags)}"
+    return False, f"no native bf16 on {_cpu_model()} (no avx512_bf16 or amx_bf16)"
 
 
 def _cpu_model() -> str:
