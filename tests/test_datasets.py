@@ -360,6 +360,22 @@ def test_sequences_config_through_prepare_data(home: Path) -> None:
     assert prepare_data(cfg.dataset, home / "data").cache_dir == prepared.cache_dir  # cached
 
 
+def test_history_items_unknown_to_training_are_dropped_and_counted(home: Path, capsys) -> None:
+    # Item 16 occurs only as user 6's second-to-last event: it is a validation target, not a
+    # training item, and sits in user 6's leave-one-out test history.
+    path = home / "seq.txt"
+    path.write_text(SEQUENCES + "6 10 11 16 12\n")
+    cfg = compose(home, "dataset=sequences", f"dataset.path={path}", "model=sasrec_sequences")
+    expected = {"train_events": 0, "validation_events": 0, "test_events": 1}
+    for _ in range(2):  # built, then read from the cache
+        prepared = prepare_data(cfg.dataset, home / "data")
+        assert prepared.summary()["unknown_history_items_dropped"] == expected
+        assert "{'train_events': 0, 'validation_events': 0, 'test_events': 1} events" in capsys.readouterr().err
+    user_6 = list(prepared.test.history.user_ids).index(6)
+    items = prepared.test.history.items[prepared.test.history.offsets[user_6]:prepared.test.history.offsets[user_6 + 1]]
+    assert prepared.vocabulary.item_ids[items].tolist() == [10, 11]
+
+
 S3REC_BEAUTY = SHARED_DATA / "s3rec_amazon-beauty_seq.txt.gz"
 
 

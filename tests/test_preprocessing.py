@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from replay_accelerated.config import Preprocess
-from replay_accelerated.data.preprocessing import split_interactions
+from replay_accelerated.data.preprocessing import split_interactions, validation_ratio
 from replay_accelerated.errors import DataError
 
 # user: [(item, rating, timestamp)], in time order.
@@ -102,3 +102,35 @@ def test_a_test_user_whose_later_items_are_all_unknown_is_dropped_not_tested_on_
     assert 0 not in set(splits.test_gt.user_id) and 0 not in set(splits.test_events.user_id)
     assert splits.dropped_test_users == 1
     assert set(splits.test_gt.user_id) == set(range(1, 12)) - validation_users
+
+
+def _log_of(n_users: int) -> pd.DataFrame:
+    """Each user: four events before the global threshold and one after, over a pool of 20 items."""
+    rows = [(user, (user + step) % 20, step * n_users + user) for user in range(n_users) for step in range(4)]
+    rows += [(user, (user * 7) % 20, 10 * n_users + user) for user in range(n_users)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(rating=5.0)
+
+
+@pytest.mark.parametrize(("n_users", "min_val_users", "expected"), [
+    (60, 0, 3),  # the reference's ratio: round(60 * 0.05)
+    (60, 2, 3),  # the ratio already gives more
+    (60, 9, 9),
+    (60, 500, 12),  # capped at a fifth of the users
+    (3000, 200, 200),
+    (3000, 100, 150),
+])
+def test_min_val_users_raises_the_validation_users_to_at_least_that_many(n_users, min_val_users, expected):
+    preprocess = OmegaConf.structured(Preprocess(global_split_ratio=0.2, val_users_ratio=0.05,
+                                                 min_val_users=min_val_users, min_users_per_item=1,
+                                                 min_items_per_user=1, min_rating=None))
+    splits = split_interactions(_log_of(n_users), preprocess)
+    assert splits.validation_gt.user_id.nunique() == expected
+    assert set(splits.validation_gt.user_id).isdisjoint(splits.train_events.user_id)
+
+
+def test_min_val_users_zero_keeps_the_reference_ratio_exactly():
+    # The splitter then gets val_users_ratio itself, so the split is the reference's row for row
+    # (the hand-worked test above runs with the default 0).
+    for n_users in range(1, 400):
+        for ratio in (0.01, 0.05, 0.3):
+            assert validation_ratio(n_users, OmegaConf.structured(Preprocess(val_users_ratio=ratio))) == ratio

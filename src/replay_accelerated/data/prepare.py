@@ -21,11 +21,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.preprocessing import SPLIT_NAMES, Splits, split_interactions
+from replay_accelerated.data.preprocessing import ITEM, SPLIT_NAMES, Splits, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
 
-PROTOCOL_VERSION = 2  # bump when the preprocessing code changes what it produces
+PROTOCOL_VERSION = 3  # bump when the preprocessing code changes what it produces
 
 
 @dataclass
@@ -44,6 +44,10 @@ class EvaluationUsers:
         return len(self.history)
 
 
+HISTORY_SPLITS = ("train_events", "validation_events", "test_events")
+FEW_VALIDATION_USERS = 200  # below this, warn that early stopping follows noise
+
+
 @dataclass
 class PreparedData:
     splits: Splits
@@ -53,6 +57,9 @@ class PreparedData:
     test: EvaluationUsers
     fingerprint: str
     cache_dir: Path
+    # Events of each history split whose item the vocabulary does not know, dropped from the
+    # histories (leave-one-out test histories hold the validation targets, which may be new).
+    unknown_history_items: dict[str, int]
 
     def summary(self) -> dict:
         return {
@@ -64,6 +71,7 @@ class PreparedData:
             "validation_users": len(self.validation),
             "test_users": len(self.test),
             "test_users_dropped_ground_truth_before_threshold": self.splits.dropped_test_users,
+            "unknown_history_items_dropped": self.unknown_history_items,
         }
 
 
@@ -79,9 +87,10 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(data_dir) / "cache" / f"{dataset.name}-{key}"
     if _cache_intact(cache_dir):
-        dropped = json.loads((cache_dir / "manifest.json").read_text())["dropped_test_users"]
+        manifest = json.loads((cache_dir / "manifest.json").read_text())
         splits = Splits(**{name: pd.read_parquet(cache_dir / f"{name}.parquet") for name in SPLIT_NAMES},
-                        dropped_test_users=dropped)
+                        dropped_test_users=manifest["dropped_test_users"])
+        unknown = manifest["unknown_history_items"]
         vocabulary = ItemVocabulary(pd.read_parquet(cache_dir / "items.parquet")["item_id"].to_numpy())
         sequences = {
             name: UserSequences.from_frame(pd.read_parquet(cache_dir / f"sequences_{name}.parquet"))
@@ -94,10 +103,11 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         splits = split_interactions(log, dataset.preprocess)
         vocabulary = ItemVocabulary.fit(splits.train_events, splits.validation_events)
         sequences = {name: UserSequences.from_events(frame, vocabulary) for name, frame in splits.as_dict().items()}
-        _write_cache(cache_dir, settings, splits, vocabulary, sequences)
+        unknown = {name: int((vocabulary.encode(getattr(splits, name)[ITEM]) < 0).sum()) for name in HISTORY_SPLITS}
+        _write_cache(cache_dir, settings, splits, vocabulary, sequences, unknown)
         print(f"Split and encoded {len(log):,} interactions in {time.perf_counter() - started:.1f} s; "
               f"cached in {cache_dir}", file=sys.stderr)
-    return PreparedData(
+    prepared = PreparedData(
         splits=splits,
         vocabulary=vocabulary,
         train=sequences["train_events"],
@@ -105,10 +115,20 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         test=EvaluationUsers.from_splits(sequences["test_events"], sequences["test_gt"]),
         fingerprint=fingerprint,
         cache_dir=cache_dir,
+        unknown_history_items=unknown,
     )
+    if dataset.preprocess.protocol == "global_time" and len(prepared.validation) < FEW_VALIDATION_USERS:
+        print(f"Warning: early stopping rests on {len(prepared.validation)} validation users, so validation NDCG@10 "
+              f"moves by noise from epoch to epoch; set dataset.preprocess.min_val_users={FEW_VALIDATION_USERS} "
+              "(or more) to validate on more users", file=sys.stderr)
+    if any(unknown.values()):
+        print(f"Items unknown to the training vocabulary are dropped from histories (the rule of our models, "
+              f"mode=infer and the RePlay rows): {unknown} events", file=sys.stderr)
+    return prepared
 
 
-def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: ItemVocabulary, sequences: dict) -> None:
+def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: ItemVocabulary, sequences: dict,
+                 unknown: dict[str, int]) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in splits.as_dict().items():
         frame.to_parquet(cache_dir / f"{name}.parquet", index=False)
@@ -116,7 +136,8 @@ def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: It
     pd.DataFrame({"item_id": vocabulary.item_ids}).to_parquet(cache_dir / "items.parquet", index=False)
     counts = {name: len(frame) for name, frame in splits.as_dict().items()}
     files = {path.name: file_checksum(path) for path in sorted(cache_dir.glob("*.parquet"))}
-    manifest = {**settings, "rows": counts, "dropped_test_users": splits.dropped_test_users, "sha256": files}
+    manifest = {**settings, "rows": counts, "dropped_test_users": splits.dropped_test_users,
+                "unknown_history_items": unknown, "sha256": files}
     (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 

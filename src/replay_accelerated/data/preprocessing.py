@@ -8,7 +8,10 @@ Input: an interaction log with columns user_id, item_id, rating, timestamp.
 `global_time` (default) is the reference project's protocol:
 
 2. TimeSplitter at the global `global_split_ratio` time quantile -> train, raw_test;
-3. ColdUserRandomSplitter(val_users_ratio, seed=42) on train -> train_events, val;
+3. ColdUserRandomSplitter(val_users_ratio, seed=42) on train -> train_events, val; with
+   `min_val_users` > 0 (ours), the ratio is raised when it would draw fewer validation
+   users than that (capped at a fifth of the training users), so that early stopping
+   does not rest on a few dozen users;
 4. leave-one-out (LastNSplitter N=1) on val -> validation_events, validation_gt;
 5. test users: users of raw_test not in val. Their whole filtered history, restricted to
    items of train_events, split leave-one-out -> test_events, test_gt; test_gt keeps
@@ -109,7 +112,8 @@ def _global_time_splits(filtered: pd.DataFrame, preprocess) -> Splits:
         **columns,
     ).split(filtered)
     train_events, val = ColdUserRandomSplitter(
-        test_size=preprocess.val_users_ratio, drop_cold_items=True, seed=PROTOCOL_SEED, **columns
+        test_size=validation_ratio(train[USER].nunique(), preprocess), drop_cold_items=True, seed=PROTOCOL_SEED,
+        **columns,
     ).split(train)
     if val[USER].nunique() < 2:
         raise DataError(
@@ -131,6 +135,13 @@ def _global_time_splits(filtered: pd.DataFrame, preprocess) -> Splits:
     test_gt = test_gt[after_threshold]
     test_events = test_events[test_events[USER].isin(test_gt[USER].unique())]
     return Splits(train_events, validation_events, validation_gt, test_events, test_gt, dropped)
+
+
+def validation_ratio(n_users: int, preprocess) -> float:
+    """`val_users_ratio`, raised to draw at least `min_val_users` of `n_users` (at most a fifth of them)."""
+    drawn = n_users - round((1 - preprocess.val_users_ratio) * n_users)  # ColdUserRandomSplitter's count
+    wanted = min(preprocess.min_val_users, n_users // 5)
+    return preprocess.val_users_ratio if drawn >= wanted else wanted / n_users
 
 
 def _leave_one_out_splits(filtered: pd.DataFrame) -> Splits:
