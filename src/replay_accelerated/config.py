@@ -56,6 +56,7 @@ class FeatureSchema:
 class Preprocess:
     global_split_ratio: float = 0.1
     val_users_ratio: float = 0.05
+    min_val_users: int = 0  # ours: at least this many validation users (at most a fifth); 0: the reference's split
     min_users_per_item: int = 5
     min_items_per_user: int = 3
     min_rating: Optional[float] = 3
@@ -418,3 +419,4 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 "split leave-one-out: set dataset.preprocess.protocol=leave_one_out")
     require(0.0 < preprocess.global_split_ratio < 1.0, "dataset.preprocess.global_split_ratio", "must be in (0, 1)")
     require(0.0 < preprocess.val_users_ratio < 1.0, "dataset.preprocess.val_users_ratio", "must be in (0, 1)")
+    require(preprocess.min_val_users >= 0, "dataset.preprocess.min_val_users", "must be 0 or more")
