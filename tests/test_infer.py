@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TINY_SYNTHETIC, run_main
 
@@ -70,3 +71,27 @@ def test_infer_refuses_a_checkpoint_of_another_model_or_catalog(trained: Path):
     bigger = run_main(trained, "infer", *TRAIN, "model.params.model_params.hidden_size=48",
                       "model.params.training_params.embedding_dim=48", f"mode.infer.input={trained / 'new.csv'}")
     assert bigger.returncode == 2 and "does not fit the configured model (size mismatch" in bigger.stderr
+
+
+def test_infer_refuses_a_crafted_checkpoint_and_loads_it_only_when_trusted(trained: Path):
+    from test_checkpoint_safety import crafted_checkpoint
+
+    _events(trained).to_csv(trained / "new.csv", index=False)
+    ours = trained / "checkpoints" / "bert4rec_synthetic" / "best.ckpt"
+    for written in ours.parent.glob("*.ckpt"):  # every checkpoint training writes is plain data
+        torch.load(written, weights_only=True)
+    crafted = trained / "crafted"
+    crafted.mkdir()
+    marker = trained / "created_by_the_payload"
+    crafted_checkpoint(crafted / "best.ckpt", marker, torch.load(ours, weights_only=True))
+    (crafted / "items.parquet").write_bytes((ours.parent / "items.parquet").read_bytes())
+    command = ["infer", *TRAIN, f"mode.infer.checkpoint={crafted / 'best.ckpt'}", f"mode.infer.input={trained / 'new.csv'}"]
+
+    refused = run_main(trained, *command)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "code-bearing objects" in refused.stderr and "trust_checkpoint=true" in refused.stderr
+    assert not marker.exists()
+
+    trusted = run_main(trained, *command, "trust_checkpoint=true")
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    assert marker.exists()

@@ -46,7 +46,7 @@ def test_a_run_killed_mid_epoch_resumes_from_last_checkpoint_with_the_same_final
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert torch.load(last, weights_only=False)["epoch"] < 3  # killed before the end
+    assert torch.load(last, weights_only=True)["epoch"] < 3  # killed before the end; plain data only
 
     resumed = run_main(killed, *RUN)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -57,6 +57,9 @@ def test_a_run_killed_mid_epoch_resumes_from_last_checkpoint_with_the_same_final
     assert runs[1]["test_metrics"] == runs[0]["test_metrics"]
     # The measurements of the killed run's finished epochs are kept.
     assert [entry["epoch"] for entry in runs[1]["validation_history"]] == list(range(1, runs[0]["epochs_run"] + 1))
+
+    for written in (killed / "checkpoints" / "bert4rec_synthetic").glob("*.ckpt"):  # after the resume, too
+        torch.load(written, weights_only=True)
 
     again = run_main(killed, *RUN)  # a finished run is trained anew, not resumed
     assert again.returncode == 0 and "Resuming from" not in again.stdout
@@ -83,7 +86,7 @@ def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(
                         enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(TrainingDiverged, match=r"NaN or infinite at step 6 \(epoch 1\)"):
         trainer.fit(module, batches)
-    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["epoch"] == 0  # the first epoch's checkpoint, untouched
     assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
     assert not list(tmp_path.glob("*.tmp"))

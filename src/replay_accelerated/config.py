@@ -258,6 +258,7 @@ class Config:
     trainer: Trainer = field(default_factory=Trainer)
     metrics: Metrics = field(default_factory=Metrics)
     optuna: Optuna = field(default_factory=Optuna)
+    trust_checkpoint: bool = False  # ours: true loads model files that hold code-bearing objects (see README)
 
 
 @dataclass

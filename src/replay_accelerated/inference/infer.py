@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.data.prepare import EvaluationUsers
@@ -26,7 +25,7 @@ from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr
 from replay_accelerated.data.sources import read_local_log
 from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import recommend
-from replay_accelerated.training.checkpoints import STAMP_KEY
+from replay_accelerated.training.checkpoints import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 from replay_accelerated.training.train import apply_env, build_accelerated_model, check_writable
 
 
@@ -72,7 +71,9 @@ def _load(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabulary, dict]
                             f"{cfg.model.save_name}) or set mode.infer.checkpoint to a best.ckpt next to its "
                             "items.parquet")
     try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path, cfg.trust_checkpoint)
+    except UntrustedCheckpoint:
+        raise
     except Exception as error:  # truncated or not a checkpoint at all
         raise UserError(f"{checkpoint_path} cannot be read as a checkpoint ({type(error).__name__}); "
                         "point mode.infer.checkpoint to a best.ckpt written by mode=train") from None
