@@ -65,18 +65,25 @@ def test_attention_matches_slow_reference_values_and_gradients(causal):
     torch.testing.assert_close(grad_fast.double(), grad_slow, rtol=1e-4, atol=1e-5)
 
 
+def _randomized(model):
+    """Every parameter random, biases and norms included: a padding key would then never look like no key."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5)
+    return model
+
+
 @pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
 def test_padding_never_changes_an_output(cls):
-    model = _model(cls).eval()
-    items = _left_padded([3, 12, 7, 1], MAX_LEN)
-    is_item = items != N_ITEMS
+    """Each sequence gives the same outputs padded in a batch as alone without any padding."""
+    model = _randomized(_model(cls)).eval()
+    lengths = [3, 12, 7, 1]
+    items = _left_padded(lengths, MAX_LEN)
     with torch.no_grad():
-        clean = model(items)
-        # If any real position attended to padding, a new padding embedding would show.
-        model.item_embedding.weight[N_ITEMS].add_(10 * torch.randn(HIDDEN))
-        perturbed = model(items)
-    torch.testing.assert_close(clean[is_item], perturbed[is_item])
-    assert not torch.allclose(clean[~is_item], perturbed[~is_item])  # the perturbation did act
+        padded = model(items)  # [4, MAX_LEN, H]
+        for row, length in enumerate(lengths):
+            alone = model(items[row:row + 1, MAX_LEN - length:])  # [1, length, H]
+            torch.testing.assert_close(padded[row, MAX_LEN - length:], alone[0])
 
 
 def test_sasrec_is_causal_and_bert4rec_is_not():
@@ -99,7 +106,7 @@ def test_trimmed_batches_give_the_same_outputs():
 
 def test_bert4rec_masks_only_items_at_the_configured_rate():
     torch.manual_seed(0)
-    model = _model(Bert4Rec, mask_prob=0.15)
+    model = _model(Bert4Rec, mask_prob=0.15, masking="at_least_one")
     sequences = _left_padded(torch.randint(2, MAX_LEN + 2, (4000,)).tolist(), MAX_LEN + 1)
     inputs, labels, target_mask = model.training_example(sequences)
     items = sequences[:, 1:]
@@ -124,8 +131,9 @@ def _per_sample_masking(items: list[int], mask_prob: float, generator: torch.Gen
 
 
 def test_on_device_masking_has_the_statistics_of_per_sample_masking():
+    """masking="at_least_one" (RePlay's own rule is tested against RePlay in test_masking.py)."""
     mask_prob = 0.2
-    model = _model(Bert4Rec, mask_prob=mask_prob)
+    model = _model(Bert4Rec, mask_prob=mask_prob, masking="at_least_one")
     lengths = torch.randint(1, MAX_LEN + 1, (3000,))  # fresh lengths every run
     sequences = _left_padded(lengths.tolist(), MAX_LEN + 1)
     _, _, on_device = model.training_example(sequences)  # [U, MAX_LEN]
@@ -152,7 +160,23 @@ def test_bert4rec_predicts_from_a_mask_after_the_history():
     history = _left_padded([3, MAX_LEN], MAX_LEN)
     inputs = model.prediction_inputs(history)
     assert torch.equal(inputs[:, -1], torch.full((2,), model.mask_id))
-    assert torch.equal(inputs[:, :-1], history[:, 1:])
+    assert torch.equal(inputs[:, :-1], history[:, 1:])  # a full window gives up its oldest item
+    # A narrower history keeps all its items: a user as long as the width loses nothing.
+    narrow = history[:, -5:]
+    inputs = model.prediction_inputs(narrow)
+    assert inputs.shape == (2, 6) and torch.equal(inputs[:, :-1], narrow)
+
+
+@pytest.mark.parametrize("masking", ["replay", "at_least_one"])
+def test_bert4rec_trains_on_the_newest_max_seq_len_items_of_any_batch_width(masking):
+    """Batches are [B, W + 1] wide; BERT4Rec drops the oldest column only when W + 1 > max_seq_len."""
+    model = _model(Bert4Rec, masking=masking)
+    for width in (3, 8, MAX_LEN, MAX_LEN + 1):
+        sequences = _left_padded([width, 2], width)  # a user as long as the batch is wide
+        inputs, labels, target_mask = model.training_example(sequences)
+        kept = min(width, MAX_LEN)
+        assert inputs.shape == labels.shape == target_mask.shape == (2, kept)
+        assert torch.equal(torch.where(target_mask, labels, inputs), sequences[:, -kept:])
 
 
 def test_sasrec_targets_are_next_items_at_every_real_position():
@@ -228,7 +252,8 @@ def test_tied_head_scores_with_the_item_embeddings_and_trains_them():
 
 
 def test_heads_score_candidate_subsets_like_the_full_catalog():
-    for head in (LinearHead(HIDDEN, N_ITEMS), TiedHead(torch.nn.Embedding(N_ITEMS + 2, HIDDEN), N_ITEMS)):
+    embedding = torch.nn.Embedding(N_ITEMS + 2, HIDDEN)
+    for head in (LinearHead(HIDDEN, N_ITEMS), TiedHead(embedding, N_ITEMS), TiedHead(embedding, N_ITEMS, bias=False)):
         hidden = torch.randn(6, HIDDEN)
         full = head(hidden)  # [6, n_items]
         shared = torch.randint(0, N_ITEMS, (9,))

@@ -1,6 +1,7 @@
-"""Sequential recommenders: BERT4Rec and SASRec on one shared transformer."""
+"""Sequential recommenders: BERT4Rec and SASRec as in RePlay 0.22, and the import of RePlay's trained models."""
 
 from replay_accelerated.models.bert4rec import Bert4Rec
+from replay_accelerated.models.replay_import import from_replay, save_for_infer
 from replay_accelerated.models.sasrec import SasRec
 from replay_accelerated.models.transformer import SequentialRecommender
 
@@ -16,8 +17,9 @@ def build_model(name: str, n_items: int, model_params) -> SequentialRecommender:
         dropout_rate=model_params.dropout_rate,
     )
     if name == "bert4rec":
-        return Bert4Rec(mask_prob=model_params.mask_prob, **common)
+        return Bert4Rec(mask_prob=model_params.mask_prob, masking=getattr(model_params, "masking", "replay"),
+                        **common)
     return SasRec(**common)
 
 
-__all__ = ["Bert4Rec", "SasRec", "SequentialRecommender", "build_model"]
+__all__ = ["Bert4Rec", "SasRec", "SequentialRecommender", "build_model", "from_replay", "save_for_infer"]

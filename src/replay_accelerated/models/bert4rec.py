@@ -1,40 +1,99 @@
 """BERT4Rec (Sun et al., 2019): a bidirectional transformer trained to fill in masked items.
 
-Training: each item of a sequence is replaced by the mask token with probability
-`mask_prob`; the model predicts the original items at the masked positions only.
-Prediction: the mask token is appended after the history and its output scores the
-next item. The transformer itself is shared with SASRec (see transformer.py).
+Architecture as RePlay 0.22's `Bert4Rec`, weight for weight (models/replay_import.py copies
+them): item embedding (the mask token is row `mask_id`, RePlay's `mask_embedding`) plus a
+learned position embedding, dropout, then per block
+
+    y = x + dropout(attention(LN(x)))           attention never reads padding keys
+    x = dropout(y + dropout(FeedForward(LN(y))))  Linear(H, 4H) -> GELU -> dropout -> Linear(4H, H)
+
+(LayerNorm eps 1e-5), and an nn.Linear(H, n_items) head with bias.
+
+Training: each item of the newest max_seq_len items is replaced by the mask token with
+probability `mask_prob`; the model predicts the original items at the masked positions.
+Corner cases follow `masking`:
+- "replay" (default, RePlay's Bert4RecUniformMasker): padding counts as masked, so only a
+  sequence filling all max_seq_len positions with nothing masked gets its newest item masked;
+  a shorter sequence with nothing masked gives no target this time. A sequence with every
+  item masked keeps its second newest position visible.
+- "at_least_one": every sequence with nothing masked gets its newest item masked.
+Prediction: the mask token is appended after the history and its output scores the next item.
 """
 
 import torch
+from torch import nn
 
-from replay_accelerated.models.transformer import SequentialRecommender
+from replay_accelerated.models.dropout import Dropout
+from replay_accelerated.models.heads import LinearHead
+from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
+
+MASKING_RULES = ("replay", "at_least_one")
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + Attention(LN(x)), then + FeedForward(LN(.)), then dropout."""
+
+    def __init__(self, hidden_size: int, head_count: int, dropout_rate: float):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.attention = SelfAttention(hidden_size, head_count, dropout_rate)
+        self.attention_dropout = Dropout(dropout_rate)
+        self.feed_forward_norm = nn.LayerNorm(hidden_size)
+        self.feed_forward = FeedForward(hidden_size, 4 * hidden_size, dropout_rate, nn.GELU())
+        self.feed_forward_dropout = Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention_dropout(self.attention(self.attention_norm(x), allowed))
+        x = x + self.feed_forward_dropout(self.feed_forward(self.feed_forward_norm(x)))
+        return self.dropout(x)
 
 
 class Bert4Rec(SequentialRecommender):
     causal = False
+    extra_tokens = 2  # padding, then the mask token
 
-    def __init__(self, *, mask_prob: float = 0.15, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, n_items: int, max_seq_len: int, hidden_size: int, block_count: int, head_count: int,
+                 dropout_rate: float, mask_prob: float = 0.15, masking: str = "replay"):
+        super().__init__(n_items, max_seq_len, hidden_size, dropout_rate)
+        if masking not in MASKING_RULES:
+            raise ValueError(f"masking must be one of {MASKING_RULES}, got {masking!r}")
+        self.mask_id = n_items + 1
         self.mask_prob = mask_prob
+        self.masking = masking
+        self.blocks = nn.ModuleList(TransformerBlock(hidden_size, head_count, dropout_rate)
+                                    for _ in range(block_count))
+        self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
+        self.reset_parameters()
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embedding_dropout(self.embed(item_ids))  # [B, W, H]
+        allowed = self.attention_mask(item_ids != self.pad_id)  # [B, 1, W, W]
+        for block in self.blocks:
+            x = block(x, allowed)
+        return x
 
     def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # sequences: [B, W + 1] left-padded; BERT4Rec uses the newest W items.
-        items = sequences[:, 1:]  # [B, W]
+        # sequences: [B, W + 1] left-padded. As RePlay, BERT4Rec reads the newest max_seq_len items:
+        # every column of a trimmed batch, the oldest column dropped only when W + 1 > max_seq_len.
+        items = sequences[:, -self.max_seq_len:]  # [B, W']
         is_item = items != self.pad_id
         masked = (torch.rand(items.shape, device=items.device) < self.mask_prob) & is_item
-        # As RePlay: a sequence with nothing masked gets its newest item masked (so every
-        # sequence teaches something, and the prediction-time situation is trained), and
-        # a sequence with every item masked keeps its second newest item visible.
         nothing_masked = ~masked.any(dim=1)
+        if self.masking == "replay":
+            # RePlay masks a window of exactly max_seq_len positions in which padding counts as
+            # masked: only a window without padding can have "nothing masked".
+            nothing_masked &= is_item.all(dim=1) & (items.shape[1] == self.max_seq_len)
         masked[:, -1] |= nothing_masked
-        all_masked = (masked == is_item).all(dim=1) & (is_item.sum(dim=1) > 1)
+        # Every item masked: the second newest position is shown (a no-op when it is padding).
+        all_masked = (masked == is_item).all(dim=1)
         masked[:, -2] &= ~all_masked
         inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
         labels = torch.where(masked, items, torch.zeros_like(items))
         return inputs, labels, masked
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
-        # Drop the oldest column and append the mask token: [B, W] -> [B, W].
+        # Append the mask token, keep the newest max_seq_len positions (RePlay's shift drops
+        # the oldest item only of a full window): [B, W] -> [B, min(W + 1, max_seq_len)].
         mask_column = torch.full_like(history[:, :1], self.mask_id)
-        return torch.cat([history[:, 1:], mask_column], dim=1)
+        return torch.cat([history, mask_column], dim=1)[:, -self.max_seq_len:]

@@ -5,7 +5,7 @@ Every head takes `forward(hidden [N, H], item_ids=None)`:
 - `item_ids` [K]: the same K candidates for every row (sampled negatives, a shortlist), [N, K];
 - `item_ids` [N, K]: K candidates per row (positive + its own negatives), [N, K].
 Losses that need the raw matrix (chunked or bucketed ones) read `head.weight` [n_items, H]
-and `head.bias` [n_items].
+and `head.bias` [n_items] or None (SASRec's tied head has no bias).
 """
 
 import torch
@@ -33,13 +33,14 @@ class LinearHead(nn.Linear):
 
 
 class TiedHead(nn.Module):
-    """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias."""
+    """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias
+    (RePlay's BERT4Rec with embedding tying) or none (RePlay's SASRec)."""
 
-    def __init__(self, item_embedding: nn.Embedding, n_items: int):
+    def __init__(self, item_embedding: nn.Embedding, n_items: int, bias: bool = True):
         super().__init__()
         self.item_embedding = item_embedding
         self.n_items = n_items
-        self.bias = nn.Parameter(torch.zeros(n_items))
+        self.bias = nn.Parameter(torch.zeros(n_items)) if bias else None
 
     @property
     def weight(self) -> torch.Tensor:

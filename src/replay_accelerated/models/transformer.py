@@ -1,20 +1,18 @@
-"""The transformer both sequential recommenders share.
+"""What both sequential recommenders share: attention, feed-forward, embeddings, interface.
 
-BERT4Rec and SASRec differ only in how a training example is made from a sequence
-(random masking vs. next-item shift) and whether attention is causal. Everything
-else lives here, once:
+BERT4Rec (bert4rec.py) and SASRec (sasrec.py) each reproduce their RePlay 0.22 model
+weight for weight, and their blocks differ (BERT4Rec: pre-LN blocks with a 4x GELU
+feed-forward; SASRec: post-norm residuals around a 1x ReLU feed-forward). Shared here:
 
-    item ids [B, L] -> item embedding + learned positional embedding -> dropout
-                    -> block_count x pre-LayerNorm transformer block -> hidden [B, L, H]
-    hidden at chosen positions [N, H] -> item head nn.Linear(H, n_items) -> logits [N, n_items]
+    item ids [B, W] -> item embedding (+ learned position, counted from the right edge)
+                    -> dropout -> block_count x block -> hidden [B, W, H]
+    hidden at chosen positions [N, H] -> item head -> logits [N, n_items]
 
-This matches RePlay's Bert4Rec architecture (pre-LN blocks with a 4x GELU feed-forward,
-dropout after attention, after the feed-forward and at the block's end, xavier-normal
-initialisation) so that quality can be compared one to one. Dropout draws its mask the
-cheap way on a CPU (dropout.py); the attention-probability dropout stays inside SDPA.
-
-Token ids: real items are 0..n_items-1, `pad_id = n_items`, `mask_id = n_items + 1`.
-Sequences are left-padded, so the newest item is always in the last column.
+Token ids: real items are 0..n_items-1, `pad_id = n_items` (BERT4Rec adds its mask token
+after it). Sequences are left-padded, so the newest item is always in the last column, and
+batches may be trimmed to their longest sequence: positions are counted from the right, so
+the newest item always gets position max_seq_len - 1, as in RePlay's full-width batches.
+Padding keys are never attended to, so a trimmed batch gives exactly the untrimmed outputs.
 """
 
 import contextlib
@@ -24,23 +22,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
-from replay_accelerated.models.heads import LinearHead
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through PyTorch's fused scaled_dot_product_attention."""
+    """Multi-head attention (torch.nn.MultiheadAttention's maths and weights) through the fused SDPA.
+
+    `qkv` is MultiheadAttention's in_proj ([3H, H] weight: query, key, value rows) and `out` its out_proj.
+    """
 
     def __init__(self, hidden_size: int, head_count: int, dropout_rate: float):
         super().__init__()
+        if hidden_size % head_count:
+            raise ValueError(f"hidden_size {hidden_size} must be divisible by head_count {head_count}")
         self.head_count = head_count
         self.dropout_rate = dropout_rate
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
+        # MultiheadAttention starts its biases at zero (its matrices get xavier-normal from the model).
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        # x: [B, L, H]; allowed: [B, 1, L, L] bool, True where a query may attend to a key
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, L, H] queries; context: [B, L, H] keys and values (x itself when None);
+        # allowed: [B, 1, L, L] bool, True where a query may attend to a key
         batch, length, hidden = x.shape
-        q, k, v = self.qkv(x).split(hidden, dim=-1)
+        if context is None:
+            q, k, v = self.qkv(x).split(hidden, dim=-1)
+        else:  # SASRec: queries from the normalised input, keys and values from the raw one
+            weight_q, weight_kv = self.qkv.weight.split([hidden, 2 * hidden])
+            bias_q, bias_kv = self.qkv.bias.split([hidden, 2 * hidden])
+            q = F.linear(x, weight_q, bias_q)
+            k, v = F.linear(context, weight_kv, bias_kv).split(hidden, dim=-1)
         # [B, L, H] -> [B, heads, L, H / heads]
         q, k, v = (t.view(batch, length, self.head_count, -1).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
@@ -51,100 +63,80 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: Linear(H, 4H) -> GELU -> dropout -> Linear(4H, H).
+    """Position-wise feed-forward: Linear(H, inner) -> activation -> dropout -> Linear(inner, H).
 
-    The activation is a module so that an acceleration can swap it (SELU, SiLU, ...).
+    BERT4Rec: inner 4H and GELU; SASRec: inner H and ReLU (RePlay's kernel-1 Conv1d layers are
+    these Linear layers). The activation is a module so that an acceleration can swap it.
     """
 
-    def __init__(self, hidden_size: int, dropout_rate: float):
+    def __init__(self, hidden_size: int, inner_size: int, dropout_rate: float, activation: nn.Module):
         super().__init__()
-        self.up = nn.Linear(hidden_size, 4 * hidden_size)
-        self.activation = nn.GELU()
+        self.up = nn.Linear(hidden_size, inner_size)
+        self.activation = activation
         self.dropout = Dropout(dropout_rate)
-        self.down = nn.Linear(4 * hidden_size, hidden_size)
+        self.down = nn.Linear(inner_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.dropout(self.activation(self.up(x))))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + Attention(LN(x)), then + FeedForward(LN(.)), then dropout."""
-
-    def __init__(self, hidden_size: int, head_count: int, dropout_rate: float):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(hidden_size)
-        self.attention = SelfAttention(hidden_size, head_count, dropout_rate)
-        self.attention_dropout = Dropout(dropout_rate)
-        self.feed_forward_norm = nn.LayerNorm(hidden_size)
-        self.feed_forward = FeedForward(hidden_size, dropout_rate)
-        self.feed_forward_dropout = Dropout(dropout_rate)
-        self.dropout = Dropout(dropout_rate)
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention_dropout(self.attention(self.attention_norm(x), allowed))
-        x = x + self.feed_forward_dropout(self.feed_forward(self.feed_forward_norm(x)))
-        return self.dropout(x)
-
-
 class SequentialRecommender(nn.Module):
-    """Embeddings, transformer blocks and item head; subclasses define the training task."""
+    """Embeddings, blocks and item head; subclasses build the blocks and head and define the task.
+
+    Interface used by training, evaluation, losses and accelerations: `n_items`, `pad_id`,
+    `max_seq_len`, `item_embedding`, `blocks`, `head` (head(hidden [N, H], item_ids=None) ->
+    logits, with `.weight` [n_items, H] and `.bias` [n_items] or None), `forward`,
+    `score_next`, `training_example`, `prediction_inputs`.
+    """
 
     causal: bool  # SASRec attends only to the past; BERT4Rec to both sides
+    extra_tokens: int  # embedding rows after the items: padding (and BERT4Rec's mask token)
 
-    def __init__(
-        self,
-        n_items: int,
-        max_seq_len: int,
-        hidden_size: int,
-        block_count: int,
-        head_count: int,
-        dropout_rate: float,
-    ):
+    def __init__(self, n_items: int, max_seq_len: int, hidden_size: int, dropout_rate: float):
         super().__init__()
         self.n_items = n_items
         self.pad_id = n_items
-        self.mask_id = n_items + 1
         self.max_seq_len = max_seq_len
-        # One table for items, padding and the mask token (used by BERT4Rec only).
-        self.item_embedding = nn.Embedding(n_items + 2, hidden_size)
+        self.item_embedding = nn.Embedding(n_items + self.extra_tokens, hidden_size)
         self.position_embedding = nn.Embedding(max_seq_len, hidden_size)
         self.embedding_dropout = Dropout(dropout_rate)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count)
-        )
-        self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
-        # RePlay initialises every matrix with xavier-normal; vectors keep their defaults.
+
+    def reset_parameters(self) -> None:
+        """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults."""
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):
                 nn.init.xavier_normal_(parameter)
 
-    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """item_ids: [B, W] left-padded token ids, W <= max_seq_len. Returns hidden [B, W, H]."""
+    def embed(self, item_ids: torch.Tensor, item_scale: float = 1.0) -> torch.Tensor:
+        """Item embedding x item_scale + position embedding, before dropout. [B, W] -> [B, W, H]."""
         width = item_ids.shape[1]
-        is_token = item_ids != self.pad_id  # [B, W]
-        # Batches may be trimmed to their longest sequence; positions stay counted from
-        # the right edge, so the newest item always gets position max_seq_len - 1.
+        if width > self.max_seq_len:
+            raise ValueError(f"sequences of width {width} exceed max_seq_len={self.max_seq_len}; "
+                             f"pass the newest {self.max_seq_len} items")
         positions = torch.arange(self.max_seq_len - width, self.max_seq_len, device=item_ids.device)
-        x = self.item_embedding(item_ids) + self.position_embedding(positions)  # [B, W, H]
-        x = self.embedding_dropout(x)
+        return self.item_embedding(item_ids) * item_scale + self.position_embedding(positions)
 
+    def attention_mask(self, is_token: torch.Tensor) -> torch.Tensor:
+        """Where each query may attend, from is_token [B, W]: [B, 1, W, W] bool."""
+        width = is_token.shape[1]
         allowed = is_token[:, None, None, :]  # [B, 1, 1, W]: never attend to padding
         if self.causal:
-            allowed = allowed & torch.ones(width, width, dtype=torch.bool, device=x.device).tril()
+            allowed = allowed & torch.ones(width, width, dtype=torch.bool, device=is_token.device).tril()
         # Let every position see itself, so that padding rows (whose outputs are never
         # used) do not attend to nothing and produce NaN.
-        allowed = allowed | torch.eye(width, dtype=torch.bool, device=x.device)  # [B, 1, W, W]
-        for block in self.blocks:
-            x = block(x, allowed)
-        return x
+        return allowed | torch.eye(width, dtype=torch.bool, device=is_token.device)
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids: [B, W] left-padded token ids, W <= max_seq_len. Returns hidden [B, W, H]."""
+        raise NotImplementedError
 
     def score_next(self, history: torch.Tensor) -> torch.Tensor:
         """Scores of every item as the next one. history: [B, W] left-padded. Returns [B, n_items]."""
-        hidden = self(self.prediction_inputs(history))  # [B, W, H]
+        hidden = self(self.prediction_inputs(history))  # [B, W', H]
         return self.head(hidden[:, -1])
 
     def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """From left-padded sequences [B, W + 1]: inputs [B, W], labels [B, W] and target_mask [B, W].
+        """From left-padded sequences [B, W + 1]: inputs [B, W'], labels [B, W'] and target_mask [B, W'].
 
         Labels are item ids where `target_mask` is True and 0 (a valid id, ignored) elsewhere.
         """

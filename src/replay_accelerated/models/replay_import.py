@@ -1,0 +1,228 @@
+"""Import a model trained with RePlay 0.22 (`Bert4Rec` or `SasRec`), and save it for `mode=infer`.
+
+    model, item_ids = from_replay("replay.ckpt", tokenizer)  # or a Bert4Rec / SasRec module; tokenizer:
+                                                          # RePlay's SequenceTokenizer
+    scores = model.score_next(history)                    # history [B, W] left-padded with model.pad_id
+    save_for_infer(model, item_ids, "checkpoints/imported")  # best.ckpt + items.parquet
+
+Ids: RePlay's item index i (0..cardinality-1, the tokenizer's order) is our item i, for both
+models. RePlay pads with a padding value and a padding mask; we pad with `model.pad_id`
+(= n_items, RePlay SASRec's padding row). RePlay BERT4Rec's separate `mask_embedding` becomes
+our row `mask_id`. SASRec's kernel-1 Conv1d weights [H, H, 1] become Linear weights [H, H].
+In eval mode the imported model gives RePlay's scores (BERT4Rec on any history; SASRec on
+histories of max_seq_len items, see sasrec.py for why shorter ones differ slightly).
+"""
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replay_accelerated.models.bert4rec import Bert4Rec
+from replay_accelerated.models.heads import TiedHead
+from replay_accelerated.models.sasrec import SasRec
+from replay_accelerated.models.transformer import SequentialRecommender
+from replay_accelerated.training.checkpoints import STAMP_KEY, load_checkpoint
+
+BERT4REC_BLOCK = {  # RePlay's Bert4RecModel.transformer_blocks.{i}.<key> -> our blocks.{i}.<value>
+    "attention.in_proj_weight": "attention.qkv.weight",
+    "attention.in_proj_bias": "attention.qkv.bias",
+    "attention.out_proj.weight": "attention.out.weight",
+    "attention.out_proj.bias": "attention.out.bias",
+    "attention_norm.weight": "attention_norm.weight",
+    "attention_norm.bias": "attention_norm.bias",
+    "pff.w_1.weight": "feed_forward.up.weight",
+    "pff.w_1.bias": "feed_forward.up.bias",
+    "pff.w_2.weight": "feed_forward.down.weight",
+    "pff.w_2.bias": "feed_forward.down.bias",
+    "pff_norm.weight": "feed_forward_norm.weight",
+    "pff_norm.bias": "feed_forward_norm.bias",
+}
+SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> -> our blocks.{i}.<value>
+    "attention_layers.in_proj_weight": "attention.qkv.weight",
+    "attention_layers.in_proj_bias": "attention.qkv.bias",
+    "attention_layers.out_proj.weight": "attention.out.weight",
+    "attention_layers.out_proj.bias": "attention.out.bias",
+    "attention_layernorms.weight": "attention_norm.weight",
+    "attention_layernorms.bias": "attention_norm.bias",
+    "forward_layers.conv1.weight": "feed_forward.up.weight",
+    "forward_layers.conv1.bias": "feed_forward.up.bias",
+    "forward_layers.conv2.weight": "feed_forward.down.weight",
+    "forward_layers.conv2.bias": "feed_forward.down.bias",
+    "forward_layernorms.weight": "feed_forward_norm.weight",
+    "forward_layernorms.bias": "feed_forward_norm.bias",
+}
+
+
+def from_replay(module, tokenizer=None):
+    """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec`, in eval mode.
+
+    `module`: the Lightning module, its checkpoint file (read as tensors and plain data only,
+    RePlay's schema and default factories allowed), or that checkpoint as loaded by torch.load (a
+    dict with "state_dict" and "hyper_parameters"). With `tokenizer` (RePlay's SequenceTokenizer
+    the model was trained with) returns (model, item_ids): item_ids[i] is the original id of item i.
+    """
+    if isinstance(module, (str, Path)):
+        module = _read_replay_checkpoint(Path(module))
+    if isinstance(module, Mapping):
+        state, hparams = module["state_dict"], dict(module.get("hyper_parameters", {}))
+    else:
+        state, hparams = module.state_dict(), dict(module.hparams)
+    if any(name.startswith("_model.sasrec_layers.") for name in state):
+        model, weights = _sasrec(state, hparams)
+    elif any(name.startswith("_model.transformer_blocks.") for name in state):
+        model, weights = _bert4rec(state, hparams)
+    else:
+        raise ValueError("not a RePlay Bert4Rec or SasRec: no _model.transformer_blocks.* or "
+                         "_model.sasrec_layers.* weights; pass the Lightning module or its checkpoint dict")
+    model.load_state_dict(weights)  # strict: every weight of ours is set
+    model.eval()
+    return model if tokenizer is None else (model, replay_item_ids(tokenizer, model.n_items))
+
+
+def replay_item_ids(tokenizer, n_items: int) -> np.ndarray:
+    """Original item ids in RePlay's item order, from its SequenceTokenizer: [n_items]."""
+    item_column = tokenizer.tensor_schema.item_id_features.item().feature_source.column
+    inverse = tokenizer.item_id_encoder.inverse_mapping[item_column]  # {index: original id}
+    if len(inverse) != n_items:
+        raise ValueError(f"the tokenizer knows {len(inverse)} items but the model scores {n_items}; "
+                         "pass the tokenizer the model was trained with")
+    return np.array([inverse[index] for index in range(n_items)])
+
+
+def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoint_dir: str | Path) -> Path:
+    """Write `best.ckpt` and `items.parquet` into checkpoint_dir, as `mode=train` does; returns best.ckpt's path.
+
+    `mode=infer` then reads them with `mode.infer.checkpoint=<checkpoint_dir>/best.ckpt` and a model
+    config of the same model name, max_seq_len, hidden_size, block_count and head_count, and no
+    acceleration that changes the weights' names (head=swichback_head on SASRec, tied_head on BERT4Rec).
+    Our vocabulary is sorted by original id, so the item rows are reordered to that order.
+    """
+    item_ids = np.asarray(item_ids)
+    if len(item_ids) != model.n_items or len(np.unique(item_ids)) != model.n_items:
+        raise ValueError(f"item_ids must hold {model.n_items} distinct original ids, one per item of the model "
+                         f"(got {len(item_ids)}, {len(np.unique(item_ids))} distinct)")
+    order = torch.from_numpy(np.argsort(item_ids, kind="stable"))  # new item i is old item order[i]
+    state = {}
+    for name, value in model.state_dict().items():
+        # Every item-indexed tensor: the embedding rows 0..n_items-1, the head's weight and bias.
+        if name == "item_embedding.weight" or name.startswith("head."):
+            value = torch.cat([value[: model.n_items][order], value[model.n_items:]])
+        state[f"model.{name}"] = value
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    name = "bert4rec" if isinstance(model, Bert4Rec) else "sasrec"
+    path = checkpoint_dir / "best.ckpt"
+    torch.save({"state_dict": state, STAMP_KEY: {"fingerprint": None, "model": name, "n_items": model.n_items}},
+               path)
+    pd.DataFrame({"item_id": item_ids[order.numpy()]}).to_parquet(checkpoint_dir / "items.parquet", index=False)
+    return path
+
+
+def _read_replay_checkpoint(path: Path) -> dict:
+    """A RePlay Lightning checkpoint, unpickling nothing but tensors, plain data and RePlay's schema classes."""
+    # Imported here: RePlay takes seconds to import, and only this function needs it.
+    from replay.data import FeatureHint, FeatureSource, FeatureType
+    from replay.data.nn import TensorFeatureInfo, TensorFeatureSource, TensorSchema
+    from replay.models.nn.optimizer_utils import FatLRSchedulerFactory, FatOptimizerFactory
+
+    # The hyper-parameters RePlay saves: its tensor schema and its default optimizer/scheduler factories.
+    torch.serialization.add_safe_globals([TensorSchema, TensorFeatureInfo, TensorFeatureSource, FeatureHint,
+                                          FeatureSource, FeatureType, FatOptimizerFactory, FatLRSchedulerFactory])
+    return load_checkpoint(path)
+
+
+def _bert4rec(state: Mapping, hparams: dict) -> tuple[Bert4Rec, dict]:
+    _require(hparams, "Bert4Rec", pass_per_transformer_block_count=1, enable_positional_embedding=True)
+    embeddings = [name for name in state if name.startswith("_model.item_embedder.cat_embeddings.")]
+    if len(embeddings) != 1:
+        raise ValueError(f"RePlay Bert4Rec with features besides the item id ({embeddings}) cannot be imported: "
+                         "our BERT4Rec reads item ids only")
+    items = state[embeddings[0]]  # [n_items, H]
+    (n_items, hidden), mask = items.shape, state["_model.item_embedder.mask_embedding.weight"]  # [1, H]
+    positions = state["_model.item_embedder.position.pe.weight"]  # [max_seq_len, H]
+    blocks = _block_weights(state, "_model.transformer_blocks.", BERT4REC_BLOCK)
+    model = Bert4Rec(n_items=n_items, max_seq_len=len(positions), hidden_size=hidden, block_count=len(blocks),
+                     head_count=hparams.get("head_count", 4), dropout_rate=hparams.get("dropout_rate", 0.1))
+    weights = {"item_embedding.weight": torch.cat([items, torch.zeros_like(mask), mask]),  # pad row unused
+               "position_embedding.weight": positions}
+    for block in blocks:
+        weights.update(block)
+    used = {embeddings[0], "_model.item_embedder.mask_embedding.weight", "_model.item_embedder.position.pe.weight"}
+    if "_model._head.linear.weight" in state:
+        weights["head.weight"], weights["head.bias"] = state["_model._head.linear.weight"], state["_model._head.linear.bias"]
+        used |= {"_model._head.linear.weight", "_model._head.linear.bias"}
+    else:  # enable_embedding_tying: the item embeddings and a bias
+        model.head = TiedHead(model.item_embedding, n_items)
+        weights["head.item_embedding.weight"], weights["head.bias"] = weights["item_embedding.weight"], state["_model._head.out_bias"]
+        # The tied head holds the embedder too: the same tensors under a second name.
+        used |= {"_model._head.out_bias"} | _block_names(state, "_model._head._item_embedder.")
+    _check_all_used(state, used | _block_names(state, "_model.transformer_blocks."), "Bert4Rec")
+    return model, weights
+
+
+def _sasrec(state: Mapping, hparams: dict) -> tuple[SasRec, dict]:
+    _require(hparams, "SasRec", ti_modification=False)
+    items = state["_model.item_embedder.item_emb.weight"]  # [n_items + 1, H]: the last row is padding
+    positions = state["_model.item_embedder.pos_emb.pe.weight"]  # [max_seq_len, H]
+    blocks = _block_weights(state, "_model.sasrec_layers.", SASREC_BLOCK)
+    model = SasRec(n_items=len(items) - 1, max_seq_len=len(positions), hidden_size=items.shape[1],
+                   block_count=len(blocks), head_count=hparams.get("head_count", 1),
+                   dropout_rate=hparams.get("dropout_rate", 0.2))
+    weights = {"item_embedding.weight": items, "head.item_embedding.weight": items,  # the tied head
+               "position_embedding.weight": positions,
+               "final_norm.weight": state["_model.output_normalization.last_layernorm.weight"],
+               "final_norm.bias": state["_model.output_normalization.last_layernorm.bias"]}
+    for block in blocks:
+        # Conv1d(H, H, kernel_size=1) weights [H, H, 1] are Linear(H, H) weights [H, H].
+        weights.update({name: value.squeeze(-1) if value.dim() == 3 else value for name, value in block.items()})
+    used = {"_model.item_embedder.item_emb.weight", "_model.item_embedder.pos_emb.pe.weight",
+            "_model.output_normalization.last_layernorm.weight", "_model.output_normalization.last_layernorm.bias",
+            # The tied head holds the embedder too: the same tensors under a second name.
+            "_model._head._item_embedder.item_emb.weight", "_model._head._item_embedder.pos_emb.pe.weight"}
+    _check_all_used(state, used | _block_names(state, "_model.sasrec_layers."), "SasRec")
+    return model, weights
+
+
+def _block_weights(state: Mapping, prefix: str, renames: dict[str, str]) -> list[dict]:
+    """Our weights of each block, [{our name: tensor}] in block order, from RePlay's names under prefix.
+
+    RePlay's names carry the block index either first (Bert4Rec: `3.attention...`) or after a
+    list name (SasRec: `attention_layers.3...`); both become `blocks.3.<our name>`.
+    """
+    blocks: dict[int, dict] = {}
+    for name, value in state.items():
+        if not name.startswith(prefix):
+            continue
+        match = re.fullmatch(r"(?:(\w+)\.)?(\d+)\.(.+)", name[len(prefix):])
+        key = f"{match[1]}.{match[3]}" if match[1] else match[3]
+        if key not in renames:
+            raise ValueError(f"RePlay weight {name} has no counterpart in our model; only RePlay 0.22's "
+                             "standard Bert4Rec and SasRec can be imported")
+        index = int(match[2])
+        blocks.setdefault(index, {})[f"blocks.{index}.{renames[key]}"] = value
+    if sorted(blocks) != list(range(len(blocks))):
+        raise ValueError(f"RePlay blocks {sorted(blocks)} are not numbered 0..n-1")
+    return [blocks[index] for index in range(len(blocks))]
+
+
+def _block_names(state: Mapping, prefix: str) -> set[str]:
+    return {name for name in state if name.startswith(prefix)}
+
+
+def _require(hparams: dict, model: str, **expected) -> None:
+    """Stop on a RePlay option our model does not have (a missing hyper-parameter is RePlay's default)."""
+    for name, value in expected.items():
+        if hparams.get(name, value) != value:
+            raise ValueError(f"RePlay {model} with {name}={hparams[name]} cannot be imported: our model "
+                             f"implements {name}={value} only")
+
+
+def _check_all_used(state: Mapping, used: set[str], model: str) -> None:
+    unused = sorted(name for name in state if name not in used)
+    if unused:
+        raise ValueError(f"RePlay {model} weights {unused[:5]} have no counterpart in our model; only RePlay "
+                         "0.22's standard models (item ids only, no extra features) can be imported")

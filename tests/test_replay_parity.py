@@ -1,0 +1,183 @@
+"""Our BERT4Rec and SASRec against RePlay 0.22's own models with the same random weights.
+
+RePlay's model is built with fresh random weights (LayerNorm weights and biases too, so a
+swapped or misplaced norm shows), imported with `from_replay`, and both score the same
+histories in eval mode: full score matrices must agree to 1e-5.
+"""
+
+import numpy as np
+import pandas as pd
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+from replay.data import Dataset, FeatureHint, FeatureInfo, FeatureSchema, FeatureSource, FeatureType
+from replay.data.nn import SequenceTokenizer, TensorFeatureInfo, TensorFeatureSource, TensorSchema
+from replay.models.nn.sequential import Bert4Rec as ReplayBert4Rec
+from replay.models.nn.sequential import SasRec as ReplaySasRec
+from replay.models.nn.sequential.bert4rec.dataset import _shift_features
+
+from replay_accelerated.data.sequences import ItemVocabulary
+from replay_accelerated.inference.infer import _load
+from replay_accelerated.models import Bert4Rec, SasRec, from_replay, save_for_infer
+
+ITEM = "item_id"
+# (n_items, hidden, heads, blocks, max_seq_len): one head and several, 1 and 3 blocks, odd lengths.
+SIZES = [(23, 8, 1, 1, 5), (41, 16, 4, 3, 7), (17, 12, 3, 2, 6)]
+
+
+def _schema(n_items: int, hidden: int) -> TensorSchema:
+    return TensorSchema(TensorFeatureInfo(
+        name=ITEM, feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
+        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], cardinality=n_items,
+        embedding_dim=hidden,
+    ))
+
+
+def _randomized(module):
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5)
+    return module.eval()
+
+
+def _histories(lengths: list[int], width: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random left-padded histories [B, width] in RePlay's item ids and their padding mask (True: item)."""
+    positions = torch.arange(width)
+    is_item = positions >= width - torch.tensor(lengths)[:, None]  # [B, width]
+    items = torch.randint(0, n_items, (len(lengths), width))
+    return torch.where(is_item, items, 0), is_item  # RePlay pads with 0, told apart by the mask
+
+
+def _replay_bert4rec_scores(replay, schema: TensorSchema, items: torch.Tensor, is_item: torch.Tensor) -> torch.Tensor:
+    """RePlay's BERT4Rec scores of full-width histories, shifted sample by sample as its prediction dataset does.
+
+    (RePlay's `predict` pads and shifts narrower batches itself, but shifts along the batch
+    dimension: its per-sample `_shift_features` applied to a whole batch.)
+    """
+    shifted = [_shift_features(schema, {ITEM: row}, mask) for row, mask in zip(items, is_item)]
+    return replay.predict({"inputs": {ITEM: torch.stack([s[0][ITEM] for s in shifted])},
+                           "pad_mask": torch.stack([s[1] for s in shifted]),
+                           "token_mask": torch.stack([s[2] for s in shifted])})
+
+
+def _ours(items: torch.Tensor, is_item: torch.Tensor, model) -> torch.Tensor:
+    return torch.where(is_item, items, model.pad_id)
+
+
+@pytest.mark.parametrize("n_items, hidden, heads, blocks, max_len", SIZES)
+@pytest.mark.parametrize("tying", [False, True])
+def test_bert4rec_scores_equal_replay_on_padded_histories(n_items, hidden, heads, blocks, max_len, tying):
+    schema = _schema(n_items, hidden)
+    replay = _randomized(ReplayBert4Rec(schema, block_count=blocks, head_count=heads, hidden_size=hidden,
+                                        max_seq_len=max_len, dropout_rate=0.1, enable_embedding_tying=tying))
+    model = from_replay(replay)
+    lengths = [max_len, max_len - 1, 1, 2] + torch.randint(1, max_len + 1, (6,)).tolist()
+    items, is_item = _histories(lengths, max_len, n_items)
+
+    with torch.no_grad():
+        expected = _replay_bert4rec_scores(replay, schema, items, is_item)  # [B, n_items]
+        torch.testing.assert_close(model.score_next(_ours(items, is_item, model)), expected, rtol=1e-5, atol=1e-5)
+        # A history trimmed to its longest sequence scores as the full-width one: only padding is cut.
+        narrow = max(max_len - 2, 1)
+        trimmed = torch.where(is_item, items, model.pad_id)[:, -narrow:]
+        keep = ~is_item[:, :-narrow].any(dim=1)  # rows whose items all fit
+        torch.testing.assert_close(model.score_next(trimmed)[keep], expected[keep], rtol=1e-5, atol=1e-5)
+
+        # Training-time inputs: random masked positions, logits at every position of every sequence.
+        items, is_item = _histories(lengths, max_len, n_items)
+        token_mask = (torch.rand(items.shape) > 0.3) | ~is_item  # False: masked item
+        expected = replay._model({ITEM: items}, is_item, token_mask)  # [B, L, n_items]
+        inputs = torch.where(token_mask, _ours(items, is_item, model), model.mask_id)
+        logits = model.head(model(inputs))
+        torch.testing.assert_close(logits[is_item], expected[is_item], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_items, hidden, heads, blocks, max_len", SIZES)
+def test_sasrec_scores_equal_replay_on_full_length_histories(n_items, hidden, heads, blocks, max_len):
+    replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=blocks, head_count=heads,
+                                      hidden_size=hidden, max_seq_len=max_len, dropout_rate=0.2))
+    model = from_replay(replay)
+    items, is_item = _histories([max_len] * 8, max_len, n_items)
+    with torch.no_grad():
+        expected = replay.predict({"feature_tensor": {ITEM: items}, "padding_mask": is_item})  # [B, n_items]
+        torch.testing.assert_close(model.score_next(items), expected, rtol=1e-5, atol=1e-5)
+        # Every position (what training reads): causal outputs through the tied head.
+        expected = replay._model({ITEM: items}, is_item)  # [B, L, n_items]
+        torch.testing.assert_close(model.head(model(items)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_sasrec_differs_from_replay_only_by_the_masked_padding_keys():
+    """The one deliberate difference: RePlay attends to padding keys (their attention biases); we do not."""
+    n_items, hidden, heads, max_len = 19, 8, 2, 6
+    replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=2, head_count=heads, hidden_size=hidden,
+                                      max_seq_len=max_len, dropout_rate=0.2))
+    model = from_replay(replay)
+    items, is_item = _histories([2, 3, 5], max_len, n_items)
+    batch = {"feature_tensor": {ITEM: items}, "padding_mask": is_item}
+    with torch.no_grad():
+        ours = model.score_next(_ours(items, is_item, model))
+        assert not torch.allclose(ours, replay.predict(batch), atol=1e-3)
+        # RePlay with our attention mask (causal, padding keys blocked) gives our scores.
+        blocked = ~model.attention_mask(is_item)[:, 0].repeat_interleave(heads, 0)  # [B * heads, L, L]
+        replay._model.masking = lambda features, padding_mask: (
+            blocked, padding_mask.unsqueeze(-1), {ITEM: features[ITEM].masked_fill(~padding_mask, n_items)})
+        torch.testing.assert_close(ours, replay.predict(batch), rtol=1e-5, atol=1e-5)
+
+
+def test_import_from_a_lightning_checkpoint_file_and_unsupported_options(tmp_path):
+    replay = _randomized(ReplaySasRec(_schema(11, 8), block_count=2, head_count=2, hidden_size=8, max_seq_len=4))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(replay)
+    trainer.save_checkpoint(tmp_path / "replay.ckpt")  # holds RePlay's tensor schema and optimizer factory
+    model = from_replay(tmp_path / "replay.ckpt")
+    assert isinstance(model, SasRec) and model.blocks[0].attention.head_count == 2
+    items = torch.randint(0, 11, (3, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(model.score_next(items), replay.predict(
+            {"feature_tensor": {ITEM: items}, "padding_mask": torch.ones(3, 4, dtype=torch.bool)}), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pass_per_transformer_block_count=2"):
+        from_replay(ReplayBert4Rec(_schema(11, 8), block_count=1, head_count=2, hidden_size=8, max_seq_len=4,
+                                   pass_per_transformer_block_count=2))
+    with pytest.raises(ValueError, match="not a RePlay Bert4Rec or SasRec"):
+        from_replay({"state_dict": {"weight": torch.zeros(1)}})
+
+
+@pytest.mark.parametrize("replay_class", [ReplayBert4Rec, ReplaySasRec])
+def test_saved_import_is_read_by_infer_with_original_ids(tmp_path, replay_class):
+    # Original ids in an order RePlay's tokenizer does not sort: our vocabulary is sorted, rows must follow.
+    rng = np.random.default_rng()
+    originals = rng.permutation(np.arange(100, 100 + 3 * 15, 3))  # 15 items
+    events = pd.DataFrame({"user": np.repeat(np.arange(6), 10), "item": rng.choice(originals, 60),
+                           "timestamp": np.arange(60)})
+    events = pd.concat([events, pd.DataFrame({"user": 7, "item": originals, "timestamp": 60 + np.arange(15)})])
+    feature_schema = FeatureSchema([
+        FeatureInfo("user", FeatureType.CATEGORICAL, FeatureHint.QUERY_ID),
+        FeatureInfo("item", FeatureType.CATEGORICAL, FeatureHint.ITEM_ID),
+        FeatureInfo("timestamp", FeatureType.NUMERICAL, FeatureHint.TIMESTAMP),
+    ])
+    tokenizer = SequenceTokenizer(TensorSchema(TensorFeatureInfo(
+        name=ITEM, feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
+        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], embedding_dim=8)))
+    tokenizer.fit(Dataset(feature_schema=feature_schema, interactions=events))
+    replay = _randomized(replay_class(tokenizer.tensor_schema, block_count=1, head_count=2, hidden_size=8,
+                                      max_seq_len=5))
+    model, item_ids = from_replay(replay, tokenizer)
+    mapping = tokenizer.item_id_encoder.mapping["item"]
+    assert all(mapping[original] == index for index, original in enumerate(item_ids))
+
+    checkpoint = save_for_infer(model, item_ids, tmp_path / "imported")
+    name = "bert4rec" if replay_class is ReplayBert4Rec else "sasrec"
+    vocabulary, state = _load(checkpoint, OmegaConf.create({"model": {"name": name, "save_name": "imported"}, "trust_checkpoint": False}))
+    model_class = Bert4Rec if replay_class is ReplayBert4Rec else SasRec
+    loaded = model_class(n_items=15, max_seq_len=5, hidden_size=8, block_count=1, head_count=2, dropout_rate=0.1)
+    loaded.load_state_dict(state)
+    loaded.eval()
+    history = rng.choice(originals, (4, 5))  # original ids
+    replay_ids = torch.tensor([[mapping[item] for item in row] for row in history])
+    our_ids = torch.from_numpy(vocabulary.encode(pd.Series(history.ravel())).reshape(4, 5))
+    with torch.no_grad():
+        imported, reloaded = model.score_next(replay_ids), loaded.score_next(our_ids)  # [4, 15] each
+    # Column j of `reloaded` is original id vocabulary.item_ids[j]; of `imported`, item_ids[j].
+    torch.testing.assert_close(reloaded, imported[:, [mapping[item] for item in vocabulary.item_ids]])
+    assert isinstance(vocabulary, ItemVocabulary) and list(vocabulary.item_ids) == sorted(originals)
