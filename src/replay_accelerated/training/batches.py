@@ -4,7 +4,9 @@ Each user's newest max_seq_len + 1 items are padded once, up front. A batch is t
 one tensor index (no per-sample Python), cut down to the columns its longest sequence
 needs, so short-history users do not pay for 128 positions of padding. The model turns
 the batch into inputs and targets on the training device (masking for BERT4Rec, the
-next-item shift for SASRec).
+next-item shift for SASRec). A batch [B, W + 1] as wide as its longest user loses nothing:
+SASRec needs the extra column for the shift, and BERT4Rec drops the oldest column only when
+the batch is max_seq_len + 1 wide (it reads the newest max_seq_len items, as RePlay).
 
 Trimming only helps when a batch holds no long history. With random batches almost
 every batch of 32 users has one, so `length_bucketing` groups users of similar length:
@@ -20,7 +22,7 @@ import torch
 
 from replay_accelerated.data.sequences import UserSequences
 
-MIN_WIDTH = 3  # BERT4Rec needs two input positions after dropping the oldest column
+MIN_WIDTH = 3  # SASRec's inputs drop the newest column; BERT4Rec's masking reads the two newest positions
 # Widths are rounded up to a multiple of 8: kernels built per shape (oneDNN's bf16 kernels on a CPU,
 # torch.compile graphs, GPU tensor-core tiles) then see at most max_seq_len / 8 + 1 shapes. With every
 # width from 3 to 129, bf16 epochs on a CPU spent their time rebuilding evicted oneDNN kernels.
