@@ -198,7 +198,7 @@ def _block_weights(state: Mapping, prefix: str, renames: dict[str, str]) -> list
         if not name.startswith(prefix):
             continue
         match = re.fullmatch(r"(?:(\w+)\.)?(\d+)\.(.+)", name[len(prefix):])
-        key = f"{match[1]}.{match[3]}" if match[1] else match[3]
+        key = match and (f"{match[1]}.{match[3]}" if match[1] else match[3])
         if key not in renames:
             raise ValueError(f"RePlay weight {name} has no counterpart in our model; only RePlay 0.22's "
                              "standard Bert4Rec and SasRec can be imported")
