@@ -1,12 +1,19 @@
-"""The benchmark: the all-pairs sweep design, time to target, and a quick bench end to end."""
+"""The benchmark: the all-pairs sweep design, time to target, and a quick bench end to end (seeds, a failing
+variant, the reference rows, verdicts, MFU and the code fingerprint)."""
 
 import itertools
 from pathlib import Path
 
+import math
+
 import pandas as pd
+import pytest
 
 from conftest import TINY_SYNTHETIC, run_main
-from replay_accelerated.benchmark.bench import TABLE_COLUMNS, pairwise_variants, time_to_target
+from replay_accelerated.benchmark.bench import check_same_code_and_hardware, pairwise_variants
+from replay_accelerated.benchmark.rows import SEED_COLUMNS
+from replay_accelerated.benchmark.summary import summarize, time_to_target
+from replay_accelerated.errors import UserError
 
 
 def test_pairwise_variants_cover_every_value_pair_with_fewer_runs_than_the_product():
@@ -33,42 +40,68 @@ QUICK = [  # TINY_SYNTHETIC without its epoch settings (the quick mode sets thos
 ]
 
 
-def test_quick_bench_writes_filled_csv_markdown_and_plot_with_the_replay_row(home: Path):
-    variants = ["replay_CE_fp32", "CE_fp32", "fastest"]
+def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(home: Path):
     # The command's own choices (here the model) reach every variant; only the mode is replaced.
-    result = run_main(home, "bench_quick", "model=sasrec_synthetic", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "[bench 3/3] fastest" in result.stdout  # progress
+    # "broken" fails inside its training process (SCE without its bucket sizes): the bench goes on.
+    bench = ["bench_quick", "model=sasrec_synthetic", *QUICK, "mode.bench.only=[replay_best,CE_fp32,broken]",
+             "mode.bench.seeds.CE_fp32=2", "+mode.bench.variants.broken=['model.params.model_params.loss_type=SCE']"]
+    result = run_main(home, *bench)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "[bench 3/4] CE_fp32 seed 43" in result.stdout  # progress, one process per (variant, seed)
+    assert "broken seed 42 failed: error: config key 'model.params.model_params.n_buckets' is null" in result.stdout
+    assert "variants ['broken'] of bench 'quick' failed" in result.stderr
 
     out = home / "results" / "bench" / "quick"
-    table = pd.read_csv(out / "results.csv")
-    assert list(table["variant"]) == variants
-    assert table[TABLE_COLUMNS].notna().all().all(), table[TABLE_COLUMNS].isna().sum()
-    assert list(table["implementation"]) == ["replay", "replay_accelerated", "replay_accelerated"]
-    assert (table["epochs_run"] == 2).all() and (table["model"] == "sasrec").all()
-    assert table.loc[0, "speed_up"] == 1.0 and table.loc[0, "memory_ratio"] == 1.0
-    assert (table["test_ndcg@10_low"] <= table["test_ndcg@10"]).all()
-    assert (table["test_ndcg@10"] <= table["test_ndcg@10_high"]).all()
-    assert ((table["data_preparation_share"] > 0) & (table["data_preparation_share"] < 1)).all()
-    assert table.loc[2, "padding_share"] < table.loc[1, "padding_share"]  # length bucketing in "fastest"
-    assert table.loc[2, "precision"] == "bf16-mixed"
+    runs = pd.read_csv(out / "results.csv")
+    assert list(zip(runs["variant"], runs["seed"])) == [("replay_best", 42), ("CE_fp32", 42), ("CE_fp32", 43)]
+    assert runs[SEED_COLUMNS].drop(columns=["git_commit"]).notna().all().all(), runs.isna().sum()
+    assert list(runs["implementation"]) == ["replay", "replay_accelerated", "replay_accelerated"]
+    assert runs.loc[0, "loss"] == "CE"  # RePlay's best loss for SASRec
+    assert runs["code_fingerprint"].nunique() == 1 and (runs["hardware"] == runs.loc[0, "hardware"]).all()
+    assert (runs["mfu"] > 0).all()  # (can exceed 1 at such tiny sizes, where the probe's product is inefficient)
+    # RePlay's CE scores the catalog at every position, ours at the targets only.
+    assert runs.loc[0, "targets_per_epoch"] == runs.loc[0, "tokens_per_epoch"]
+    assert (runs.loc[1:, "targets_per_epoch"] < runs.loc[1:, "tokens_per_epoch"]).all()
+    assert runs.loc[1, "test_ndcg@10"] != runs.loc[2, "test_ndcg@10"]  # the seeds differ
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["variant"]) == ["replay_best", "CE_fp32", "broken"]
+    assert list(summary["seeds"].iloc[:2]) == [1, 2] and summary.loc[0, "speed_up_vs_best"] == 1.0
+    assert summary.loc[0, "ndcg@10_vs_best"] == "reference"
+    assert summary.loc[1, "ndcg@10_vs_best"].split(",")[0] in ("worse", "keeps") or \
+        summary.loc[1, "ndcg@10_vs_best"].startswith("inconclusive (±")
+    assert summary.loc[1, "test_ndcg@10"] == pytest.approx(runs.loc[1:2, "test_ndcg@10"].mean(), abs=1e-4)
+    assert summary.loc[2, "status"].startswith("failed (seed 42): error: config key")
     markdown = (out / "results.md").read_text()
-    assert all(f"| {variant} " in markdown for variant in variants) and "Hardware:" in markdown
+    assert all(f"| {variant} " in markdown for variant in ("replay_best", "CE_fp32", "broken"))
+    assert "Matrix-product probe" in markdown and "Mixed code" not in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    rerun = run_main(home, "bench_quick", "model=sasrec_synthetic", *QUICK, f"mode.bench.only=[{','.join(variants)}]")
-    assert rerun.returncode == 0
-    assert rerun.stdout.count("already in") == 3  # finished variants are kept, not trained again
+    rerun = run_main(home, *bench)
+    assert rerun.stdout.count("already in") == 3  # finished rows are kept, the failed one is retried
+    assert "[bench 4/4] broken seed 42:" in rerun.stdout
+
+    # Rows of other code are refused, unless allowed; the table then says so.
+    rows = runs.to_dict(orient="records")
+    rows[0]["code_fingerprint"] = "0123456789abcdef"
+    with pytest.raises(UserError, match="0123456789abcdef.*mode.bench.allow_mixed=true"):
+        check_same_code_and_hardware(rows, runs.loc[1, "code_fingerprint"], runs.loc[1, "hardware"], False, out)
+    check_same_code_and_hardware(rows, runs.loc[1, "code_fingerprint"], runs.loc[1, "hardware"], True, out)
+    context = {"name": "quick", "machine": runs.loc[1, "hardware"], "bf16": "", "hidden_size": 32,
+               "probe": {"32-true": 1.0, "bf16-mixed": 1.0}, "code_fingerprint": runs.loc[1, "code_fingerprint"],
+               "git_commit": None, "order": ["replay_best", "CE_fp32"], "seeds": {}, "status": {}}
+    summarize(rows, out, context)
+    assert "Mixed code versions/hardware" in (out / "results.md").read_text()
 
 
 def test_bench_names_unknown_variants(home: Path):
     result = run_main(home, "bench_quick", "mode.bench.only=[fastest,nope]")
     assert result.returncode == 2
-    assert "'mode.bench.only' names ['nope']" in result.stderr and "replay_CE_fp32" in result.stderr
+    assert "'mode.bench.only' names ['nope']" in result.stderr and "replay_best" in result.stderr
 
 
 def test_time_to_target_is_the_first_validation_at_the_reference_best():
     history = [{"elapsed_seconds": 3.0, "ndcg@10": 0.1}, {"elapsed_seconds": 6.0, "ndcg@10": 0.3},
                {"elapsed_seconds": 9.0, "ndcg@10": 0.2}]
     assert time_to_target(history, 0.25) == 6.0
-    assert time_to_target(history, 0.35) == "not reached"
+    assert time_to_target(history, 0.35) == math.inf

@@ -1,14 +1,18 @@
-"""RePlay's own BERT4Rec and SASRec on our splits: recommendations our metric table can score."""
+"""RePlay's own BERT4Rec and SASRec on our splits: recommendations our metric table can score,
+with the loss and precision they are configured with."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import compose
+from replay_accelerated.benchmark import replay_baseline
 from replay_accelerated.benchmark.replay_baseline import train_replay_baseline
-from replay_accelerated.config import ModelParams, Preprocess, TrainingParams
+from replay_accelerated.config import ModelParams, Preprocess, Trainer, TrainingParams
 from replay_accelerated.data.preprocessing import Splits, split_interactions
 from replay_accelerated.data.synthetic import generate_interactions
+from replay_accelerated.errors import ConfigError
 from replay_accelerated.evaluation.offline import metric_table
 
 KS = [1, 5, 10]
@@ -58,3 +62,75 @@ def test_replay_baseline_recommends_unseen_known_items_to_test_users(splits: Spl
     assert isinstance(table, pd.DataFrame) and list(table.columns) == KS
     assert table.notna().all().all()
     assert ((table >= 0) & (table <= 1)).all().all()
+
+
+@pytest.mark.parametrize(("model_name", "loss", "replay_loss", "precision"), [
+    ("bert4rec", dict(loss_type="CE_restricted"), dict(loss_type="CE_restricted", loss_sample_count=None),
+     "bf16-mixed"),
+    ("sasrec", dict(loss_type="BCE", loss_sample_count=20), dict(loss_type="BCE", loss_sample_count=20), "32-true"),
+    ("sasrec", dict(loss_type="CE_sampled", loss_sample_count=20), dict(loss_type="CE", loss_sample_count=20),
+     "bf16-mixed"),
+])
+def test_replay_baseline_trains_and_predicts_with_the_configured_loss_and_precision(
+        splits: Splits, monkeypatch, model_name: str, loss: dict, replay_loss: dict, precision: str):
+    seen = {"module": [], "trainer": []}
+    module_class, *datasets = replay_baseline.REPLAY_MODELS[model_name]
+
+    class Recording(module_class):
+        def __init__(self, **kwargs):
+            seen["module"].append(kwargs)
+            super().__init__(**kwargs)
+
+    def trainer(**kwargs):
+        seen["trainer"].append(kwargs)
+        return real_trainer(**kwargs)
+
+    real_trainer = replay_baseline.L.Trainer
+    monkeypatch.setitem(replay_baseline.REPLAY_MODELS, model_name, (Recording, *datasets))
+    monkeypatch.setattr(replay_baseline.L, "Trainer", trainer)
+    model_params = OmegaConf.structured(ModelParams(hidden_size=16, max_seq_len=20, **loss))
+    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0,
+                                                          precision=precision))
+    trainer_params = OmegaConf.structured(Trainer(accelerator="cpu"))
+
+    result = train_replay_baseline(model_name, splits, model_params, training_params, KS, seed=0, max_epochs=1,
+                                   trainer=trainer_params)
+
+    assert {key: seen["module"][0][key] for key in replay_loss} == replay_loss
+    assert [(t["precision"], t["accelerator"], t["devices"]) for t in seen["trainer"]] == [(precision, "cpu", 1)] * 3
+    shapes = result["epoch_shapes"]  # only the targets' positions are scored, padding included in tokens
+    assert shapes["tokens"] == len(set(splits.train_events["user_id"])) * 20
+    # (RePlay's SASRec also scores the first item from the padding position before it: up to one more per user.)
+    assert 0 < shapes["real_tokens"] < shapes["tokens"] and 0 < shapes["targets"] < shapes["tokens"]
+    assert not result["recommendations"]["test"].empty
+
+
+def test_replay_full_ce_scores_every_position(splits: Splits):
+    model_params = OmegaConf.structured(ModelParams(hidden_size=16, max_seq_len=20))
+    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0))
+    shapes = train_replay_baseline("bert4rec", splits, model_params, training_params, KS, seed=0,
+                                   max_epochs=1)["epoch_shapes"]
+    assert shapes["targets"] == shapes["tokens"]  # RePlay's CE computes the catalog's logits at every position
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["model.params.model_params.loss_type=CCE"], "model.params.model_params.loss_type"),
+    (["model=sasrec_synthetic", "model.params.model_params.loss_type=CE_restricted"],
+     "model.params.model_params.loss_type"),
+    (["model.params.model_params.loss_type=BCE"], "model.params.model_params.loss_sample_count"),
+    (["model.params.training_params.precision=16-mixed"], "model.params.training_params.precision"),
+    (["model.params.training_params.length_bucketing=true"], "model.params.training_params.length_bucketing"),
+    (["acceleration=act_fn"], "acceleration.model.acceleration_config.transformer_block"),
+    (["acceleration=tied_head"], "acceleration.model.acceleration_config.tied_head"),
+    (["trainer.strategy=ddp"], "trainer.strategy"),
+    (["trainer.devices=2"], "trainer.devices"),
+])
+def test_what_replay_cannot_honour_is_a_config_error_naming_the_key(tmp_path, overrides: list[str], key: str):
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        compose(tmp_path, "model.implementation=replay", *overrides)
+
+
+def test_replay_accepts_its_supported_settings(tmp_path):
+    cfg = compose(tmp_path, "model.implementation=replay", "model.params.model_params.loss_type=CE_restricted",
+                  "model.params.training_params.precision=bf16-mixed", "acceleration=none", "trainer.devices=1")
+    assert cfg.model.params.model_params.loss_type == "CE_restricted"

@@ -40,6 +40,10 @@ ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
 HEADS = ("classification_head", "linear_head", "swichback_head")
 DTYPES = ("fp32", "bf16", "fp16")
 IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own model (the baseline)
+# What RePlay 0.22's own models can train with (benchmark/replay_baseline.py maps these names to RePlay's).
+REPLAY_LOSS_TYPES = {"bert4rec": ("CE", "CE_restricted", "CE_sampled", "BCE"), "sasrec": ("CE", "CE_sampled", "BCE")}
+REPLAY_PRECISIONS = (None, "32", "32-true", "bf16-mixed")
+REPLAY_SAMPLING_STRATEGIES = (None, "uniform")  # RePlay's "global_uniform"
 MODES = ("train", "inspect", "bench", "optimize", "infer")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
@@ -179,6 +183,8 @@ class Bench:  # ours: mode=bench
     pairwise: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # option -> value -> overrides
     common: list[str] = field(default_factory=list)  # overrides applied to every variant (quick mode)
     only: list[str] = field(default_factory=list)  # names of the variants to run; empty: all
+    seeds: dict[str, int] = field(default_factory=dict)  # variant name -> seeds to train it with (others: 1)
+    allow_mixed: bool = False  # true: append rows of other code or hardware to an existing results.csv
 
 
 @dataclass
@@ -328,6 +334,38 @@ def _known_keys(parent: str) -> list[str]:
     return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
+def _check_replay(cfg: DictConfig, require) -> None:
+    """RePlay's own model (the baseline) honours every setting it is given, or the run stops here."""
+    model_params, training = cfg.model.params.model_params, cfg.model.params.training_params
+    prefix, why = "model.params.model_params", "with model.implementation=replay"
+    supported = REPLAY_LOSS_TYPES[cfg.model.name]
+    require(model_params.loss_type in supported, f"{prefix}.loss_type",
+            f"RePlay 0.22's {cfg.model.name} has no '{model_params.loss_type}' loss; use one of {list(supported)} {why}")
+    if model_params.loss_type in ("CE_sampled", "BCE"):
+        require(model_params.loss_sample_count is not None, f"{prefix}.loss_sample_count",
+                f"loss_type={model_params.loss_type} needs it, e.g. {prefix}.loss_sample_count=256")
+    require(model_params.negative_sampling_strategy in REPLAY_SAMPLING_STRATEGIES, f"{prefix}.negative_sampling_strategy",
+            f"RePlay's models sample negatives uniformly only; use null or uniform {why}")
+    precision = None if training.precision is None else str(training.precision)
+    require(precision in REPLAY_PRECISIONS, "model.params.training_params.precision",
+            f"'{precision}' is not measured for RePlay's models; use 32-true or bf16-mixed {why}")
+    require(not training.length_bucketing, "model.params.training_params.length_bucketing",
+            f"RePlay's loaders pad every sequence to max_seq_len; set it to false {why}")
+    if cfg.acceleration is not None:
+        settings = OmegaConf.to_container(cfg.acceleration.model.acceleration_config)
+        defaults = OmegaConf.to_container(OmegaConf.structured(AccelerationConfig))
+        changed = [key for key in defaults if settings[key] != defaults[key]]
+        require(not changed, f"acceleration.model.acceleration_config.{changed[0] if changed else ''}",
+                f"RePlay's own model cannot be accelerated; drop the acceleration (acceleration=null) {why}")
+    trainer = cfg.trainer
+    require(trainer.num_nodes == 1, "trainer.num_nodes", f"RePlay's baseline runs in one process; use 1 {why}")
+    require(trainer.strategy in ("auto", "single_device"), "trainer.strategy",
+            f"RePlay's baseline runs in one process; use auto {why}")
+    require(str(trainer.devices) in ("auto", "1", "[0]") or OmegaConf.is_list(trainer.devices)
+            and len(trainer.devices) == 1, "trainer.devices",
+            f"RePlay's baseline trains on one device; use 1 or a list of one device id {why}")
+
+
 def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     """Checks a type cannot express: choices, ranges and consistency."""
 
@@ -372,6 +410,10 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 "a bench needs at least one variant (a list of overrides) or pairwise options")
         require({"ndcg", "hitrate"} <= set(cfg.metrics.types), "metrics.types",
                 "a bench compares NDCG@10 and HitRate@10; include ndcg and hitrate")
+        for variant, count in cfg.mode.bench.seeds.items():
+            require(count >= 1, f"mode.bench.seeds.{variant}", "must be at least 1")
+    if cfg.model.implementation == "replay":
+        _check_replay(cfg, require)
     if cfg.mode.name == "infer":
         require(cfg.mode.infer.input is not None, "mode.infer.input",
                 "name the interactions file to recommend for: mode.infer.input=/path/to/file")

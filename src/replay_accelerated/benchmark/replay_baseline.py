@@ -58,6 +58,8 @@ from replay.models.nn.sequential.postprocessors import RemoveSeenItems
 from replay.models.nn.sequential.sasrec import SasRecPredictionDataset, SasRecTrainingDataset, SasRecValidationDataset
 from torch.utils.data import DataLoader
 
+from replay_accelerated.benchmark.flops import EpochShapes
+
 from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
 from replay_accelerated.training.measurements import EpochTimer, data_preparation_share, peak_memory_mb
 
@@ -80,14 +82,18 @@ def train_replay_baseline(
     ks: list[int],
     seed: int,
     max_epochs: int | None = None,
+    trainer: Any = None,
 ) -> dict:
     """Train RePlay's `model_name` ("bert4rec" or "sasrec") on `splits`; recommend top-max(ks) to test users.
 
     `model_params` and `training_params` are the `model.params.*` configs (or anything with
-    the same attributes); `max_epochs` overrides `training_params.max_epochs`.
+    the same attributes); `max_epochs` overrides `training_params.max_epochs`. The loss
+    (`replay_loss`) and `training_params.precision` are RePlay's, in training and prediction;
+    `trainer` (the `trainer` config: accelerator, devices) places it as our model is placed.
     Returns what our training records (`training/train.py`): epoch times and samples/s,
     validation history, `epochs_run`, `best_validation_ndcg@10`, `peak_memory_mb`,
-    `data_preparation_share`, `padding_share`, and the best model's `recommendations`
+    `data_preparation_share`, `padding_share`, `epoch_shapes` (what the head and blocks compute on,
+    for benchmark/flops.py), and the best model's `recommendations`
     {"validation" | "test": (user_id, item_id, score, rank) in original ids}.
     On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far.
     """
@@ -96,11 +102,11 @@ def train_replay_baseline(
     with warnings.catch_warnings():
         # replay 0.22 warns on every object of this deprecated API; the warnings say nothing about the run.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _train(model_name, splits, model_params, training_params, ks, seed, max_epochs)
+        return _train(model_name, splits, model_params, training_params, ks, seed, max_epochs, trainer)
 
 
 def _train(model_name: str, splits: Splits, model_params: Any, training_params: Any, ks: list[int], seed: int,
-           max_epochs: int | None) -> dict:
+           max_epochs: int | None, trainer_params: Any) -> dict:
     module_class, training_class, validation_class, prediction_class = REPLAY_MODELS[model_name]
     max_seq_len = model_params.max_seq_len
     L.seed_everything(seed, workers=True, verbose=False)
@@ -130,8 +136,9 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     train_loader = DataLoader(training_data, shuffle=True, **loader_options)
     validation_loader = DataLoader(validation_data, shuffle=False, **loader_options)
 
-    # 3. RePlay's Lightning module with full-catalog cross-entropy, our hyperparameters.
+    # 3. RePlay's Lightning module with the configured loss, our hyperparameters.
     module = _build_module(module_class, tokenizer.tensor_schema, model_params, training_params)
+    placement = _placement(trainer_params, training_params)
 
     # 4. Train as our models do: early stopping and best checkpoint on validation NDCG@10.
     timer = EpochTimer(samples_per_epoch=len(training_data), metrics={"ndcg@10": MONITOR})
@@ -145,7 +152,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
                                      save_top_k=1, enable_version_counter=False)
         trainer = L.Trainer(
             max_epochs=max_epochs if max_epochs is not None else training_params.max_epochs,
-            precision="32-true",
+            **placement,
             callbacks=[validation_metrics,  # logs "ndcg@10", which the next two watch
                        EarlyStopping(monitor=MONITOR, mode="max", patience=training_params.patience),
                        checkpoint, timer],
@@ -162,6 +169,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
             module._compute_loss(batch).backward()  # training_step without its self.log (needs the fit loop)
 
         module.to(device).train()
+        shapes = _epoch_shapes(model_name, train_loader, _head_at_every_position(model_params))
         prep_share = data_preparation_share(iter(train_loader), lambda batch: move_data_to_device(batch, device),
                                             step, device)
         module.zero_grad(set_to_none=True)
@@ -172,7 +180,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     # 5. Top-k unseen items for the validation and test users, in original ids.
     recommendations = {
         split: _recommend(module, prediction_class, tokenizer, events, ground_truth, max_seq_len, max(ks),
-                          training_params.batch_size)
+                          training_params.batch_size, placement)
         for split, events, ground_truth in (("validation", splits.validation_events, splits.validation_gt),
                                             ("test", splits.test_events, splits.test_gt))
     }
@@ -185,6 +193,7 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
         "peak_memory_mb": round(peak_mb, 1),
         "data_preparation_share": round(prep_share, 4),
         "padding_share": round(1.0 - lengths.sum() / (len(lengths) * max_seq_len), 4),
+        "epoch_shapes": shapes.as_dict(),
         "recommendations": recommendations,
     }
 
@@ -237,27 +246,74 @@ def _build_module(module_class: type, tensor_schema: TensorSchema, model_params:
         hidden_size=model_params.hidden_size,
         max_seq_len=model_params.max_seq_len,
         dropout_rate=model_params.dropout_rate,
-        loss_type="CE",  # full softmax over the catalog, like our CE loss
+        **replay_loss(model_params),
         optimizer_factory=FatOptimizerFactory(learning_rate=training_params.learning_rate,
                                               weight_decay=training_params.weight_decay),
     )
 
 
+def replay_loss(model_params: Any) -> dict:
+    """Our loss settings as RePlay's `loss_type` and `loss_sample_count` (config.REPLAY_LOSS_TYPES lists
+    what each model supports; config validation rejects the rest).
+
+    CE: the full softmax, which RePlay computes at every position and then keeps the targets';
+    CE_restricted (BERT4Rec): the same loss with the head only at the masked positions;
+    CE_sampled and BCE: RePlay's sampled CE / BCE with `loss_sample_count` uniform negatives.
+    """
+    loss_type, sample_count = model_params.loss_type, model_params.loss_sample_count
+    if loss_type == "CE_sampled":
+        loss_type = "CE"
+    elif loss_type == "CE_restricted":
+        sample_count = None
+    return {"loss_type": loss_type, "loss_sample_count": sample_count}
+
+
+def _head_at_every_position(model_params: Any) -> bool:
+    return replay_loss(model_params) == {"loss_type": "CE", "loss_sample_count": None}
+
+
+def _placement(trainer_params: Any, training_params: Any) -> dict:
+    """Lightning Trainer arguments: device and precision as our model gets them (one device: see config.py)."""
+    precision = str(training_params.precision or "32-true")
+    if trainer_params is None:
+        return {"precision": precision}
+    devices = 1 if str(trainer_params.devices) == "auto" else trainer_params.devices
+    return {"accelerator": trainer_params.accelerator, "devices": devices, "precision": precision}
+
+
+def _epoch_shapes(model_name: str, loader: DataLoader, head_at_every_position: bool) -> EpochShapes:
+    """One pass over RePlay's training batches: tokens (all padded to max_seq_len) and where the head runs."""
+    batches = tokens = real = pairs = targets = 0
+    for batch in loader:
+        if model_name == "bert4rec":  # target: a masked real token
+            real_mask, target_mask = batch["pad_mask"], batch["pad_mask"] & ~batch["token_mask"]
+        else:  # target: a real next item
+            real_mask, target_mask = batch["padding_mask"], batch["target_padding_mask"]
+        size, width = real_mask.shape
+        batches += 1
+        tokens += size * width
+        real += int(real_mask.sum())
+        pairs += size * width * width
+        targets += size * width if head_at_every_position else int(target_mask.sum())
+    return EpochShapes(batches, tokens, real, pairs, targets)
+
+
 def _recommend(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, events: pd.DataFrame,
-               ground_truth: pd.DataFrame, max_seq_len: int, k: int, batch_size: int) -> pd.DataFrame:
+               ground_truth: pd.DataFrame, max_seq_len: int, k: int, batch_size: int,
+               placement: dict) -> pd.DataFrame:
     """RePlay's prediction loop: scores over the catalog, seen items removed, top-k per user."""
     # The users our evaluation scores: those with both a history and a ground truth.
     users = np.intersect1d(events[USER].unique(), ground_truth[USER].unique())
     history = tokenizer.transform(_replay_dataset(events[events[USER].isin(users)]))
     prediction = TorchPredictionCallback(top_k=k, postprocessors=[RemoveSeenItems(history)])
-    predictor = L.Trainer(callbacks=[prediction], precision="32-true", enable_progress_bar=False,
+    predictor = L.Trainer(callbacks=[prediction], **placement, enable_progress_bar=False,
                           enable_model_summary=False, logger=False)
     loader = DataLoader(prediction_class(history, max_sequence_length=max_seq_len), batch_size=batch_size)
     predictor.predict(module.eval(), loader, return_predictions=False)
     query_ids, item_ids, scores = prediction.get_result()  # [U], [U, k], [U, k] in RePlay's indices
 
     n_users, n_top = item_ids.shape
-    scores_np = scores.numpy().ravel()
+    scores_np = scores.float().numpy().ravel()  # bf16 scores under bf16-mixed; numpy has no bfloat16
     found = np.isfinite(scores_np)  # RemoveSeenItems gives seen items -inf; a user may have < k unseen
     to_user = tokenizer.query_id_encoder.inverse_mapping[USER]
     to_item = tokenizer.item_id_encoder.inverse_mapping[ITEM]

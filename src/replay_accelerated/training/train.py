@@ -7,10 +7,12 @@ Outputs (`<save_name>` from the model config):
   vocabulary);
 - `paths.log_dir/<save_name>/` CSV and TensorBoard logs;
 - `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
-  (metrics x k), `recommendations_test.parquet` (top-k with original ids) and
-  `run.json` (resolved config, versions, data fingerprint, hardware, epoch times,
-  samples/s, validation history, peak memory, data-preparation and padding shares,
-  popularity baseline).
+  (metrics x k), `recommendations_test.parquet` (top-k with original ids),
+  `per_user_test.parquet` (NDCG@10 and HitRate@10 of every test user, 0 without
+  recommendations: the paired quality verdict of the bench) and `run.json` (resolved
+  config, versions, data fingerprint, hardware, epoch times, samples/s, validation
+  history, peak memory, data-preparation and padding shares, an epoch's shapes and
+  analytical training FLOPs, popularity baseline).
 
 `model.implementation=replay` trains RePlay 0.22's own model on the same data instead
 (benchmark/replay_baseline.py) and writes the same test outputs and run.json: the
@@ -32,7 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
+from replay_accelerated.benchmark.flops import EpochShapes, epoch_shapes, model_train_flops
 from replay_accelerated.data.prepare import PreparedData, prepare_data
+from replay_accelerated.data.preprocessing import USER
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.evaluation.offline import (
     bootstrap_interval,
@@ -143,8 +147,13 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
 
         print(f"Training RePlay 0.22's own {cfg.model.name} (the baseline) on this split")
         run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
-                                    cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED)
+                                    cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED,
+                                    trainer=cfg.trainer)
         recommendations = run.pop("recommendations")
+        # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
+        same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params)
+        run["train_flops_per_epoch"] = model_train_flops(same_shapes, cfg.model.params.model_params,
+                                                         EpochShapes(**run["epoch_shapes"]))
     else:
         run, model = _fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks)
         if model is None:  # another process of a multi-process run: the first one evaluates and reports
@@ -181,10 +190,10 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
                                    training.num_workers, cfg.env.SEED, training.length_bucketing)
+    shapes = epoch_shapes(train_loader, model.training_example, model.pad_id)
     targets_per_batch = None
     if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
-        counts = [int(model.training_example(batch)[2].sum()) for batch in train_loader]
-        targets_per_batch = sum(counts) / len(counts)
+        targets_per_batch = shapes.targets / shapes.batches
     module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
                                training.weight_decay, list(cfg.metrics.ks), targets_per_batch)
     validation_loader = torch.utils.data.DataLoader(
@@ -252,6 +261,8 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         "peak_memory_mb": round(peak_mb, 1),
         "data_preparation_share": prep_share,
         "padding_share": round(padding_share(train_loader), 4),
+        "epoch_shapes": shapes.as_dict(),
+        "train_flops_per_epoch": model_train_flops(model, model_params, shapes),
     }
     return run, module.model.eval()
 
@@ -279,6 +290,8 @@ def evaluate(recommendations: dict[str, pd.DataFrame], data: PreparedData, cfg: 
         baseline = metric_table(popular, truth, data.splits.train_events, ["ndcg", "hitrate"], [10])
         summary[f"{split}_metrics"] = {f"{name}@{k}": float(table.loc[name, k]) for name in types for k in ks}
         per_user = per_user_ndcg_and_hitrate(top_k, truth, k=10)
+        if split == "test":
+            per_user.rename_axis(USER).reset_index().to_parquet(results_dir / "per_user_test.parquet", index=False)
         summary[f"{split}_bootstrap_95"] = {name: bootstrap_interval(per_user[name].to_numpy()) for name in per_user}
         summary[f"{split}_popularity_ndcg@10"] = float(baseline.loc["ndcg", 10])
         print(f"\n{split} metrics ({len(users[split])} users):\n{table.round(4).to_string()}")

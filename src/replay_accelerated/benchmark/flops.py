@@ -1,0 +1,116 @@
+"""Analytical training FLOPs of an epoch, and the machine's matrix-product throughput: model FLOP utilization.
+
+MFU = (training FLOPs of an epoch / median epoch seconds) / measured matmul FLOP/s at the row's
+precision. It says how much of the machine a variant uses, so that a speed-up can be told
+apart from a variant that merely does less work.
+
+FLOPs are counted from shapes, not profiled, and only the matrix products (what dominates):
+- every nn.Linear inside `model.blocks`: 2 * in * out per token forward, whatever the block's
+  architecture (so the count follows any change of the blocks);
+- attention: scores and the weighted sum, 2 * 2 * W * H per token per block forward (W the
+  batch width, H the hidden size);
+- the item head: 2 * H * (items scored) per target;
+- backward is twice the forward, so training is 3x the forward.
+Tokens include padding (the model computes it), hence `useful_token_share`.
+"""
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from replay_accelerated.training.measurements import _synchronize
+
+TRAIN_FACTOR = 3  # forward + backward (gradients of inputs and of weights)
+
+
+@dataclass
+class EpochShapes:
+    """What one training epoch computes on: sums over its batches."""
+
+    batches: int
+    tokens: int  # batch size x batch width, padding included
+    real_tokens: int  # tokens that are items
+    attention_pairs: int  # batch size x width^2: the query-key pairs of attention
+    targets: int  # positions where the head scores items
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def epoch_shapes(loader, training_example, pad_id: int) -> EpochShapes:
+    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift)."""
+    batches = tokens = real = pairs = targets = 0
+    for batch in loader:
+        inputs, _, target_mask = training_example(batch)
+        size, width = inputs.shape
+        batches += 1
+        tokens += size * width
+        real += int((inputs != pad_id).sum())
+        pairs += size * width * width
+        targets += int(target_mask.sum())
+    return EpochShapes(batches, tokens, real, pairs, targets)
+
+
+def head_items_per_target(model_params, n_items: int) -> int:
+    """Items the head scores for each target: the catalog, or the positive and sampled negatives."""
+    sampled = model_params.loss_type in ("CE_sampled", "BCE") or (
+        model_params.loss_type in ("CE", "CCE") and model_params.loss_sample_count is not None)
+    return 1 + model_params.loss_sample_count if sampled else n_items
+
+
+def train_flops_per_epoch(model: nn.Module, shapes: EpochShapes, hidden_size: int, head_items: int,
+                          scalable_buckets: tuple[int, int, int] | None = None) -> float:
+    """Training FLOPs of one epoch of `model` (see the module docstring).
+
+    scalable_buckets: (n_buckets, bucket_size_x, bucket_size_y) of the SCE loss, which scores
+    buckets of targets against buckets of items instead of every target against `head_items`.
+    """
+    linear = sum(2 * layer.in_features * layer.out_features
+                 for layer in model.blocks.modules() if hasattr(layer, "in_features"))
+    forward = linear * shapes.tokens + 4 * hidden_size * shapes.attention_pairs * len(model.blocks)
+    if scalable_buckets is None:
+        forward += 2 * hidden_size * head_items * shapes.targets
+    else:  # bucket assignment of targets and items, then one [x, y] logit block per bucket and batch
+        n_buckets, size_x, size_y = scalable_buckets
+        forward += 2 * hidden_size * n_buckets * (shapes.targets + head_items * shapes.batches)
+        forward += 2 * hidden_size * n_buckets * size_x * size_y * shapes.batches
+    return float(TRAIN_FACTOR * forward)
+
+
+def matmul_flops_per_second(device: torch.device, hidden_size: int, bf16: bool, repetitions: int = 5,
+                            min_seconds: float = 0.05) -> float:
+    """Measured throughput of a [4096, H] x [H, 4H] product on `device` (median of `repetitions` timings).
+
+    bf16 multiplies bfloat16 tensors: the kernel's throughput, without autocast's casts (those
+    are work of the training step, which MFU counts against the machine). Each timing repeats the
+    product for at least `min_seconds`, so that a small H is not timed by the call overhead.
+    """
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(4096, hidden_size, device=device, dtype=dtype)
+    b = torch.randn(hidden_size, 4 * hidden_size, device=device, dtype=dtype)
+
+    def timed(calls: int) -> float:
+        _synchronize(device)
+        started = time.perf_counter()
+        for _ in range(calls):
+            a @ b
+        _synchronize(device)
+        return (time.perf_counter() - started) / calls
+
+    timed(3)  # warms up kernels and caches
+    calls = max(1, math.ceil(min_seconds / max(timed(3), 1e-9)))
+    seconds = statistics.median(timed(calls) for _ in range(repetitions))
+    return 2 * 4096 * hidden_size * 4 * hidden_size / seconds
+
+
+def model_train_flops(model: nn.Module, model_params, shapes: EpochShapes) -> float:
+    """`train_flops_per_epoch` of `model` trained with the loss of `model_params` (the config's)."""
+    buckets = None
+    if model_params.loss_type == "SCE":
+        buckets = (model_params.n_buckets, model_params.bucket_size_x, model_params.bucket_size_y)
+    return train_flops_per_epoch(model, shapes, model_params.hidden_size,
+                                 head_items_per_target(model_params, model.n_items), buckets)

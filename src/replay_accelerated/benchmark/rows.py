@@ -1,0 +1,96 @@
+"""One row of a bench's results.csv: what one training run (a variant with one seed) measured."""
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from replay_accelerated.config import AccelerationConfig
+from replay_accelerated.training.measurements import cpu_flags, hardware, median_after_first_epoch
+
+SEED_COLUMNS = [
+    "model", "variant", "seed", "implementation", "precision", "loss", "acceleration", "hardware", "threads",
+    "code_fingerprint", "git_commit", "epochs_run",
+    "median_train_seconds_per_epoch", "median_validation_seconds", "train_samples_per_second",
+    "data_preparation_share", "padding_share", "useful_token_share",
+    "tokens_per_epoch", "targets_per_epoch", "train_flops_per_epoch", "matmul_flops_per_second", "mfu",
+    "peak_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
+    "test_ndcg@10", "test_ndcg@10_low", "test_ndcg@10_high",
+    "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high",
+    "results_dir", "overrides", "validation_history",
+]
+
+
+def describe_machine(device: torch.device) -> str:
+    """The GPU with its compute capability, or the CPU model with the flags that decide matmul speed."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    return f"{hardware()['cpu']} (flags: {', '.join(cpu_flags()) or 'none of avx2, avx512f, avx512_bf16, amx_bf16'})"
+
+
+def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_dir: Path, probe: dict,
+                context: dict) -> dict:
+    """The CSV row of one run from its run.json; `probe` is the bench's matmul FLOP/s per precision."""
+    config = run["config"]
+    training = config["model"]["params"]["training_params"]
+    precision = training["precision"] or "32-true"
+    test, test_ci = run["test_metrics"], run["test_bootstrap_95"]
+    shapes = run["epoch_shapes"]
+    epoch_seconds = median_after_first_epoch(run["train_seconds_per_epoch"])
+    matmul = probe["bf16-mixed" if str(precision).startswith("bf16") else "32-true"]
+    return {
+        "model": run["model"],
+        "variant": name,
+        "seed": seed,
+        "implementation": run["implementation"],
+        "precision": precision,
+        "loss": config["model"]["params"]["model_params"]["loss_type"],
+        "acceleration": describe_acceleration(config),
+        "hardware": context["machine"],
+        "threads": run["hardware"]["cpu_threads"],
+        "code_fingerprint": context["code_fingerprint"],
+        "git_commit": context["git_commit"],
+        "epochs_run": run["epochs_run"],
+        "median_train_seconds_per_epoch": round(epoch_seconds, 3),
+        "median_validation_seconds": round(statistics.median(
+            entry["validation_seconds"] for entry in run["validation_history"]), 3),
+        "train_samples_per_second": round(median_after_first_epoch(run["train_samples_per_second"]), 1),
+        "data_preparation_share": run["data_preparation_share"],
+        "padding_share": run["padding_share"],
+        "useful_token_share": round(shapes["real_tokens"] / shapes["tokens"], 4),
+        "tokens_per_epoch": shapes["tokens"],
+        "targets_per_epoch": shapes["targets"],
+        "train_flops_per_epoch": run["train_flops_per_epoch"],
+        "matmul_flops_per_second": round(matmul),
+        "mfu": round(run["train_flops_per_epoch"] / epoch_seconds / matmul, 4),
+        "peak_memory_mb": run["peak_memory_mb"],
+        "validation_ndcg@10": round(run["validation_metrics"]["ndcg@10"], 4),
+        "validation_hitrate@10": round(run["validation_metrics"]["hitrate@10"], 4),
+        **{f"test_{metric}": round(test[metric], 4) for metric in ("ndcg@10", "hitrate@10")},
+        **{f"test_{metric}_{side}": round(test_ci[metric][index], 4)
+           for metric in ("ndcg@10", "hitrate@10") for index, side in enumerate(("low", "high"))},
+        "results_dir": str(results_dir),
+        "overrides": json.dumps(overrides),
+        "validation_history": json.dumps(run["validation_history"]),
+    }
+
+
+def describe_acceleration(config: dict) -> str:
+    """What differs from the plain model, e.g. "act_fn=selu, head=swichback_head, length_bucketing"."""
+    if config["model"]["implementation"] == "replay":
+        return "RePlay 0.22"
+    parts = []
+    settings = (config["acceleration"] or {}).get("model", {}).get("acceleration_config", {})
+    defaults = dataclasses.asdict(AccelerationConfig())
+    default_act_fn = defaults.pop("transformer_block")["pff_block"]["act_fn"]
+    act_fn = settings.get("transformer_block", {}).get("pff_block", {}).get("act_fn", default_act_fn)
+    if act_fn != default_act_fn:
+        parts.append(f"act_fn={act_fn}")
+    parts += [key if value is True else f"{key}={value}" for key, value in settings.items()
+              if key in defaults and value != defaults[key]]
+    if config["model"]["params"]["training_params"]["length_bucketing"]:
+        parts.append("length_bucketing")
+    return ", ".join(parts) or "none"

@@ -1,0 +1,177 @@
+"""A bench's per-variant table: seeds aggregated, ratios and quality verdicts against the reference rows.
+
+Two references: `replay_best` (RePlay's best on this machine, the headline) and `replay_default`
+(RePlay as configured by default). Without a `replay_best` row the first finished variant is the
+headline reference; without a `replay_default` row those columns stay empty.
+"""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from replay_accelerated.benchmark.verdict import paired_verdict
+
+REFERENCES = {"best": "replay_best", "default": "replay_default"}
+QUALITY_SHARE = 0.98  # quality-keeping: mean test NDCG@10 at least 98% of the headline reference's...
+METRICS = ("ndcg@10", "hitrate@10")  # ...and neither verdict against it "worse"
+TABLE_COLUMNS = [
+    "variant", "seeds", "precision", "loss", "acceleration", "epochs_run",
+    "median_train_seconds_per_epoch", "epoch_seconds_per_seed", "speed_up_vs_best", "speed_up_vs_default",
+    "peak_memory_mb", "memory_ratio_vs_best", "memory_ratio_vs_default", "mfu", "useful_token_share",
+    "data_preparation_share", "median_validation_seconds",
+    "test_ndcg@10", "test_ndcg@10_per_seed", "test_hitrate@10", "ndcg_ratio",
+    "ndcg@10_vs_best", "hitrate@10_vs_best", "ndcg@10_vs_default", "hitrate@10_vs_default",
+    "time_to_target_seconds", "keeps_quality", "status",
+]
+
+
+def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
+    """Write summary.csv, results.md and results.png from the per-seed `rows`; returns the table."""
+    frame = pd.DataFrame(rows)
+    order = [name for name in context["order"] if name in set(frame["variant"])]
+    order += [name for name in dict.fromkeys(frame["variant"]) if name not in order]  # rows of earlier configs
+    runs = {name: frame[frame["variant"] == name] for name in order}
+    references = {role: name if name in runs else None for role, name in REFERENCES.items()}
+    references["best"] = references["best"] or order[0]
+    per_user = {name: _per_user_mean(runs[name]) for name in order}
+
+    table = []
+    for name in order:
+        seeds = runs[name]
+        row = {
+            "variant": name,
+            "seeds": len(seeds),
+            **{key: seeds.iloc[0][key] for key in ("precision", "loss", "acceleration")},
+            "epochs_run": round(seeds["epochs_run"].mean(), 1),
+            # Speed: the median over seeds of each run's median epoch.
+            "median_train_seconds_per_epoch": round(seeds["median_train_seconds_per_epoch"].median(), 3),
+            "epoch_seconds_per_seed": _per_seed(seeds["median_train_seconds_per_epoch"]),
+            "peak_memory_mb": round(seeds["peak_memory_mb"].median(), 1),
+            "mfu": round(seeds["mfu"].median(), 4),
+            "useful_token_share": round(seeds["useful_token_share"].mean(), 4),
+            "data_preparation_share": round(seeds["data_preparation_share"].mean(), 4),
+            "median_validation_seconds": round(seeds["median_validation_seconds"].median(), 3),
+            "test_ndcg@10": round(seeds["test_ndcg@10"].mean(), 4),
+            "test_ndcg@10_per_seed": _per_seed(seeds["test_ndcg@10"]),
+            "test_hitrate@10": round(seeds["test_hitrate@10"].mean(), 4),
+            "status": context["status"].get(name, "ok"),
+        }
+        for role, reference in references.items():
+            if reference is None:
+                continue
+            ref = runs[reference]
+            row[f"speed_up_vs_{role}"] = round(ref["median_train_seconds_per_epoch"].median()
+                                               / row["median_train_seconds_per_epoch"], 2)
+            row[f"memory_ratio_vs_{role}"] = round(row["peak_memory_mb"] / ref["peak_memory_mb"].median(), 2)
+            for metric in METRICS:
+                if name == reference:
+                    row[f"{metric}_vs_{role}"] = "reference"
+                    continue
+                both = per_user[name].join(per_user[reference], how="inner", lsuffix="_variant", rsuffix="_reference")
+                verdict = paired_verdict(both[f"{metric}_variant"].to_numpy(), both[f"{metric}_reference"].to_numpy())
+                row[f"{metric}_vs_{role}"] = verdict.describe()
+                if role == "best" and metric == "ndcg@10":
+                    row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
+        best = runs[references["best"]]
+        row["ndcg_ratio"] = round(row["test_ndcg@10"] / best["test_ndcg@10"].mean(), 3)
+        row["keeps_quality"] = bool(row["ndcg_ratio"] >= QUALITY_SHARE and not any(
+            str(row.get(f"{metric}_vs_best", "")).startswith("worse") for metric in METRICS))
+        row["time_to_target_seconds"] = _time_to_target(seeds, best)
+        table.append(row)
+    table += [{"variant": name, "status": status} for name, status in context["status"].items() if name not in runs]
+    table = pd.DataFrame(table)
+    differences = table.pop("_ndcg_difference") if "_ndcg_difference" in table else None
+    table = table.reindex(columns=TABLE_COLUMNS)
+    table.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "results.md").write_text(_markdown(table, frame, references, context))
+    plot(table, differences, out_dir / "results.png", f"{frame.iloc[0]['model']}: {context['machine']}",
+         references["best"])
+    return table
+
+
+def _per_user_mean(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per-user test NDCG@10 and HitRate@10 averaged over a variant's seeds, indexed by user."""
+    frames = [pd.read_parquet(Path(directory) / "per_user_test.parquet") for directory in seeds["results_dir"]]
+    return pd.concat(frames).groupby("user_id")[list(METRICS)].mean()
+
+
+def _per_seed(values: pd.Series) -> str:
+    return " / ".join(f"{value:g}" for value in values)
+
+
+def time_to_target(history: list[dict], target: float) -> float:
+    """Wall seconds until validation NDCG@10 first reached `target` (inf if never)."""
+    for entry in history:
+        if entry.get("ndcg@10", float("-inf")) >= target:
+            return entry["elapsed_seconds"]
+    return math.inf
+
+
+def _time_to_target(seeds: pd.DataFrame, reference: pd.DataFrame) -> float | str:
+    """Median over seeds of the seconds to reach the reference's mean best validation NDCG@10."""
+    bests = [max((entry["ndcg@10"] for entry in json.loads(history)), default=math.inf)
+             for history in reference["validation_history"]]
+    target = statistics.mean(bests)
+    seconds = statistics.median(time_to_target(json.loads(history), target) for history in seeds["validation_history"])
+    return "not reached" if math.isinf(seconds) else seconds
+
+
+def _markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context: dict) -> str:
+    mixed = frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
+    probe = context["probe"]
+    lines = [
+        f"# Bench `{context['name']}`",
+        "",
+        *(["**Mixed code versions/hardware** (mode.bench.allow_mixed=true): rows of "
+           f"{sorted(set(frame['code_fingerprint'].astype(str)))} on {sorted(set(frame['hardware'].astype(str)))}.", ""]
+          if mixed else []),
+        f"Hardware: {context['machine']}; {context['bf16']}. Threads: "
+        f"{', '.join(map(str, sorted(set(frame['threads']))))}. Code {context['code_fingerprint']} "
+        f"(git {context['git_commit'] or 'unknown'}).",
+        f"Matrix-product probe [4096, {context['hidden_size']}] x [{context['hidden_size']}, "
+        f"{4 * context['hidden_size']}]: {probe['32-true'] / 1e9:.1f} GFLOP/s fp32, "
+        f"{probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16 (nan: not native). mfu = analytical training FLOPs per "
+        "second / the probe at the row's precision.",
+        f"References: `{references['best']}` (headline, `_vs_best`) and `{references['default'] or '-'}` "
+        "(`_vs_default`). Epoch seconds: medians over epochs after the first, without validation, then the "
+        "median over seeds; metrics: means over seeds.",
+        "Verdicts: paired bootstrap over test users of the per-user difference (seeds averaged per user), "
+        "relative to the reference's mean, 95% interval: worse (all below 0), keeps (lower bound above -2%), "
+        f"else inconclusive (± half-width). keeps_quality: no verdict against `{references['best']}` is worse and "
+        f"mean test NDCG@10 >= {QUALITY_SHARE:.0%} of it.",
+        "Variants with a single seed (`seeds` = 1) carry the noise of one run.",
+        "",
+        table.to_markdown(index=False),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(table: pd.DataFrame, differences: pd.Series | None, path: Path, title: str, reference: str) -> None:
+    """Speed-up over the headline reference (x) against the relative test NDCG@10 difference with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    for index, row in table.iterrows():
+        if differences is None or not isinstance(differences[index], tuple) or pd.isna(row["speed_up_vs_best"]):
+            continue
+        point, low, high = (100 * value for value in differences[index])
+        axes.errorbar([row["speed_up_vs_best"]], [point], yerr=[[point - low], [high - point]], fmt="o", capsize=3)
+        axes.annotate(row["variant"], (row["speed_up_vs_best"], point), textcoords="offset points", xytext=(5, 5),
+                      fontsize=8)
+    axes.axhline(0, color="gray", linestyle="--", linewidth=0.8, label=f"reference ({reference})")
+    axes.axhline(-100 * (1 - QUALITY_SHARE), color="gray", linestyle=":", linewidth=0.8, label="-2%")
+    axes.axvline(1.0, color="gray", linewidth=0.5)
+    axes.set_xlabel(f"speed-up over {reference} (median train seconds per epoch)")
+    axes.set_ylabel(f"test NDCG@10 vs {reference}, % (paired 95% interval)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,108 @@
+"""What the bench measures besides time: analytical FLOPs, the matmul probe, native bf16, the code fingerprint."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from replay_accelerated.benchmark import fingerprint
+from replay_accelerated.benchmark.flops import (
+    EpochShapes,
+    epoch_shapes,
+    head_items_per_target,
+    matmul_flops_per_second,
+    train_flops_per_epoch,
+)
+from replay_accelerated.config import ModelParams
+from replay_accelerated.models import build_model
+from replay_accelerated.training import measurements
+
+
+class TwoBlocks(nn.Module):
+    """Blocks of known linear layers, with norms and activations that count nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8), nn.LayerNorm(8))
+                                    for _ in range(2))
+
+
+def test_train_flops_count_block_linears_attention_and_head_three_times():
+    shapes = EpochShapes(batches=2, tokens=100, real_tokens=60, attention_pairs=1000, targets=15)
+    linear = 2 * (2 * 8 * 32 + 2 * 32 * 8) * 100  # two blocks, per token
+    attention = 2 * 4 * 8 * 1000  # two blocks: scores and weighted sum, 2 * 2 * W * H per token
+    head = 2 * 8 * 50 * 15
+    assert train_flops_per_epoch(TwoBlocks(), shapes, hidden_size=8, head_items=50) == 3 * (linear + attention + head)
+
+
+def test_sampled_losses_score_the_positive_and_the_negatives_only():
+    params = OmegaConf.structured(ModelParams(loss_type="CE_sampled", loss_sample_count=99))
+    assert head_items_per_target(params, n_items=5000) == 100
+    assert head_items_per_target(OmegaConf.structured(ModelParams(loss_type="CE")), n_items=5000) == 5000
+
+
+def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
+    model = build_model("sasrec", 30, OmegaConf.structured(ModelParams(hidden_size=8, head_count=2, max_seq_len=4)))
+    pad = model.pad_id
+    batches = [torch.tensor([[pad, pad, 1, 2, 3], [4, 5, 6, 7, 8]]), torch.tensor([[pad, pad, pad, 9, 10]])]
+    shapes = epoch_shapes(batches, model.training_example, pad)
+    assert (shapes.batches, shapes.tokens, shapes.attention_pairs) == (2, 12, 2 * 16 + 16)
+    assert shapes.real_tokens == 2 + 4 + 1  # inputs are the sequences without their last item
+    assert shapes.targets == 2 + 4 + 1  # SASRec: every real input predicts the next item
+    assert train_flops_per_epoch(model, shapes, 8, 30) > 0
+
+
+def test_the_matmul_probe_measures_a_positive_throughput():
+    flops = matmul_flops_per_second(torch.device("cpu"), 16, bf16=False, repetitions=2, min_seconds=0.001)
+    assert 1e6 < flops < 1e15
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(measurements, "cpu_flags", lambda: ["avx2", "avx512f"])
+    supported, reason = measurements.native_bf16(torch.device("cpu"))
+    assert not supported and reason.startswith("no native bf16 on ")
+    monkeypatch.setattr(measurements, "cpu_flags", lambda: ["avx2", "avx512f", "amx_bf16"])
+    assert measurements.native_bf16(torch.device("cpu")) == (True, f"{measurements._cpu_model()} has amx_bf16")
+
+
+def test_cpu_flags_lists_only_known_flags():
+    assert set(measurements.cpu_flags()) <= set(measurements.CPU_FLAGS)
+
+
+def test_the_code_fingerprint_changes_with_any_source_or_config_file(tmp_path: Path):
+    for name in ("src/pkg/a.py", "configs/x.yaml", "pyproject.toml", "tests/t.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1")
+    before = fingerprint.code_fingerprint(tmp_path)
+    (tmp_path / "tests" / "t.py").write_text("2")  # not part of the fingerprint
+    assert fingerprint.code_fingerprint(tmp_path) == before
+    (tmp_path / "configs" / "x.yaml").write_text("2")
+    assert fingerprint.code_fingerprint(tmp_path) != before
+
+
+def test_the_installed_package_is_fingerprinted_from_its_checkout():
+    root = fingerprint.repository_root()
+    assert (root / "src" / "replay_accelerated").is_dir()
+    assert len(fingerprint.code_fingerprint()) == 16
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_best_precision_follows_native_bf16(precision: str):
+    from replay_accelerated.benchmark.bench import resolve_variants
+
+    def compose_variant(overrides: list[str]):
+        values = dict(override.split("=", 1) for override in overrides)
+        return OmegaConf.create({"model": {"name": "bert4rec", "params": {"training_params": {
+            "precision": values.get("model.params.training_params.precision")}}}})
+
+    variants = {
+        "replay_best": ["model.params.model_params.loss_type=best", "model.params.training_params.precision=best"],
+        "bf16_mixed": ["model.params.training_params.precision=bf16-mixed"],
+    }
+    native = precision == "bf16-mixed"
+    resolved, skipped = resolve_variants(variants, compose_variant, native, "no native bf16 on X")
+    assert resolved["replay_best"] == ["model.params.model_params.loss_type=CE_restricted",
+                                       f"model.params.training_params.precision={precision}"]
+    assert skipped == ({} if native else {"bf16_mixed": "skipped: no native bf16 on X"})
