@@ -106,3 +106,13 @@ def test_best_precision_follows_native_bf16(precision: str):
     assert resolved["replay_best"] == ["model.params.model_params.loss_type=CE_restricted",
                                        f"model.params.training_params.precision={precision}"]
     assert skipped == ({} if native else {"bf16_mixed": "skipped: no native bf16 on X"})
+
+
+def test_counting_an_epoch_leaves_the_random_generator_as_it_was():
+    model = build_model("bert4rec", 30, OmegaConf.structured(ModelParams(hidden_size=8, head_count=2, max_seq_len=4)))
+    batches = [torch.randint(0, 30, (4, 5)) for _ in range(3)]
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert epoch_shapes(batches, model.training_example, model.pad_id).targets > 0
+    assert torch.equal(torch.rand(3), expected)

@@ -37,7 +37,6 @@ import itertools
 import json
 import math
 import re
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -167,7 +166,8 @@ def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], Di
         print(f"\n{step}: {' '.join(overrides) or '(no overrides)'}", flush=True)
         save_name = f"{cfg.model.save_name}_{bench.name}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}_seed{seed}"
         command = [sys.executable, "-m", "replay_accelerated", "--config-name", origin.config_name,
-                   *origin.run_overrides(), "mode=train", *overrides, f"env.SEED={seed}", f"model.save_name={save_name}"]
+                   *origin.run_overrides(), "mode=train", *overrides, f"env.SEED={seed}",
+                   f"model.save_name={save_name}"]
         print(f"  replay-accelerated {' '.join(command[3:])}", flush=True)
         cause = run_child(command)
         if cause is not None:

@@ -42,16 +42,21 @@ class EpochShapes:
 
 
 def epoch_shapes(loader, training_example, pad_id: int) -> EpochShapes:
-    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift)."""
+    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift).
+
+    The masking draws from torch's random generator, which is restored after the pass: counting
+    does not change the training that follows.
+    """
     batches = tokens = real = pairs = targets = 0
-    for batch in loader:
-        inputs, _, target_mask = training_example(batch)
-        size, width = inputs.shape
-        batches += 1
-        tokens += size * width
-        real += int((inputs != pad_id).sum())
-        pairs += size * width * width
-        targets += int(target_mask.sum())
+    with torch.random.fork_rng(devices=[]):
+        for batch in loader:
+            inputs, _, target_mask = training_example(batch)
+            size, width = inputs.shape
+            batches += 1
+            tokens += size * width
+            real += int((inputs != pad_id).sum())
+            pairs += size * width * width
+            targets += int(target_mask.sum())
     return EpochShapes(batches, tokens, real, pairs, targets)
 
 

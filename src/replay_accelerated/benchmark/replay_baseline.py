@@ -35,7 +35,6 @@ are muted while the baseline runs.
 
 import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
