@@ -33,8 +33,10 @@ def test_activation_is_swapped_in_every_feed_forward(cls, act_fn, expected):
     changes = apply_accelerations(model, _acceleration(transformer_block={"pff_block": {"act_fn": act_fn}}))
     feed_forwards = [m for m in model.modules() if isinstance(m, FeedForward)]
     assert len(feed_forwards) == 2 and all(isinstance(m.activation, expected) for m in feed_forwards)
-    assert [c.module for c in changes] == ["blocks.0.feed_forward.activation", "blocks.1.feed_forward.activation"]
-    assert repr(feed_forwards[0].activation) in format_changes(changes)
+    own_activation = repr(_model(cls).blocks[0].feed_forward.activation) == repr(ACTIVATIONS[act_fn]())  # SASRec's ReLU
+    swapped = [] if own_activation else ["blocks.0.feed_forward.activation", "blocks.1.feed_forward.activation"]
+    assert [c.module for c in changes] == swapped
+    assert own_activation or repr(feed_forwards[0].activation) in format_changes(changes)
     with torch.no_grad():  # the swapped activation is really used in the forward pass
         block, x = feed_forwards[0], torch.randn(2, 3, 16)
         torch.testing.assert_close(block(x), block.down(ACTIVATIONS[act_fn]()(block.up(x))))
@@ -54,11 +56,21 @@ def test_switchback_head_keeps_the_weights_and_is_reported(cls):
 
 
 def test_tied_head_and_linear_head():
-    model = _model(SasRec)
+    model = _model(Bert4Rec)
     assert apply_accelerations(model, _acceleration(head="linear_head")) == []  # already nn.Linear
     assert isinstance(model.head, LinearHead)
     changes = apply_accelerations(model, _acceleration(tied_head=True))
     assert isinstance(model.head, TiedHead) and changes[0].after.startswith("TiedHead")
+
+
+def test_sasrec_keeps_its_own_tied_head_and_relu_unless_told_otherwise():
+    model = _model(SasRec)
+    head = model.head
+    assert apply_accelerations(model, _acceleration(tied_head=True, head="linear_head")) == []  # tied already
+    assert model.head is head and head.bias is None
+    assert apply_accelerations(model, _acceleration(transformer_block={"pff_block": {"act_fn": "relu"}})) == []
+    changes = apply_accelerations(model, _acceleration(transformer_block={"pff_block": {"act_fn": "gelu"}}))
+    assert [c.before for c in changes] == ["ReLU()"] * len(model.blocks)
 
 
 def test_dtype_casts_every_parameter():

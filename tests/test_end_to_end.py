@@ -115,7 +115,7 @@ def test_inspect_prints_the_model_and_what_each_acceleration_changed(home: Path)
     assert "head    LinearHead(in_features=64" in result.stdout and "-> SwitchBackLinear(" in result.stdout
     assert not (home / "checkpoints").exists()  # nothing was trained
     selu = run_main(home, "inspect", "dataset=synthetic", "model=sasrec_synthetic", config_name="config_ml20_accelerate")
-    assert "blocks.1.feed_forward.activation  GELU(approximate='none')  -> SELU()" in selu.stdout
+    assert "blocks.1.feed_forward.activation  ReLU()  -> SELU()" in selu.stdout
 
 
 def test_unwritable_results_directory_stops_before_any_work(home: Path):

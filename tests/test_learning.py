@@ -21,7 +21,9 @@ LOSSES = [
     ["model.params.model_params.loss_type=CE_sampled", "model.params.model_params.loss_sample_count=30"],
     ["model.params.model_params.loss_type=CE_sampled", "model.params.model_params.loss_sample_count=30",
      "model.params.model_params.negative_sampling_strategy=popularity"],
-    ["model.params.model_params.loss_type=BCE", "model.params.model_params.loss_sample_count=30"],
+    # Sampled BCE through SASRec's tied head learns more slowly (0.41 NDCG@10 after 16 epochs, under popularity after 8).
+    ["model.params.model_params.loss_type=BCE", "model.params.model_params.loss_sample_count=30",
+     "model.params.training_params.max_epochs=16", "model.params.training_params.patience=16"],
     ["model.params.model_params.loss_type=SCE", "model.params.model_params.n_buckets=8",
      "model.params.model_params.bucket_size_x=64", "model.params.model_params.bucket_size_y=64"],
     ["model.params.model_params.loss_type=CCE"],

@@ -240,6 +240,18 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     torch.testing.assert_close(weighted.double(), per_position[target_mask].sum() / 7.5, rtol=1e-5, atol=1e-6)
 
 
+def test_a_batch_without_targets_gives_a_zero_loss_not_nan():
+    model = _model(Bert4Rec).train()
+    module = RecommenderModule(model, CrossEntropyLoss(), learning_rate=1e-3, weight_decay=0.0, ks=[10])
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    model.training_example = lambda sequences: (sequences[:, 1:], torch.zeros_like(sequences[:, 1:]),
+                                                torch.zeros_like(sequences[:, 1:], dtype=torch.bool))
+    loss = module.training_step(_left_padded([1, 2], MAX_LEN + 1), 0)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_tied_head_scores_with_the_item_embeddings_and_trains_them():
     model = _model(SasRec)
     model.head = TiedHead(model.item_embedding, N_ITEMS)

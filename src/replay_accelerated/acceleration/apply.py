@@ -6,11 +6,14 @@ table that `mode=inspect` and every training run print:
 
     acceleration.model.acceleration_config:
       dtype: fp32 | bf16 | fp16               -> all parameters cast to this dtype
-      transformer_block.pff_block.act_fn: gelu | gelu_pytorch_tanh | selu | silu | relu
+      transformer_block.pff_block.act_fn: null (the model's own: BERT4Rec GELU, SASRec ReLU)
+                                          gelu | gelu_pytorch_tanh | selu | silu | relu
                                               -> the activation of every feed-forward block
-      head: classification_head | linear_head -> nn.Linear item head (the default)
-            swichback_head                    -> int8 SwitchBackLinear item head
-      tied_head: true                         -> the item embeddings as the head's weight
+      head: classification_head | linear_head -> the model's own head (BERT4Rec: nn.Linear,
+                                                 SASRec: tied to the item embeddings, as RePlay)
+            swichback_head                    -> int8 SwitchBackLinear item head (untied)
+      tied_head: true                         -> the item embeddings as the head's weight, plus a
+                                                 bias (SASRec's head is tied already: no change)
       compile: true                           -> every transformer block through torch.compile
                                                  (dynamic shapes: batch widths vary)
 
@@ -60,15 +63,16 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
 
     act_fn = settings.transformer_block.pff_block.act_fn
     for path, module in model.named_modules():
-        if isinstance(module, FeedForward) and act_fn != "gelu":
-            before = repr(module.activation)
-            module.activation = ACTIVATIONS[act_fn]()
-            changes.append(Change(f"{path}.activation", before, repr(module.activation)))
+        if isinstance(module, FeedForward) and act_fn is not None:
+            before, activation = repr(module.activation), ACTIVATIONS[act_fn]()
+            if repr(activation) != before:
+                module.activation = activation
+                changes.append(Change(f"{path}.activation", before, repr(activation)))
 
     head = model.head
     if settings.head == "swichback_head":
         model.head = SwitchBackLinear.from_linear(head)
-    elif settings.tied_head:
+    elif settings.tied_head and not isinstance(head, TiedHead):
         model.head = TiedHead(model.item_embedding, model.n_items)
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))
@@ -77,7 +81,8 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
         for index, block in enumerate(model.blocks):
             # Module.compile keeps the module (and its state_dict keys); widths vary per batch.
             block.compile(dynamic=True)
-            changes.append(Change(f"blocks.{index}", "TransformerBlock", "TransformerBlock (torch.compile)"))
+            name = type(block).__name__
+            changes.append(Change(f"blocks.{index}", name, f"{name} (torch.compile)"))
 
     dtype = DTYPES[settings.dtype]
     if dtype != torch.float32:

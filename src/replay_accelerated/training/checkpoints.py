@@ -39,6 +39,9 @@ from replay_accelerated.training.batches import epoch_seed
 
 LAST = "last.ckpt"
 COMPLETE = "complete.json"
+# Bumped when a model's layers change, so that a last.ckpt of older layers is never resumed
+# (2: SASRec as RePlay's SasRec).
+ARCHITECTURE_VERSION = 2
 STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items"}
 
 
@@ -109,6 +112,7 @@ def config_fingerprint(cfg: DictConfig) -> str:
     parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if cfg[key] is not None else None
              for key in ("dataset", "model", "acceleration")}
     parts["seed"] = cfg.env.SEED
+    parts["architecture"] = ARCHITECTURE_VERSION
     parts["model"].pop("save_name", None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -33,6 +33,9 @@ class RecommenderModule(L.LightningModule):
         inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
         hidden = self.model(inputs)  # [B, W, H]
         loss = self.loss(hidden, labels, target_mask, self.model.head)  # mean over this batch's targets
+        # RePlay's masking can leave a batch of short sequences without a target; its mean over no
+        # targets is NaN. Such a batch teaches nothing: a zero loss, chosen without a host sync.
+        loss = torch.where(target_mask.any(), loss, hidden.sum() * 0.0)
         if self.targets_per_batch is not None:
             # Length-bucketed batches hold very different numbers of targets (few for short histories,
             # many for long ones). Scaling each batch's mean by its share of targets weighs every
