@@ -141,7 +141,7 @@ class Model:
 
 @dataclass
 class PffBlock:
-    act_fn: str = "gelu"
+    act_fn: Optional[str] = None  # null: the model's own (BERT4Rec GELU, SASRec ReLU, as RePlay)
 
 
 @dataclass
@@ -435,9 +435,10 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
         prefix = "acceleration.model.acceleration_config"
         require(settings.dtype in DTYPES, f"{prefix}.dtype", f"'{settings.dtype}' is not one of {list(DTYPES)}")
         require(settings.head in HEADS, f"{prefix}.head", f"'{settings.head}' is not one of {list(HEADS)}")
-        require(settings.transformer_block.pff_block.act_fn in ACTIVATIONS,
+        require(settings.transformer_block.pff_block.act_fn in (None, *ACTIVATIONS),
                 f"{prefix}.transformer_block.pff_block.act_fn",
-                f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)}")
+                f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)} or null "
+                "(the model's own)")
         require(not (settings.tied_head and settings.head == "swichback_head"), f"{prefix}.tied_head",
                 "the SwitchBack head has its own weight; use tied_head=false or another head")
         # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
