@@ -77,7 +77,8 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     assert "Matrix-product probe" in markdown and "Mixed code" not in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    rerun = run_main(home, *bench)
+    # (allow_mixed: the checkout may be edited between the two runs; the refusal itself is tested below)
+    rerun = run_main(home, *bench, "mode.bench.allow_mixed=true")
     assert rerun.stdout.count("already in") == 3  # finished rows are kept, the failed one is retried
     assert "[bench 4/4] broken seed 42:" in rerun.stdout
 

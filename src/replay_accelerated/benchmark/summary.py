@@ -133,8 +133,8 @@ def _markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, contex
         f"(git {context['git_commit'] or 'unknown'}).",
         f"Matrix-product probe [4096, {context['hidden_size']}] x [{context['hidden_size']}, "
         f"{4 * context['hidden_size']}]: {probe['32-true'] / 1e9:.1f} GFLOP/s fp32, "
-        f"{probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16 (nan: not native). mfu = analytical training FLOPs per "
-        "second / the probe at the row's precision.",
+        f"{probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16. mfu = analytical training FLOPs per second / the probe "
+        "at the row's precision.",
         f"References: `{references['best']}` (headline, `_vs_best`) and `{references['default'] or '-'}` "
         "(`_vs_default`). Epoch seconds: medians over epochs after the first, without validation, then the "
         "median over seeds; metrics: means over seeds.",
