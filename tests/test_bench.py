@@ -2,10 +2,11 @@
 variant, the reference rows, verdicts, MFU and the code fingerprint)."""
 
 import itertools
+import json
+import math
 from pathlib import Path
 
-import math
-
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -106,3 +107,25 @@ def test_time_to_target_is_the_first_validation_at_the_reference_best():
                {"elapsed_seconds": 9.0, "ndcg@10": 0.2}]
     assert time_to_target(history, 0.25) == 6.0
     assert time_to_target(history, 0.35) == math.inf
+
+
+def test_replay_comparison_under_leave_one_out_with_an_item_unknown_to_training(home: Path):
+    # Item 999 occurs only as user 0's second-to-last event: a validation target that no training
+    # history holds, but that sits in user 0's test history. Both rows drop it from that history.
+    rng = np.random.default_rng()
+    lines = [[user, *rng.integers(0, 40, rng.integers(6, 14))] for user in range(150)]
+    lines[0][-1:-1] = [999]
+    path = home / "sequences.txt"
+    path.write_text("".join(" ".join(map(str, line)) + "\n" for line in lines))
+    sizes = [override for override in QUICK if override.startswith("model.")]
+    result = run_main(home, "replay_comparison", "dataset=sequences", f"dataset.path={path}", "model=sasrec_sequences",
+                      *sizes, "model.params.training_params.max_epochs=1", "trainer.progress_bar=false",
+                      "mode.bench.only=[replay_default,CE_fp32]", "mode.bench.seeds.replay_default=1",
+                      "mode.bench.seeds.CE_fp32=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = pd.read_csv(home / "results" / "bench" / "replay_comparison" / "summary.csv")
+    assert list(summary["variant"]) == ["replay_default", "CE_fp32"]
+    assert summary["test_ndcg@10"].notna().all() and (summary["test_ndcg@10"] > 0).all()
+    runs = [json.loads(path.read_text()) for path in sorted((home / "results").glob("*/run.json"))]
+    assert sorted(run["implementation"] for run in runs) == ["replay", "replay_accelerated"]
+    assert all(run["data"]["unknown_history_items_dropped"]["test_events"] == 1 for run in runs)

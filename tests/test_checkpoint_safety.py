@@ -30,7 +30,7 @@ class Payload:
 
 def crafted_checkpoint(path: Path, marker: Path, contents: dict | None = None) -> Path:
     """A checkpoint that looks like ours (its `contents`) with a payload hidden inside."""
-    torch.save({**(contents or {"state_dict": {}}), "hyper_parameters": {"note": Payload(marker)}}, path)
+    torch.save({**(contents or {"state_dict": {}}), "notes": [Payload(marker)]}, path)
     return path
 
 

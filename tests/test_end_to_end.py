@@ -13,7 +13,7 @@ from conftest import FAST_SYNTHETIC, SHARED_DATA, run_main
 def test_main_trains_evaluates_and_beats_popularity_twice(home: Path, model: str):
     result = run_main(home, f"model={model}", *FAST_SYNTHETIC)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "TransformerBlock" in result.stdout  # the model is printed at start
+    assert "Block(" in result.stdout and "(head):" in result.stdout  # the model is printed at start
 
     results = home / "results" / model
     run = json.loads((results / "run.json").read_text())
@@ -102,8 +102,8 @@ def test_bench_mode_trains_each_variant_and_resumes(home: Path):
     table = pd.read_csv(home / "results" / "bench" / "smoke" / "results.csv")
     assert list(table["variant"]) == ["plain", "selu"]
     assert table.drop(columns=["overrides"]).notna().all().all()
-    assert table["speed_up"].iloc[0] == 1.0
-    again = run_main(home, "mode=bench", *quick)
+    assert pd.read_csv(home / "results" / "bench" / "smoke" / "summary.csv")["speed_up_vs_best"].iloc[0] == 1.0
+    again = run_main(home, "mode=bench", *quick, "mode.bench.allow_mixed=true")  # the checkout may change meanwhile
     assert again.stdout.count("already in") == 2
 
 

@@ -20,6 +20,9 @@ from replay.models.nn.sequential.bert4rec.dataset import _shift_features
 from replay_accelerated.data.sequences import ItemVocabulary
 from replay_accelerated.inference.infer import _load
 from replay_accelerated.models import Bert4Rec, SasRec, from_replay, save_for_infer
+from replay_accelerated.models.replay_import import read_replay_checkpoint
+from replay_accelerated.training.checkpoints import UntrustedCheckpoint
+from test_checkpoint_safety import crafted_checkpoint
 
 ITEM = "item_id"
 # (n_items, hidden, heads, blocks, max_seq_len): one head and several, 1 and 3 blocks, odd lengths.
@@ -136,6 +139,16 @@ def test_import_from_a_lightning_checkpoint_file_and_unsupported_options(tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(model.score_next(items), replay.predict(
             {"feature_tensor": {ITEM: items}, "padding_mask": torch.ones(3, 4, dtype=torch.bool)}), rtol=1e-5, atol=1e-5)
+
+    # The same file with a payload hidden inside is refused, and its code does not run, unless trusted.
+    contents = read_replay_checkpoint(tmp_path / "replay.ckpt")
+    marker = tmp_path / "created_by_the_payload"
+    crafted = crafted_checkpoint(tmp_path / "crafted.ckpt", marker, contents)
+    with pytest.raises(UntrustedCheckpoint, match="trust_checkpoint=true"):
+        from_replay(crafted)
+    assert not marker.exists()
+    assert isinstance(from_replay(crafted, trust_checkpoint=True), SasRec) and marker.exists()
+
     with pytest.raises(ValueError, match="pass_per_transformer_block_count=2"):
         from_replay(ReplayBert4Rec(_schema(11, 8), block_count=1, head_count=2, hidden_size=8, max_seq_len=4,
                                    pass_per_transformer_block_count=2))

@@ -192,13 +192,16 @@ def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], Di
     return table
 
 
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR"
+
+
 def run_child(command: list[str]) -> str | None:
     """Run a training process, its output shown as it comes; None on success, else its last error line."""
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
     last = ""
     for line in process.stderr:
         sys.stderr.write(line)
-        if line.strip():
+        if line.strip() and not line.startswith(HYDRA_HINT):  # Hydra's hint after an unexpected error
             last = line.strip()
     if process.wait() == 0:
         return None

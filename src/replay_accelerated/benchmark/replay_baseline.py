@@ -35,6 +35,7 @@ are muted while the baseline runs.
 
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -60,6 +61,7 @@ from torch.utils.data import DataLoader
 from replay_accelerated.benchmark.flops import EpochShapes
 
 from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
+from replay_accelerated.models.replay_import import read_replay_checkpoint
 from replay_accelerated.training.measurements import EpochTimer, data_preparation_share, peak_memory_mb
 
 ITEM_SEQUENCE = "item_id_seq"  # the tensor feature RePlay's models read: each user's item sequence
@@ -111,7 +113,9 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     L.seed_everything(seed, workers=True, verbose=False)
 
     # 1. RePlay's tokenizer: item and user ids -> contiguous indices, events -> sequences.
-    tokenizer = SequenceTokenizer(_tensor_schema(model_params.hidden_size))
+    # Items a history holds that training does not know are dropped, the rule of our models and mode=infer
+    # (RePlay's default, "error", stops on them: leave-one-out test histories hold validation targets).
+    tokenizer = SequenceTokenizer(_tensor_schema(model_params.hidden_size), handle_unknown_rule="drop")
     tokenizer.fit(_replay_dataset(pd.concat([splits.train_events, splits.validation_events])))
     item_count = tokenizer.tensor_schema.item_id_features.item().cardinality
     train = tokenizer.transform(_replay_dataset(splits.train_events))
@@ -172,13 +176,14 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
         prep_share = data_preparation_share(iter(train_loader), lambda batch: move_data_to_device(batch, device),
                                             step, device)
         module.zero_grad(set_to_none=True)
-        # The checkpoint pickles RePlay's tensor schema in the hyperparameters, hence weights_only=False.
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        # The checkpoint pickles RePlay's tensor schema in the hyperparameters: read with those classes allowed.
+        best = read_replay_checkpoint(Path(checkpoint.best_model_path))
     module.load_state_dict(best["state_dict"])
 
     # 5. Top-k unseen items for the validation and test users, in original ids.
     recommendations = {
-        split: _recommend(module, prediction_class, tokenizer, events, ground_truth, max_seq_len, max(ks),
+        split: _recommend(module, prediction_class, tokenizer, events, ground_truth, max_seq_len,
+                          min(max(ks), item_count),  # RePlay's top-k needs k <= the catalog size
                           training_params.batch_size, placement)
         for split, events, ground_truth in (("validation", splits.validation_events, splits.validation_gt),
                                             ("test", splits.test_events, splits.test_gt))

@@ -30,7 +30,7 @@ from replay_accelerated.models.transformer import FeedForward, SelfAttention, Se
 MASKING_RULES = ("replay", "at_least_one")
 
 
-class TransformerBlock(nn.Module):
+class Bert4RecBlock(nn.Module):
     """Pre-LayerNorm block: x + Attention(LN(x)), then + FeedForward(LN(.)), then dropout."""
 
     def __init__(self, hidden_size: int, head_count: int, dropout_rate: float):
@@ -61,7 +61,7 @@ class Bert4Rec(SequentialRecommender):
         self.mask_id = n_items + 1
         self.mask_prob = mask_prob
         self.masking = masking
-        self.blocks = nn.ModuleList(TransformerBlock(hidden_size, head_count, dropout_rate)
+        self.blocks = nn.ModuleList(Bert4RecBlock(hidden_size, head_count, dropout_rate)
                                     for _ in range(block_count))
         self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
         self.reset_parameters()

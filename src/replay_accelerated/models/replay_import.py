@@ -57,16 +57,18 @@ SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> -> our b
 }
 
 
-def from_replay(module, tokenizer=None):
+def from_replay(module, tokenizer=None, trust_checkpoint: bool = False):
     """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec`, in eval mode.
 
     `module`: the Lightning module, its checkpoint file (read as tensors and plain data only,
     RePlay's schema and default factories allowed), or that checkpoint as loaded by torch.load (a
     dict with "state_dict" and "hyper_parameters"). With `tokenizer` (RePlay's SequenceTokenizer
     the model was trained with) returns (model, item_ids): item_ids[i] is the original id of item i.
+    `trust_checkpoint=True` unpickles a checkpoint file in full, running any code it carries (see
+    training/checkpoints.py): only for files from a source you trust.
     """
     if isinstance(module, (str, Path)):
-        module = _read_replay_checkpoint(Path(module))
+        module = read_replay_checkpoint(Path(module), trust_checkpoint)
     if isinstance(module, Mapping):
         state, hparams = module["state_dict"], dict(module.get("hyper_parameters", {}))
     else:
@@ -122,7 +124,7 @@ def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoin
     return path
 
 
-def _read_replay_checkpoint(path: Path) -> dict:
+def read_replay_checkpoint(path: Path, trust: bool = False, map_location="cpu") -> dict:
     """A RePlay Lightning checkpoint, unpickling nothing but tensors, plain data and RePlay's schema classes."""
     # Imported here: RePlay takes seconds to import, and only this function needs it.
     from replay.data import FeatureHint, FeatureSource, FeatureType
@@ -132,7 +134,7 @@ def _read_replay_checkpoint(path: Path) -> dict:
     # The hyper-parameters RePlay saves: its tensor schema and its default optimizer/scheduler factories.
     torch.serialization.add_safe_globals([TensorSchema, TensorFeatureInfo, TensorFeatureSource, FeatureHint,
                                           FeatureSource, FeatureType, FatOptimizerFactory, FatLRSchedulerFactory])
-    return load_checkpoint(path)
+    return load_checkpoint(path, trust, map_location)
 
 
 def _bert4rec(state: Mapping, hparams: dict) -> tuple[Bert4Rec, dict]:

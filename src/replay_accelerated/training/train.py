@@ -53,6 +53,7 @@ from replay_accelerated.training.checkpoints import (
     AtomicCheckpointIO,
     ResumableRun,
     config_fingerprint,
+    load_checkpoint,
     mark_complete,
     mark_started,
     resume_checkpoint,
@@ -216,14 +217,14 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         precision=training.precision if training.precision is not None else "32-true",
         callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer,
                    ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)), *callbacks],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
         logger=loggers,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
     check_device_support(cfg, trainer.strategy.root_device, model)
-    resume_from = resume_checkpoint(checkpoint_dir, fingerprint)  # after the last check that can stop the run
+    resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)  # after the last check that can stop the run
     mark_started(checkpoint_dir)
     trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
     if trainer.global_rank != 0:
@@ -248,7 +249,7 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
             batch.to(device)), step, device), 4)
     module.zero_grad(set_to_none=True)
 
-    best = torch.load(checkpoint.best_model_path, map_location=device, weights_only=False)
+    best = load_checkpoint(checkpoint.best_model_path, map_location=device)
     module.load_state_dict(best["state_dict"])
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"item_id": data.vocabulary.item_ids}).to_parquet(checkpoint_dir / "items.parquet", index=False)
