@@ -40,6 +40,9 @@ BAD_FILES = {  # name -> (file text, words the error must contain)
 }
 
 
+SLOW_CASES = ("non-numeric timestamps", "missing timestamps", "duplicate header")  # pyproject: slow
+
+
 def _sentinels(home: Path) -> dict[Path, str]:
     """Files of an earlier run that a failed run must leave as they are."""
     files = {home / "checkpoints" / "bert4rec_local" / "best.ckpt": "earlier checkpoint",
@@ -50,7 +53,8 @@ def _sentinels(home: Path) -> dict[Path, str]:
     return files
 
 
-@pytest.mark.parametrize("case", list(BAD_FILES))
+@pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in SLOW_CASES else [])
+                                  for case in BAD_FILES])
 def test_bad_file_gives_a_clear_error_and_keeps_earlier_outputs(home: Path, case: str):
     text, words = BAD_FILES[case]
     (home / "log.csv").write_text(text)

@@ -4,12 +4,15 @@ total batch, and validates over every validation user, not one process's share."
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_SYNTHETIC, run_main
 
 RUN = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=4", "trainer.accelerator=cpu",
        "env.OMP_NUM_THREADS=1"]
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_two_processes_reach_the_validation_ndcg_of_one(tmp_path: Path):
     runs = {}
     for name, overrides in {"one": ["model.params.training_params.batch_size=64", "trainer.devices=1"],

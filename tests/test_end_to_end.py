@@ -9,7 +9,7 @@ import pytest
 from conftest import FAST_SYNTHETIC, SHARED_DATA, run_main
 
 
-@pytest.mark.parametrize("model", ["bert4rec_synthetic", "sasrec_synthetic"])
+@pytest.mark.parametrize("model", ["bert4rec_synthetic", pytest.param("sasrec_synthetic", marks=pytest.mark.slow)])
 def test_main_trains_evaluates_and_beats_popularity_twice(home: Path, model: str):
     result = run_main(home, f"model={model}", *FAST_SYNTHETIC)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,6 +39,7 @@ def test_main_trains_evaluates_and_beats_popularity_twice(home: Path, model: str
     assert ndcg >= 2 * popularity, (ndcg, popularity)
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_cache_is_reused_and_rebuilt_when_the_config_changes(home: Path):
     quick = [*FAST_SYNTHETIC, "model.params.training_params.max_epochs=1"]
     first = run_main(home, *quick)
@@ -75,6 +76,7 @@ def test_local_file_with_own_column_names_and_datetimes(home: Path):
     assert set(recommendations["item_id"]) <= set(log["movie"])  # original ids come back
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_missing_column_in_a_local_file_is_explained(home: Path):
     pd.DataFrame({"user": [1], "item_id": [2], "rating": [5], "timestamp": [3]}).to_csv(home / "x.csv", index=False)
     result = run_main(home, "dataset=local", f"dataset.path={home / 'x.csv'}", "model=sasrec_local")
@@ -83,6 +85,7 @@ def test_missing_column_in_a_local_file_is_explained(home: Path):
     assert "dataset.feature_schema.query_column" in result.stderr
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_a_preset_runs_with_config_name(home: Path):
     presets = home / "presets"
     presets.mkdir()
@@ -94,6 +97,7 @@ def test_a_preset_runs_with_config_name(home: Path):
     assert json.loads((home / "results" / "sasrec_synthetic" / "run.json").read_text())["model"] == "sasrec"
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_bench_mode_trains_each_variant_and_resumes(home: Path):
     quick = [*FAST_SYNTHETIC, "model.params.training_params.max_epochs=1", "mode.bench.name=smoke",
              "~mode.bench.variants", "+mode.bench.variants={plain:[],selu:['acceleration=act_fn']}"]
@@ -118,6 +122,7 @@ def test_inspect_prints_the_model_and_what_each_acceleration_changed(home: Path)
     assert "blocks.1.feed_forward.activation  ReLU()  -> SELU()" in selu.stdout
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_unwritable_results_directory_stops_before_any_work(home: Path):
     (home / "a_file").write_text("not a folder")
     result = run_main(home, f"paths.results_dir={home / 'a_file' / 'results'}", *FAST_SYNTHETIC)

@@ -50,6 +50,7 @@ def test_infer_writes_top_k_unseen_items_for_every_user(trained: Path):
     assert not everything.merge(events[["user_id", "item_id"]], on=["user_id", "item_id"]).empty
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_infer_refuses_a_checkpoint_of_another_model_or_catalog(trained: Path):
     _events(trained).to_csv(trained / "new.csv", index=False)
     checkpoint = trained / "checkpoints" / "bert4rec_synthetic" / "best.ckpt"

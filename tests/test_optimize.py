@@ -14,6 +14,7 @@ SEARCH = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=2",
           "high: 0.01, log: true}, {key: model.params.model_params.loss_type, type: categorical, choices: [CE, CCE]}]"]
 
 
+@pytest.mark.slow  # see pyproject: the default suite stays under 6 minutes on 2 cores
 def test_study_is_stored_and_a_rerun_continues_it(home: Path):
     # A trial left running by a killed process, as the SQLite file would keep it.
     storage = home / "checkpoints" / "optuna"

@@ -93,7 +93,8 @@ def test_bert4rec_scores_equal_replay_on_padded_histories(n_items, hidden, heads
         expected = replay._model({ITEM: items}, is_item, token_mask)  # [B, L, n_items]
         inputs = torch.where(token_mask, _ours(items, is_item, model), model.mask_id)
         logits = model.head(model(inputs))
-        torch.testing.assert_close(logits[is_item], expected[is_item], rtol=1e-5, atol=1e-5)
+        # Logits at every position of randomized weights reach ~10: fp32 sums in another order differ by ~1e-5.
+        torch.testing.assert_close(logits[is_item], expected[is_item], rtol=1e-4, atol=3e-5)
 
 
 @pytest.mark.parametrize("n_items, hidden, heads, blocks, max_len", SIZES)
