@@ -36,6 +36,7 @@ def test_bad_choice_and_range_are_explained(home: Path):
     assert "at least 2" in _error(run_main(home, "model.params.model_params.max_seq_len=1"))
     assert "positive" in _error(run_main(home, "model.params.training_params.batch_size=0"))
     assert "hidden_size" in _error(run_main(home, "model.params.training_params.embedding_dim=17"))
+    assert "at_least_one" in _error(run_main(home, "model.params.model_params.masking=random"))
 
 
 def test_added_unknown_key_is_rejected(home: Path):

@@ -120,6 +120,7 @@ def test_replay_full_ce_scores_every_position(splits: Splits):
     (["model.params.model_params.loss_type=BCE"], "model.params.model_params.loss_sample_count"),
     (["model.params.training_params.precision=16-mixed"], "model.params.training_params.precision"),
     (["model.params.training_params.length_bucketing=true"], "model.params.training_params.length_bucketing"),
+    (["model.params.model_params.masking=at_least_one"], "model.params.model_params.masking"),
     (["acceleration=act_fn"], "acceleration.model.acceleration_config.transformer_block"),
     (["acceleration=tied_head"], "acceleration.model.acceleration_config.tied_head"),
     (["trainer.strategy=ddp"], "trainer.strategy"),

@@ -44,6 +44,7 @@ IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own
 REPLAY_LOSS_TYPES = {"bert4rec": ("CE", "CE_restricted", "CE_sampled", "BCE"), "sasrec": ("CE", "CE_sampled", "BCE")}
 REPLAY_PRECISIONS = (None, "32", "32-true", "bf16-mixed")
 REPLAY_SAMPLING_STRATEGIES = (None, "uniform")  # RePlay's "global_uniform"
+MASKING_RULES = ("replay", "at_least_one")  # BERT4Rec's training examples (models/bert4rec.py)
 MODES = ("train", "inspect", "bench", "optimize", "infer")
 METRIC_TYPES = ("ndcg", "recall", "hitrate", "precision", "map", "mrr", "coverage", "surprisal")
 
@@ -110,6 +111,7 @@ class ModelParams:
     mix_x: Optional[bool] = None
     negative_sampling_strategy: Optional[str] = None
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
+    masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
 
 
 @dataclass
@@ -349,6 +351,8 @@ def _check_replay(cfg: DictConfig, require) -> None:
     precision = None if training.precision is None else str(training.precision)
     require(precision in REPLAY_PRECISIONS, "model.params.training_params.precision",
             f"'{precision}' is not measured for RePlay's models; use 32-true or bf16-mixed {why}")
+    require(model_params.masking == "replay", f"{prefix}.masking",
+            f"RePlay's Bert4Rec masks with its own rule only; use replay {why}")
     require(not training.length_bucketing, "model.params.training_params.length_bucketing",
             f"RePlay's loaders pad every sequence to max_seq_len; set it to false {why}")
     if cfg.acceleration is not None:
@@ -390,6 +394,8 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
             f"{prefix}.head_count", f"must divide hidden_size ({model_params.hidden_size})")
     require(0.0 <= model_params.dropout_rate < 1.0, f"{prefix}.dropout_rate", "must be in [0, 1)")
     require(0.0 < model_params.mask_prob < 1.0, f"{prefix}.mask_prob", "must be in (0, 1)")
+    require(model_params.masking in MASKING_RULES, f"{prefix}.masking",
+            f"'{model_params.masking}' is not one of {list(MASKING_RULES)}")
     require(training.embedding_dim == model_params.hidden_size, "model.params.training_params.embedding_dim",
             f"must equal model_params.hidden_size ({model_params.hidden_size}): "
             "item embeddings are the transformer's input")

@@ -17,8 +17,7 @@ def build_model(name: str, n_items: int, model_params) -> SequentialRecommender:
         dropout_rate=model_params.dropout_rate,
     )
     if name == "bert4rec":
-        return Bert4Rec(mask_prob=model_params.mask_prob, masking=getattr(model_params, "masking", "replay"),
-                        **common)
+        return Bert4Rec(mask_prob=model_params.mask_prob, masking=model_params.masking, **common)
     return SasRec(**common)
 
 

@@ -23,11 +23,10 @@ Prediction: the mask token is appended after the history and its output scores t
 import torch
 from torch import nn
 
+from replay_accelerated.config import MASKING_RULES
 from replay_accelerated.models.dropout import Dropout
 from replay_accelerated.models.heads import LinearHead
 from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
-
-MASKING_RULES = ("replay", "at_least_one")
 
 
 class Bert4RecBlock(nn.Module):
