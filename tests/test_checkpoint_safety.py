@@ -79,3 +79,16 @@ def test_a_corrupt_file_is_not_mistaken_for_an_untrusted_one(tmp_path: Path):
     with pytest.raises(Exception) as error:
         load_checkpoint(path)
     assert not isinstance(error.value, UntrustedCheckpoint)
+
+
+def test_training_refuses_to_resume_from_a_crafted_last_checkpoint(tmp_path: Path):
+    from conftest import TINY_SYNTHETIC, run_main
+
+    marker = tmp_path / "created_by_the_payload"
+    checkpoint_dir = tmp_path / "checkpoints" / "bert4rec_synthetic"
+    checkpoint_dir.mkdir(parents=True)
+    crafted_checkpoint(checkpoint_dir / LAST, marker)
+    result = run_main(tmp_path, *TINY_SYNTHETIC, "model.params.training_params.max_epochs=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "code-bearing objects" in result.stderr and "trust_checkpoint=true" in result.stderr
+    assert not marker.exists() and not (tmp_path / "results" / "bert4rec_synthetic" / "run.json").exists()
