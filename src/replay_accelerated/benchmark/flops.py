@@ -17,6 +17,7 @@ Tokens include padding (the model computes it), hence `useful_token_share`.
 import math
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -41,23 +42,28 @@ class EpochShapes:
         return asdict(self)
 
 
+def sum_shapes(batches: Iterable[tuple[torch.Tensor, int]]) -> EpochShapes:
+    """The shapes of an epoch from each batch's (is_real [B, W] bool: a token is an item, targets scored)."""
+    shapes = EpochShapes(0, 0, 0, 0, 0)
+    for is_real, targets in batches:
+        size, width = is_real.shape
+        shapes.batches += 1
+        shapes.tokens += size * width
+        shapes.real_tokens += int(is_real.sum())
+        shapes.attention_pairs += size * width * width
+        shapes.targets += int(targets)
+    return shapes
+
+
 def epoch_shapes(loader, training_example, pad_id: int) -> EpochShapes:
     """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift).
 
     The masking draws from torch's random generator, which is restored after the pass: counting
     does not change the training that follows.
     """
-    batches = tokens = real = pairs = targets = 0
     with torch.random.fork_rng(devices=[]):
-        for batch in loader:
-            inputs, _, target_mask = training_example(batch)
-            size, width = inputs.shape
-            batches += 1
-            tokens += size * width
-            real += int((inputs != pad_id).sum())
-            pairs += size * width * width
-            targets += int(target_mask.sum())
-    return EpochShapes(batches, tokens, real, pairs, targets)
+        return sum_shapes((inputs != pad_id, target_mask.sum())
+                          for inputs, _, target_mask in map(training_example, loader))
 
 
 def head_items_per_target(model_params, n_items: int) -> int:

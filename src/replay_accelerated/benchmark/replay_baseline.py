@@ -58,7 +58,7 @@ from replay.models.nn.sequential.postprocessors import RemoveSeenItems
 from replay.models.nn.sequential.sasrec import SasRecPredictionDataset, SasRecTrainingDataset, SasRecValidationDataset
 from torch.utils.data import DataLoader
 
-from replay_accelerated.benchmark.flops import EpochShapes
+from replay_accelerated.benchmark.flops import EpochShapes, sum_shapes
 
 from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
 from replay_accelerated.models.replay_import import read_replay_checkpoint
@@ -287,19 +287,15 @@ def _placement(trainer_params: Any, training_params: Any) -> dict:
 
 def _epoch_shapes(model_name: str, loader: DataLoader, head_at_every_position: bool) -> EpochShapes:
     """One pass over RePlay's training batches: tokens (all padded to max_seq_len) and where the head runs."""
-    batches = tokens = real = pairs = targets = 0
-    for batch in loader:
+
+    def real_and_targets(batch: dict) -> tuple[torch.Tensor, int]:
         if model_name == "bert4rec":  # target: a masked real token
             real_mask, target_mask = batch["pad_mask"], batch["pad_mask"] & ~batch["token_mask"]
         else:  # target: a real next item
             real_mask, target_mask = batch["padding_mask"], batch["target_padding_mask"]
-        size, width = real_mask.shape
-        batches += 1
-        tokens += size * width
-        real += int(real_mask.sum())
-        pairs += size * width * width
-        targets += size * width if head_at_every_position else int(target_mask.sum())
-    return EpochShapes(batches, tokens, real, pairs, targets)
+        return real_mask, real_mask.numel() if head_at_every_position else int(target_mask.sum())
+
+    return sum_shapes(map(real_and_targets, loader))
 
 
 def _recommend(module: L.LightningModule, prediction_class: type, tokenizer: SequenceTokenizer, events: pd.DataFrame,

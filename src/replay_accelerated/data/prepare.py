@@ -21,7 +21,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.preprocessing import ITEM, SPLIT_NAMES, Splits, split_interactions
+from replay_accelerated.data.preprocessing import SPLIT_NAMES, Splits, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
 
@@ -103,7 +103,8 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         splits = split_interactions(log, dataset.preprocess)
         vocabulary = ItemVocabulary.fit(splits.train_events, splits.validation_events)
         sequences = {name: UserSequences.from_events(frame, vocabulary) for name, frame in splits.as_dict().items()}
-        unknown = {name: int((vocabulary.encode(getattr(splits, name)[ITEM]) < 0).sum()) for name in HISTORY_SPLITS}
+        # from_events drops the events of unknown items: what is missing from a split's sequences.
+        unknown = {name: len(getattr(splits, name)) - len(sequences[name].items) for name in HISTORY_SPLITS}
         _write_cache(cache_dir, settings, splits, vocabulary, sequences, unknown)
         print(f"Split and encoded {len(log):,} interactions in {time.perf_counter() - started:.1f} s; "
               f"cached in {cache_dir}", file=sys.stderr)

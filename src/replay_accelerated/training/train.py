@@ -224,7 +224,8 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
     check_device_support(cfg, trainer.strategy.root_device, model)
-    resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)  # after the last check that can stop the run
+    # After the last check that can stop the run.
+    resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)
     mark_started(checkpoint_dir)
     trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
     if trainer.global_rank != 0:
