@@ -25,9 +25,14 @@ FAST_SYNTHETIC = [
 ]
 
 
+# Tests train in fp32 whatever the machine (the default, `auto`, picks bf16 where it is native); a
+# test's own precision override comes later and wins.
+PINNED_PRECISION = "model.params.training_params.precision=32-true"
+
+
 def run_main(home: Path, *overrides: str, config_name: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python main.py` like a user would, with all outputs under `home`."""
-    command = [sys.executable, str(ROOT / "main.py"), *overrides]
+    """Run `python main.py` like a user would, with all outputs under `home`, in fp32 unless told otherwise."""
+    command = [sys.executable, str(ROOT / "main.py"), PINNED_PRECISION, *overrides]
     if config_name:
         command[2:2] = ["--config-name", config_name]
     env = {**os.environ, "REPLAY_ACCELERATED_HOME": str(home), "PYTHONWARNINGS": "ignore"}
@@ -77,7 +82,7 @@ TINY_SYNTHETIC = [
 
 
 def compose(home: Path, *overrides: str, config_name: str = "config"):
-    """The validated config `python main.py` would run, with outputs under `home`."""
+    """The validated config `python main.py` would run, with outputs under `home` (fp32 unless told otherwise)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -85,5 +90,5 @@ def compose(home: Path, *overrides: str, config_name: str = "config"):
 
     os.environ["REPLAY_ACCELERATED_HOME"] = str(home)
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name, overrides=[PINNED_PRECISION, *overrides])
     return validate(cfg, ConfigOrigin())

@@ -1,8 +1,7 @@
-"""What the bench measures besides time: analytical FLOPs, the matmul probe, native bf16, the code fingerprint."""
+"""What the bench measures besides time: analytical FLOPs, CPU flags, the code fingerprint."""
 
 from pathlib import Path
 
-import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -12,7 +11,6 @@ from replay_accelerated.benchmark.flops import (
     EpochShapes,
     epoch_shapes,
     head_items_per_target,
-    matmul_flops_per_second,
     train_flops_per_epoch,
 )
 from replay_accelerated.config import ModelParams
@@ -54,19 +52,6 @@ def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
     assert train_flops_per_epoch(model, shapes, 8, 30) > 0
 
 
-def test_the_matmul_probe_measures_a_positive_throughput():
-    flops = matmul_flops_per_second(torch.device("cpu"), 16, bf16=False, repetitions=2, min_seconds=0.001)
-    assert 1e6 < flops < 1e15
-
-
-def test_native_bf16_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(measurements, "cpu_flags", lambda: ["avx2", "avx512f"])
-    supported, reason = measurements.native_bf16(torch.device("cpu"))
-    assert not supported and reason.startswith("no native bf16 on ")
-    monkeypatch.setattr(measurements, "cpu_flags", lambda: ["avx2", "avx512f", "amx_bf16"])
-    assert measurements.native_bf16(torch.device("cpu")) == (True, f"{measurements._cpu_model()} has amx_bf16")
-
-
 def test_cpu_flags_lists_only_known_flags():
     assert set(measurements.cpu_flags()) <= set(measurements.CPU_FLAGS)
 
@@ -86,26 +71,6 @@ def test_the_installed_package_is_fingerprinted_from_its_checkout():
     root = fingerprint.repository_root()
     assert (root / "src" / "replay_accelerated").is_dir()
     assert len(fingerprint.code_fingerprint()) == 16
-
-
-@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
-def test_best_precision_follows_native_bf16(precision: str):
-    from replay_accelerated.benchmark.bench import resolve_variants
-
-    def compose_variant(overrides: list[str]):
-        values = dict(override.split("=", 1) for override in overrides)
-        return OmegaConf.create({"model": {"name": "bert4rec", "params": {"training_params": {
-            "precision": values.get("model.params.training_params.precision")}}}})
-
-    variants = {
-        "replay_best": ["model.params.model_params.loss_type=best", "model.params.training_params.precision=best"],
-        "bf16_mixed": ["model.params.training_params.precision=bf16-mixed"],
-    }
-    native = precision == "bf16-mixed"
-    resolved, skipped = resolve_variants(variants, compose_variant, native, "no native bf16 on X")
-    assert resolved["replay_best"] == ["model.params.model_params.loss_type=CE_restricted",
-                                       f"model.params.training_params.precision={precision}"]
-    assert skipped == ({} if native else {"bf16_mixed": "skipped: no native bf16 on X"})
 
 
 def test_counting_an_epoch_leaves_the_random_generator_as_it_was():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_SYNTHETIC, run_main
+from conftest import PINNED_PRECISION, ROOT, TINY_SYNTHETIC, run_main
 from replay_accelerated.errors import TrainingDiverged
 from replay_accelerated.losses import CrossEntropyLoss
 from replay_accelerated.models import Bert4Rec
@@ -27,7 +27,7 @@ RUN = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=4", "model.para
 
 def _start_main(home: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "REPLAY_ACCELERATED_HOME": str(home), "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *overrides], cwd=home, env=env,
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), PINNED_PRECISION, *overrides], cwd=home, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

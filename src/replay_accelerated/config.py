@@ -35,14 +35,14 @@ DATASET_SOURCES = ("synthetic", *FILE_SOURCES, *CATALOG_SOURCES)
 ORDER_ONLY_SOURCES = ("sequences", "s3rec_beauty")  # no timestamps: positions only, so leave-one-out only
 PROTOCOLS = ("global_time", "leave_one_out")
 LOSS_TYPES = ("CE", "CE_restricted", "CE_full_positions", "CE_sampled", "BCE", "SCE", "CCE")
-PRECISIONS = (None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
+PRECISIONS = ("auto", None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")
 HEADS = ("classification_head", "linear_head", "swichback_head")
 DTYPES = ("fp32", "bf16", "fp16")
 IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own model (the baseline)
 # What RePlay 0.22's own models can train with (benchmark/replay_baseline.py maps these names to RePlay's).
 REPLAY_LOSS_TYPES = {"bert4rec": ("CE", "CE_restricted", "CE_sampled", "BCE"), "sasrec": ("CE", "CE_sampled", "BCE")}
-REPLAY_PRECISIONS = (None, "32", "32-true", "bf16-mixed")
+REPLAY_PRECISIONS = ("auto", None, "32", "32-true", "bf16-mixed")
 REPLAY_SAMPLING_STRATEGIES = (None, "uniform")  # RePlay's "global_uniform"
 MASKING_RULES = ("replay", "at_least_one")  # BERT4Rec's training examples (models/bert4rec.py)
 MODES = ("train", "inspect", "bench", "optimize", "infer")
@@ -123,7 +123,7 @@ class TrainingParams:
     num_workers: int = 4
     patience: int = 4
     max_epochs: int = 20
-    precision: Optional[str] = None
+    precision: Optional[str] = "auto"  # training/precision.py; null: 32-true
     length_bucketing: bool = False  # ours: batch users of similar history length together
 
 
@@ -350,7 +350,7 @@ def _check_replay(cfg: DictConfig, require) -> None:
             f"RePlay's models sample negatives uniformly only; use null or uniform {why}")
     precision = None if training.precision is None else str(training.precision)
     require(precision in REPLAY_PRECISIONS, "model.params.training_params.precision",
-            f"'{precision}' is not measured for RePlay's models; use 32-true or bf16-mixed {why}")
+            f"'{precision}' is not measured for RePlay's models; use auto, 32-true or bf16-mixed {why}")
     require(model_params.masking == "replay", f"{prefix}.masking",
             f"RePlay's Bert4Rec masks with its own rule only; use replay {why}")
     require(not training.length_bucketing, "model.params.training_params.length_bucketing",

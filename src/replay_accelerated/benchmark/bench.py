@@ -11,8 +11,10 @@ variant with several seeds (env.SEED, env.SEED + 1, ...; the data split does not
 counts of variants not in the matrix are ignored, so a preset's counts survive `~mode.bench.variants`).
 
 Values that depend on the model and the machine are written `best` and resolved here:
-- `model.params.training_params.precision=best`: bf16-mixed where the device multiplies
-  bfloat16 natively (`native_bf16`), else 32-true;
+- `model.params.training_params.precision=best`: what `precision: auto` means on this device
+  (training/precision.py: bf16-mixed where it multiplies bfloat16 natively, 16-mixed on a CUDA
+  device without bfloat16 except for RePlay's rows, else 32-true), written into the row so that
+  the table does not depend on the machine that reads it;
 - `model.params.model_params.loss_type=best`: RePlay's fastest exact full-softmax loss for the
   model, CE_restricted for BERT4Rec (the head only at masked positions), CE for SASRec.
 A variant that would run bf16 without native support is skipped (emulated bf16 is slower than
@@ -47,11 +49,10 @@ import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.benchmark.fingerprint import code_fingerprint, git_commit
-from replay_accelerated.benchmark.flops import matmul_flops_per_second
 from replay_accelerated.benchmark.rows import SEED_COLUMNS, describe_machine, variant_row
 from replay_accelerated.benchmark.summary import summarize
 from replay_accelerated.errors import ConfigError, UserError
-from replay_accelerated.training.measurements import native_bf16
+from replay_accelerated.training.precision import auto_precision, matmul_flops_per_second, native_bf16, training_device
 
 BEST = "best"
 PRECISION_KEY = "model.params.training_params.precision"
@@ -93,24 +94,18 @@ def bench_variants(bench) -> dict[str, list[str]]:
             if not bench.only or name in bench.only}
 
 
-def bench_device(trainer) -> torch.device:
-    """The device the training runs will use (Lightning's `auto` prefers a GPU)."""
-    wants_gpu = trainer.accelerator in ("gpu", "cuda") or trainer.accelerator == "auto" and torch.cuda.is_available()
-    return torch.device("cuda" if wants_gpu else "cpu")
-
-
 def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], DictConfig],
-                 bf16_native: bool) -> tuple[list[str], DictConfig]:
+                 device: torch.device) -> tuple[list[str], DictConfig]:
     """`overrides` with every `key=best` replaced by its value here (see the module docstring), and their config."""
-    model_name = compose_variant([o for o in overrides if not o.endswith(f"={BEST}")]).model.name
+    without_best = compose_variant([o for o in overrides if not o.endswith(f"={BEST}")])
     resolved = []
     for override in overrides:
         key, _, value = override.partition("=")
         if value == BEST:
             if key == PRECISION_KEY:
-                value = "bf16-mixed" if bf16_native else "32-true"
+                value, _ = auto_precision(device, fp16=without_best.model.implementation != "replay")
             elif key == LOSS_KEY:
-                value = REPLAY_BEST_LOSS[model_name]
+                value = REPLAY_BEST_LOSS[without_best.model.name]
             else:
                 raise ConfigError(f"the bench override '{override}' says 'best', which only {PRECISION_KEY} and "
                                   f"{LOSS_KEY} understand; give a value")
@@ -119,12 +114,13 @@ def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], Di
 
 
 def resolve_variants(variants: dict[str, list[str]], compose_variant: Callable[[list[str]], DictConfig],
-                     bf16_native: bool, bf16_reason: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+                     device: torch.device) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Every variant's overrides with `best` resolved and validated (config mistakes surface now, not hours
     into the bench), and the variants skipped: name -> why (bf16 without native support)."""
+    bf16_native, bf16_reason = native_bf16(device)
     resolved, skipped = {}, {}
     for name, overrides in variants.items():
-        resolved[name], variant_cfg = resolve_best(overrides, compose_variant, bf16_native)
+        resolved[name], variant_cfg = resolve_best(overrides, compose_variant, device)
         if str(variant_cfg.model.params.training_params.precision).startswith("bf16") and not bf16_native:
             skipped[name] = f"skipped: {bf16_reason}"
     return resolved, skipped
@@ -133,9 +129,9 @@ def resolve_variants(variants: dict[str, list[str]], compose_variant: Callable[[
 def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], DictConfig]) -> pd.DataFrame:
     """Train every (variant, seed) in its own process; `compose_variant(overrides)` validates one variant's config."""
     bench = cfg.mode.bench
-    device = bench_device(cfg.trainer)
+    device = training_device(cfg.trainer)
     bf16_native, bf16_reason = native_bf16(device)
-    variants, skipped = resolve_variants(bench_variants(bench), compose_variant, bf16_native, bf16_reason)
+    variants, skipped = resolve_variants(bench_variants(bench), compose_variant, device)
     out_dir = Path(cfg.paths.results_dir) / "bench" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"

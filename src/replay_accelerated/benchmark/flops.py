@@ -1,4 +1,5 @@
-"""Analytical training FLOPs of an epoch, and the machine's matrix-product throughput: model FLOP utilization.
+"""Analytical training FLOPs of an epoch: model FLOP utilization against the measured matrix-product
+throughput (training/precision.py's `matmul_flops_per_second`).
 
 MFU = (training FLOPs of an epoch / median epoch seconds) / measured matmul FLOP/s at the row's
 precision. It says how much of the machine a variant uses, so that a speed-up can be told
@@ -14,16 +15,11 @@ FLOPs are counted from shapes, not profiled, and only the matrix products (what 
 Tokens include padding (the model computes it), hence `useful_token_share`.
 """
 
-import math
-import statistics
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-
-from replay_accelerated.training.measurements import _synchronize
 
 TRAIN_FACTOR = 3  # forward + backward (gradients of inputs and of weights)
 
@@ -90,32 +86,6 @@ def train_flops_per_epoch(model: nn.Module, shapes: EpochShapes, hidden_size: in
         forward += 2 * hidden_size * n_buckets * (shapes.targets + head_items * shapes.batches)
         forward += 2 * hidden_size * n_buckets * size_x * size_y * shapes.batches
     return float(TRAIN_FACTOR * forward)
-
-
-def matmul_flops_per_second(device: torch.device, hidden_size: int, bf16: bool, repetitions: int = 5,
-                            min_seconds: float = 0.05) -> float:
-    """Measured throughput of a [4096, H] x [H, 4H] product on `device` (median of `repetitions` timings).
-
-    bf16 multiplies bfloat16 tensors: the kernel's throughput, without autocast's casts (those
-    are work of the training step, which MFU counts against the machine). Each timing repeats the
-    product for at least `min_seconds`, so that a small H is not timed by the call overhead.
-    """
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    a = torch.randn(4096, hidden_size, device=device, dtype=dtype)
-    b = torch.randn(hidden_size, 4 * hidden_size, device=device, dtype=dtype)
-
-    def timed(calls: int) -> float:
-        _synchronize(device)
-        started = time.perf_counter()
-        for _ in range(calls):
-            a @ b
-        _synchronize(device)
-        return (time.perf_counter() - started) / calls
-
-    timed(3)  # warms up kernels and caches
-    calls = max(1, math.ceil(min_seconds / max(timed(3), 1e-9)))
-    seconds = statistics.median(timed(calls) for _ in range(repetitions))
-    return 2 * 4096 * hidden_size * 4 * hidden_size / seconds
 
 
 def model_train_flops(model: nn.Module, model_params, shapes: EpochShapes) -> float:

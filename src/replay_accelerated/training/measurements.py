@@ -95,22 +95,22 @@ def data_preparation_share(batches: Iterator, prepare: Callable[[Any], Any], ste
     """
     preparing = computing = 0.0
     for _ in range(n_batches):
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         batch = next(batches, None)
         if batch is None:
             break
         prepared = prepare(batch)
-        _synchronize(device)
+        synchronize(device)
         prepared_at = time.perf_counter()
         step(prepared)
-        _synchronize(device)
+        synchronize(device)
         preparing += prepared_at - started
         computing += time.perf_counter() - prepared_at
     return preparing / (preparing + computing) if computing else float("nan")
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -135,7 +135,7 @@ def hardware() -> dict:
     gpu = torch.cuda.is_available()
     return {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if gpu else None,
@@ -156,24 +156,7 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def native_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether `device` multiplies bfloat16 natively, and why (for the bench's results.md).
-
-    Without native support bf16 autocast is emulated and slower than fp32, so a bench skips
-    such rows instead of reporting a meaningless slow-down.
-    """
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        if torch.cuda.is_bf16_supported():
-            return True, f"{name} supports bfloat16"
-        return False, f"no native bf16 on {name}"
-    flags = [flag for flag in cpu_flags() if flag.endswith("bf16")]
-    if flags:
-        return True, f"{_cpu_model()} has {' and '.join(flags)}"
-    return False, f"no native bf16 on {_cpu_model()} (no avx512_bf16 or amx_bf16)"
-
-
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:

@@ -19,6 +19,7 @@ Outputs (`<save_name>` from the model config):
 baseline row of every benchmark.
 """
 
+import copy
 import json
 import os
 import time
@@ -66,6 +67,7 @@ from replay_accelerated.training.measurements import (
     peak_memory_mb,
 )
 from replay_accelerated.training.module import RecommenderModule
+from replay_accelerated.training.precision import resolve_precision, training_device
 
 MONITOR = "val_ndcg@10"
 
@@ -105,7 +107,7 @@ def build_accelerated_model(cfg: DictConfig, n_items: int) -> tuple[SequentialRe
 
 def check_device_support(cfg: DictConfig, device: torch.device, model: SequentialRecommender) -> None:
     """The configured precision and int8 head can run on the training device; stop before training if not."""
-    precision = str(cfg.model.params.training_params.precision or "32-true")
+    precision = str(cfg.model.params.training_params.precision)
     key = "model.params.training_params.precision"
     if precision.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"{key}={precision}, but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
@@ -123,6 +125,18 @@ def check_device_support(cfg: DictConfig, device: torch.device, model: Sequentia
             )
 
 
+def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """A copy of `cfg` whose training precision is the concrete one this run uses (`auto` resolved for
+    the training device, training/precision.py), and the choice: configured, used and why (for run.json)."""
+    training = cfg.model.params.training_params
+    configured = training.precision
+    used, why = resolve_precision(configured, training_device(cfg.trainer), fp16=cfg.model.implementation != "replay")
+    print(f"Precision: {used} ({why})", flush=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.model.params.training_params.precision = used
+    return cfg, {"configured": configured, "used": used, "why": why}
+
+
 def inspect(cfg: DictConfig) -> list[Change]:
     """`mode=inspect`: build and print the configured model without training."""
     apply_env(cfg.env)
@@ -138,6 +152,7 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
     started = time.perf_counter()
     check_writable(cfg.paths)
     apply_env(cfg.env)
+    cfg, precision = with_resolved_precision(cfg)
     save_name = cfg.model.save_name
     results_dir = Path(cfg.paths.results_dir) / save_name
 
@@ -169,6 +184,7 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
         "implementation": cfg.model.implementation,
         "save_name": save_name,
         "data": data.summary(),
+        "precision": precision,
         **run,
         "hardware": hardware(),
         "versions": package_versions(),
@@ -214,7 +230,7 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         num_nodes=cfg.trainer.num_nodes,
         use_distributed_sampler=False,  # our batch samplers and validation split the work themselves
         enable_progress_bar=cfg.trainer.progress_bar,
-        precision=training.precision if training.precision is not None else "32-true",
+        precision=training.precision,
         callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer,
                    ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)), *callbacks],
         plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
