@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_SYNTHETIC, run_main
 from replay_accelerated.benchmark.bench import check_same_code_and_hardware, pairwise_variants
-from replay_accelerated.benchmark.rows import SEED_COLUMNS
+from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY
 from replay_accelerated.benchmark.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
 
@@ -55,7 +55,8 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     out = home / "results" / "bench" / "quick"
     runs = pd.read_csv(out / "results.csv")
     assert list(zip(runs["variant"], runs["seed"])) == [("replay_best", 42), ("CE_fp32", 42), ("CE_fp32", 43)]
-    assert runs[SEED_COLUMNS].drop(columns=["git_commit"]).notna().all().all(), runs.isna().sum()
+    assert runs[SEED_COLUMNS].drop(columns=["git_commit", *STEPS_ONLY]).notna().all().all(), runs.isna().sum()
+    assert not runs["epoch_seconds_extrapolated"].any()
     assert list(runs["implementation"]) == ["replay", "replay_accelerated", "replay_accelerated"]
     assert runs.loc[0, "loss"] == "CE"  # RePlay's best loss for SASRec
     assert runs["code_fingerprint"].nunique() == 1 and (runs["hardware"] == runs.loc[0, "hardware"]).all()
@@ -129,3 +130,33 @@ def test_replay_comparison_under_leave_one_out_with_an_item_unknown_to_training(
     runs = [json.loads(path.read_text()) for path in sorted((home / "results").glob("*/run.json"))]
     assert sorted(run["implementation"] for run in runs) == ["replay", "replay_accelerated"]
     assert all(run["data"]["unknown_history_items_dropped"]["test_events"] == 1 for run in runs)
+
+
+@pytest.mark.parametrize("model", ["bert4rec", pytest.param("sasrec", marks=pytest.mark.slow)])
+def test_the_steps_mode_times_steps_of_ours_and_replays_rows_without_quality(home: Path, model: str):
+    result = run_main(home, "bench_quick", f"model={model}_synthetic", *QUICK, "mode.bench.steps=4",
+                      "mode.bench.warmup_steps=2", "mode.bench.only=[replay_default,CE_fp32]",
+                      "mode.bench.seeds.replay_default=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = home / "results" / "bench" / "quick"
+    runs = pd.read_csv(out / "results.csv")
+    assert list(runs["implementation"]) == ["replay", "replay_accelerated"]
+    assert (runs["timed_steps"] == 4).all() and runs["epoch_seconds_extrapolated"].all()
+    assert (runs["step_seconds"] > 0).all() and (runs["train_tokens_per_second"] > 0).all()
+    batches = [json.loads(path.read_text())["epoch_shapes"]["batches"] for path in sorted(
+        (home / "results").glob(f"{model}_synthetic_quick_*/run.json"))]  # replay_default, then CE_fp32
+    assert runs["median_train_seconds_per_epoch"].tolist() == pytest.approx(
+        [step * count for step, count in zip(runs["step_seconds"], batches)], rel=1e-3)
+    assert (runs["training_memory_mb"] >= 0).all() and (runs["peak_memory_mb"] > runs["training_memory_mb"]).all()
+    assert runs[EPOCHS_ONLY].isna().all().all()  # nothing was trained to the end, so no quality
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "speed_up_vs_default"] == 1.0 and summary.loc[1, "speed_up_vs_default"] > 0
+    assert summary["test_ndcg@10"].isna().all() and summary["keeps_quality"].isna().all()
+    assert "**extrapolated**" in (out / "results.md").read_text()
+    assert not list((home / "results").glob("*/metrics_test.csv"))
+
+
+def test_a_steps_run_longer_than_an_epoch_is_refused_before_training(home: Path):
+    result = run_main(home, *TINY_SYNTHETIC, "mode.steps=1000")
+    assert result.returncode == 2
+    assert "fewer than mode.warmup_steps (5) + mode.steps (1000); lower them" in result.stderr

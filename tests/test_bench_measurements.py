@@ -81,3 +81,14 @@ def test_counting_an_epoch_leaves_the_random_generator_as_it_was():
     torch.manual_seed(0)
     assert epoch_shapes(batches, model.training_example, model.pad_id).targets > 0
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_memory_is_what_the_window_added_and_the_peak_keeps_what_came_before():
+    before = torch.ones(300 * 2**20 // 4)  # a peak before training...
+    del before
+    memory = measurements.TrainingMemory(torch.device("cpu"))
+    during = torch.ones(200 * 2**20 // 4)  # ...and 200 MB that training holds
+    used = memory.summary()
+    del during
+    assert 190 <= used["training_memory_mb"] <= 260
+    assert used["peak_memory_mb"] >= 300

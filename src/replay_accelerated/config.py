@@ -187,6 +187,8 @@ class Bench:  # ours: mode=bench
     only: list[str] = field(default_factory=list)  # names of the variants to run; empty: all
     seeds: dict[str, int] = field(default_factory=dict)  # variant name -> seeds to train it with (others: 1)
     allow_mixed: bool = False  # true: append rows of other code or hardware to an existing results.csv
+    steps: Optional[int] = None  # time this many training steps of every variant instead of training it
+    warmup_steps: int = 5  # steps before the timed ones
 
 
 @dataclass
@@ -204,6 +206,10 @@ class Mode:
     profiler: Profiler = field(default_factory=Profiler)
     bench: Bench = field(default_factory=Bench)
     infer: Infer = field(default_factory=Infer)
+    # train: time `steps` training steps after `warmup_steps` instead of training (no validation, no test
+    # metrics); null: train whole epochs. The bench's steps mode (mode.bench.steps) sets them.
+    steps: Optional[int] = None
+    warmup_steps: int = 5
 
 
 @dataclass
@@ -418,6 +424,16 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
                 "a bench compares NDCG@10 and HitRate@10; include ndcg and hitrate")
         for variant, count in cfg.mode.bench.seeds.items():
             require(count >= 1, f"mode.bench.seeds.{variant}", "must be at least 1")
+        require(cfg.mode.bench.steps is None or cfg.mode.bench.steps > 0, "mode.bench.steps",
+                "must be a positive number of steps, or null to train whole epochs")
+        require(cfg.mode.bench.warmup_steps >= 0, "mode.bench.warmup_steps", "must be 0 or more")
+    if cfg.mode.steps is not None:
+        require(cfg.mode.name == "train", "mode.steps", "times training steps of mode=train (or of a bench's "
+                "variants: mode.bench.steps); remove it")
+        require(cfg.mode.steps > 0, "mode.steps", "must be a positive number of steps, or null to train")
+        require(cfg.mode.warmup_steps >= 0, "mode.warmup_steps", "must be 0 or more")
+        require(cfg.trainer.num_nodes == 1 and str(cfg.trainer.strategy) in ("auto", "single_device"),
+                "trainer.strategy", "steps are timed in one process; use the default strategy")
     if cfg.model.implementation == "replay":
         _check_replay(cfg, require)
     if cfg.mode.name == "infer":

@@ -6,7 +6,10 @@ the baseline). `mode.bench.variants` names them explicitly; `mode.bench.pairwise
 options and their values, and every pair of values of two different options is then
 covered by at least one generated variant (an all-pairs design). `mode.bench.common` is
 added to every variant (the quick mode uses it for few epochs); `mode.bench.only` runs
-a subset, e.g. `mode.bench.only=[replay_best,fastest]`; `mode.bench.seeds` trains a
+a subset, e.g. `mode.bench.only=[replay_best,fastest]`; `mode.bench.steps=N` only times N training
+steps of each variant (after `mode.bench.warmup_steps`; `mode.steps` of training/train.py), for data
+too large to train in a bench, and reports the epoch time extrapolated from them without quality;
+`mode.bench.seeds` trains a
 variant with several seeds (env.SEED, env.SEED + 1, ...; the data split does not depend on it;
 counts of variants not in the matrix are ignored, so a preset's counts survive `~mode.bench.variants`).
 
@@ -161,8 +164,9 @@ def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], Di
             continue
         print(f"\n{step}: {' '.join(overrides) or '(no overrides)'}", flush=True)
         save_name = f"{cfg.model.save_name}_{bench.name}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}_seed{seed}"
+        timing = [] if bench.steps is None else [f"mode.steps={bench.steps}", f"mode.warmup_steps={bench.warmup_steps}"]
         command = [sys.executable, "-m", "replay_accelerated", "--config-name", origin.config_name,
-                   *origin.run_overrides(), "mode=train", *overrides, f"env.SEED={seed}",
+                   *origin.run_overrides(), "mode=train", *timing, *overrides, f"env.SEED={seed}",
                    f"model.save_name={save_name}"]
         print(f"  replay-accelerated {' '.join(command[3:])}", flush=True)
         cause = run_child(command)
@@ -175,7 +179,8 @@ def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], Di
         rows.append(variant_row(name, seed, overrides, run, results_dir, probe, context))
         pd.DataFrame(rows).reindex(columns=SEED_COLUMNS).to_csv(csv_path, index=False)
         summarize(rows, out_dir, context)
-        print(f"{step}: {rows[-1]['median_train_seconds_per_epoch']} s/epoch, test NDCG@10 {rows[-1]['test_ndcg@10']}",
+        quality = f"test NDCG@10 {rows[-1]['test_ndcg@10']}" if "test_ndcg@10" in rows[-1] else "extrapolated"
+        print(f"{step}: {rows[-1]['median_train_seconds_per_epoch']} s/epoch, {quality}",
               flush=True)
     if not rows:
         raise UserError(f"no variant of bench '{bench.name}' finished; see the errors above")

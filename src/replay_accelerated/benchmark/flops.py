@@ -39,27 +39,26 @@ class EpochShapes:
 
 
 def sum_shapes(batches: Iterable[tuple[torch.Tensor, int]]) -> EpochShapes:
-    """The shapes of an epoch from each batch's (is_real [B, W] bool: a token is an item, targets scored)."""
+    """The shapes of an epoch from each batch's (is_real [B, W] bool: a token is an item, targets scored).
+
+    Making the batches (masking, a loader's worker seeds) draws from torch's random generator, which is
+    restored after the pass: counting does not change the training that follows.
+    """
     shapes = EpochShapes(0, 0, 0, 0, 0)
-    for is_real, targets in batches:
-        size, width = is_real.shape
-        shapes.batches += 1
-        shapes.tokens += size * width
-        shapes.real_tokens += int(is_real.sum())
-        shapes.attention_pairs += size * width * width
-        shapes.targets += int(targets)
+    with torch.random.fork_rng(devices=[]):
+        for is_real, targets in batches:
+            size, width = is_real.shape
+            shapes.batches += 1
+            shapes.tokens += size * width
+            shapes.real_tokens += int(is_real.sum())
+            shapes.attention_pairs += size * width * width
+            shapes.targets += int(targets)
     return shapes
 
 
 def epoch_shapes(loader, training_example, pad_id: int) -> EpochShapes:
-    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift).
-
-    The masking draws from torch's random generator, which is restored after the pass: counting
-    does not change the training that follows.
-    """
-    with torch.random.fork_rng(devices=[]):
-        return sum_shapes((inputs != pad_id, target_mask.sum())
-                          for inputs, _, target_mask in map(training_example, loader))
+    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift)."""
+    return sum_shapes((inputs != pad_id, target_mask.sum()) for inputs, _, target_mask in map(training_example, loader))
 
 
 def head_items_per_target(model_params, n_items: int) -> int:

@@ -62,7 +62,13 @@ from replay_accelerated.benchmark.flops import EpochShapes, sum_shapes
 
 from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
 from replay_accelerated.models.replay_import import read_replay_checkpoint
-from replay_accelerated.training.measurements import EpochTimer, data_preparation_share, peak_memory_mb
+from replay_accelerated.training.measurements import (
+    EpochTimer,
+    StepTimer,
+    TrainingMemory,
+    data_preparation_share,
+    timed_steps_trainer_args,
+)
 
 ITEM_SEQUENCE = "item_id_seq"  # the tensor feature RePlay's models read: each user's item sequence
 MONITOR = "ndcg@10"  # the name RePlay's ValidationMetricsCallback logs NDCG@10 under
@@ -73,6 +79,7 @@ REPLAY_MODELS = {
     "bert4rec": (Bert4Rec, Bert4RecTrainingDataset, Bert4RecValidationDataset, Bert4RecPredictionDataset),
     "sasrec": (SasRec, SasRecTrainingDataset, SasRecValidationDataset, SasRecPredictionDataset),
 }
+REAL_TOKENS = {"bert4rec": "pad_mask", "sasrec": "padding_mask"}  # a training batch's [B, W] "is an item" mask
 
 
 def train_replay_baseline(
@@ -84,6 +91,8 @@ def train_replay_baseline(
     seed: int,
     max_epochs: int | None = None,
     trainer: Any = None,
+    steps: int | None = None,
+    warmup_steps: int = 0,
 ) -> dict:
     """Train RePlay's `model_name` ("bert4rec" or "sasrec") on `splits`; recommend top-max(ks) to test users.
 
@@ -96,18 +105,22 @@ def train_replay_baseline(
     `data_preparation_share`, `padding_share`, `epoch_shapes` (what the head and blocks compute on,
     for benchmark/flops.py), and the best model's `recommendations`
     {"validation" | "test": (user_id, item_id, score, rank) in original ids}.
-    On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far.
+    On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far; `training_memory_mb`
+    what training added (training/measurements.TrainingMemory). With `steps`, only `steps` training
+    steps after `warmup_steps` are timed (training/measurements.StepTimer): no validation, checkpoint or
+    recommendations.
     """
     if model_name not in REPLAY_MODELS:
         raise ValueError(f"unknown model '{model_name}'; expected one of {list(REPLAY_MODELS)}")
     with warnings.catch_warnings():
         # replay 0.22 warns on every object of this deprecated API; the warnings say nothing about the run.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _train(model_name, splits, model_params, training_params, ks, seed, max_epochs, trainer)
+        return _train(model_name, splits, model_params, training_params, ks, seed, max_epochs, trainer, steps,
+                      warmup_steps)
 
 
 def _train(model_name: str, splits: Splits, model_params: Any, training_params: Any, ks: list[int], seed: int,
-           max_epochs: int | None, trainer_params: Any) -> dict:
+           max_epochs: int | None, trainer_params: Any, steps: int | None, warmup_steps: int) -> dict:
     module_class, training_class, validation_class, prediction_class = REPLAY_MODELS[model_name]
     max_seq_len = model_params.max_seq_len
     L.seed_everything(seed, workers=True, verbose=False)
@@ -148,8 +161,9 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
     validation_metrics = ValidationMetricsCallback(
         metrics=["ndcg"], ks=[10], item_count=item_count, postprocessors=[RemoveSeenItems(validation)]
     )
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()  # the baseline may run in the same process as our model
+    shapes = _epoch_shapes(model_name, train_loader, _head_at_every_position(model_params))
+    if steps is not None:
+        return _time_steps(module, train_loader, placement, steps, warmup_steps, shapes, REAL_TOKENS[model_name])
     with tempfile.TemporaryDirectory(prefix="replay_baseline_") as checkpoint_dir:
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
                                      save_top_k=1, enable_version_counter=False)
@@ -164,15 +178,15 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
             enable_model_summary=False,
             logger=False,
         )
-        trainer.fit(module, train_loader, validation_loader)
         device = trainer.strategy.root_device
-        peak_mb = peak_memory_mb(device)
+        memory = TrainingMemory(device)
+        trainer.fit(module, train_loader, validation_loader)
+        memory_used = memory.summary()
 
         def step(batch) -> None:
             module._compute_loss(batch).backward()  # training_step without its self.log (needs the fit loop)
 
         module.to(device).train()
-        shapes = _epoch_shapes(model_name, train_loader, _head_at_every_position(model_params))
         prep_share = data_preparation_share(iter(train_loader), lambda batch: move_data_to_device(batch, device),
                                             step, device)
         module.zero_grad(set_to_none=True)
@@ -194,12 +208,25 @@ def _train(model_name: str, splits: Splits, model_params: Any, training_params: 
         "best_validation_ndcg@10": float(checkpoint.best_model_score),
         "epochs_run": trainer.current_epoch,
         **timer.summary(),
-        "peak_memory_mb": round(peak_mb, 1),
+        **memory_used,
         "data_preparation_share": round(prep_share, 4),
         "padding_share": round(1.0 - lengths.sum() / (len(lengths) * max_seq_len), 4),
         "epoch_shapes": shapes.as_dict(),
         "recommendations": recommendations,
     }
+
+
+def _time_steps(module: L.LightningModule, train_loader: DataLoader, placement: dict, steps: int,
+                warmup_steps: int, shapes: EpochShapes, real_tokens: str) -> dict:
+    """The steps mode: time `steps` training steps of RePlay's module after `warmup_steps`;
+    `batch[real_tokens]` [B, W] marks the items of a training batch."""
+    step_timer = StepTimer(warmup_steps, steps, batches_per_epoch=len(train_loader),
+                           count=lambda batch: (len(batch[real_tokens]), batch[real_tokens].sum().item()))
+    trainer = L.Trainer(**timed_steps_trainer_args(steps, warmup_steps, len(train_loader)), **placement,
+                        callbacks=[step_timer], enable_progress_bar=False, enable_model_summary=False, logger=False)
+    memory = TrainingMemory(trainer.strategy.root_device)
+    trainer.fit(module, train_loader)
+    return {**step_timer.summary(), **memory.summary(), "epoch_shapes": shapes.as_dict()}
 
 
 def _feature_schema() -> FeatureSchema:
@@ -289,10 +316,11 @@ def _epoch_shapes(model_name: str, loader: DataLoader, head_at_every_position: b
     """One pass over RePlay's training batches: tokens (all padded to max_seq_len) and where the head runs."""
 
     def real_and_targets(batch: dict) -> tuple[torch.Tensor, int]:
+        real_mask = batch[REAL_TOKENS[model_name]]
         if model_name == "bert4rec":  # target: a masked real token
-            real_mask, target_mask = batch["pad_mask"], batch["pad_mask"] & ~batch["token_mask"]
+            target_mask = real_mask & ~batch["token_mask"]
         else:  # target: a real next item
-            real_mask, target_mask = batch["padding_mask"], batch["target_padding_mask"]
+            target_mask = batch["target_padding_mask"]
         return real_mask, real_mask.numel() if head_at_every_position else int(target_mask.sum())
 
     return sum_shapes(map(real_and_targets, loader))

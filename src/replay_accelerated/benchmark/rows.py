@@ -12,15 +12,19 @@ from replay_accelerated.training.measurements import cpu_flags, hardware, median
 
 SEED_COLUMNS = [
     "model", "variant", "seed", "implementation", "precision", "loss", "acceleration", "hardware", "threads",
-    "code_fingerprint", "git_commit", "epochs_run",
-    "median_train_seconds_per_epoch", "median_validation_seconds", "train_samples_per_second",
+    "code_fingerprint", "git_commit", "epochs_run", "timed_steps",
+    "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "step_seconds", "median_validation_seconds",
+    "train_samples_per_second", "train_tokens_per_second",
     "data_preparation_share", "padding_share", "useful_token_share",
     "tokens_per_epoch", "targets_per_epoch", "train_flops_per_epoch", "matmul_flops_per_second", "mfu",
-    "peak_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
+    "peak_memory_mb", "training_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
     "test_ndcg@10", "test_ndcg@10_low", "test_ndcg@10_high",
     "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high",
     "results_dir", "overrides", "validation_history",
 ]
+STEPS_ONLY = ["timed_steps", "step_seconds"]  # filled in the steps mode only...
+EPOCHS_ONLY = ["epochs_run", "median_validation_seconds", "data_preparation_share", "padding_share",  # ...and not
+               *[column for column in SEED_COLUMNS if column.startswith(("validation_ndcg", "validation_hit", "test_"))]]
 
 
 def describe_machine(device: torch.device) -> str:
@@ -33,13 +37,28 @@ def describe_machine(device: torch.device) -> str:
 
 def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_dir: Path, probe: dict,
                 context: dict) -> dict:
-    """The CSV row of one run from its run.json; `probe` is the bench's matmul FLOP/s per precision."""
+    """The CSV row of one run from its run.json; `probe` is the bench's matmul FLOP/s per precision.
+
+    A run of the steps mode (`timed_steps` in run.json) has no epochs and no quality: its epoch time
+    is the one extrapolated from its step time (`epoch_seconds_extrapolated`), its quality columns
+    stay empty."""
     config = run["config"]
     training = config["model"]["params"]["training_params"]
     precision = training["precision"] or "32-true"
-    test, test_ci = run["test_metrics"], run["test_bootstrap_95"]
     shapes = run["epoch_shapes"]
-    epoch_seconds = median_after_first_epoch(run["train_seconds_per_epoch"])
+    timed_steps = "timed_steps" in run
+    if timed_steps:
+        epoch_seconds = run["extrapolated_train_seconds_per_epoch"]
+        speed = {"timed_steps": run["timed_steps"], "step_seconds": run["step_seconds"],
+                 "train_samples_per_second": run["train_samples_per_second"],
+                 "train_tokens_per_second": run["train_tokens_per_second"]}
+    else:
+        epoch_seconds = median_after_first_epoch(run["train_seconds_per_epoch"])
+        speed = {"epochs_run": run["epochs_run"],
+                 "median_validation_seconds": round(statistics.median(
+                     entry["validation_seconds"] for entry in run["validation_history"]), 3),
+                 "train_samples_per_second": round(median_after_first_epoch(run["train_samples_per_second"]), 1),
+                 "train_tokens_per_second": round(shapes["real_tokens"] / epoch_seconds, 1)}
     matmul = probe["bf16-mixed" if str(precision).startswith("bf16") else "32-true"]
     return {
         "model": run["model"],
@@ -53,13 +72,11 @@ def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_d
         "threads": run["hardware"]["cpu_threads"],
         "code_fingerprint": context["code_fingerprint"],
         "git_commit": context["git_commit"],
-        "epochs_run": run["epochs_run"],
         "median_train_seconds_per_epoch": round(epoch_seconds, 3),
-        "median_validation_seconds": round(statistics.median(
-            entry["validation_seconds"] for entry in run["validation_history"]), 3),
-        "train_samples_per_second": round(median_after_first_epoch(run["train_samples_per_second"]), 1),
-        "data_preparation_share": run["data_preparation_share"],
-        "padding_share": run["padding_share"],
+        "epoch_seconds_extrapolated": timed_steps,
+        **speed,
+        "data_preparation_share": run.get("data_preparation_share"),
+        "padding_share": run.get("padding_share"),
         "useful_token_share": round(shapes["real_tokens"] / shapes["tokens"], 4),
         "tokens_per_epoch": shapes["tokens"],
         "targets_per_epoch": shapes["targets"],
@@ -67,14 +84,22 @@ def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_d
         "matmul_flops_per_second": round(matmul),
         "mfu": round(run["train_flops_per_epoch"] / epoch_seconds / matmul, 4),
         "peak_memory_mb": run["peak_memory_mb"],
+        "training_memory_mb": run["training_memory_mb"],
+        **({} if timed_steps else _quality(run)),
+        "results_dir": str(results_dir),
+        "overrides": json.dumps(overrides),
+        "validation_history": json.dumps(run.get("validation_history", [])),
+    }
+
+
+def _quality(run: dict) -> dict:
+    test, test_ci = run["test_metrics"], run["test_bootstrap_95"]
+    return {
         "validation_ndcg@10": round(run["validation_metrics"]["ndcg@10"], 4),
         "validation_hitrate@10": round(run["validation_metrics"]["hitrate@10"], 4),
         **{f"test_{metric}": round(test[metric], 4) for metric in ("ndcg@10", "hitrate@10")},
         **{f"test_{metric}_{side}": round(test_ci[metric][index], 4)
            for metric in ("ndcg@10", "hitrate@10") for index, side in enumerate(("low", "high"))},
-        "results_dir": str(results_dir),
-        "overrides": json.dumps(overrides),
-        "validation_history": json.dumps(run["validation_history"]),
     }
 
 

@@ -18,9 +18,11 @@ REFERENCES = {"best": "replay_best", "default": "replay_default"}
 QUALITY_SHARE = 0.98  # quality-keeping: mean test NDCG@10 at least 98% of the headline reference's...
 METRICS = ("ndcg@10", "hitrate@10")  # ...and neither verdict against it "worse"
 TABLE_COLUMNS = [
-    "variant", "seeds", "precision", "loss", "acceleration", "epochs_run",
-    "median_train_seconds_per_epoch", "epoch_seconds_per_seed", "speed_up_vs_best", "speed_up_vs_default",
-    "peak_memory_mb", "memory_ratio_vs_best", "memory_ratio_vs_default", "mfu", "useful_token_share",
+    "variant", "seeds", "precision", "loss", "acceleration", "epochs_run", "timed_steps",
+    "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "epoch_seconds_per_seed", "step_seconds",
+    "train_tokens_per_second", "speed_up_vs_best", "speed_up_vs_default",
+    "peak_memory_mb", "training_memory_mb", "memory_ratio_vs_best", "memory_ratio_vs_default", "mfu",
+    "useful_token_share",
     "data_preparation_share", "median_validation_seconds",
     "test_ndcg@10", "test_ndcg@10_per_seed", "test_hitrate@10", "ndcg_ratio",
     "ndcg@10_vs_best", "hitrate@10_vs_best", "ndcg@10_vs_default", "hitrate@10_vs_default",
@@ -36,7 +38,8 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
     runs = {name: frame[frame["variant"] == name] for name in order}
     references = {role: name if name in runs else None for role, name in REFERENCES.items()}
     references["best"] = references["best"] or order[0]
-    per_user = {name: _per_user_mean(runs[name]) for name in order}
+    trained = [name for name in order if not _extrapolated(runs[name])]  # the others ran in the steps mode
+    per_user = {name: _per_user_mean(runs[name]) for name in trained}
 
     table = []
     for name in order:
@@ -44,42 +47,28 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
         row = {
             "variant": name,
             "seeds": len(seeds),
-            **{key: seeds.iloc[0][key] for key in ("precision", "loss", "acceleration")},
-            "epochs_run": round(seeds["epochs_run"].mean(), 1),
-            # Speed: the median over seeds of each run's median epoch.
+            **{key: seeds.iloc[0][key] for key in ("precision", "loss", "acceleration", "epoch_seconds_extrapolated")},
+            # Speed: the median over seeds of each run's median epoch (or of the epoch its steps extrapolate to).
             "median_train_seconds_per_epoch": round(seeds["median_train_seconds_per_epoch"].median(), 3),
             "epoch_seconds_per_seed": _per_seed(seeds["median_train_seconds_per_epoch"]),
+            "train_tokens_per_second": round(seeds["train_tokens_per_second"].median(), 1),
             "peak_memory_mb": round(seeds["peak_memory_mb"].median(), 1),
+            "training_memory_mb": round(seeds["training_memory_mb"].median(), 1),
             "mfu": round(seeds["mfu"].median(), 4),
             "useful_token_share": round(seeds["useful_token_share"].mean(), 4),
-            "data_preparation_share": round(seeds["data_preparation_share"].mean(), 4),
-            "median_validation_seconds": round(seeds["median_validation_seconds"].median(), 3),
-            "test_ndcg@10": round(seeds["test_ndcg@10"].mean(), 4),
-            "test_ndcg@10_per_seed": _per_seed(seeds["test_ndcg@10"]),
-            "test_hitrate@10": round(seeds["test_hitrate@10"].mean(), 4),
             "status": context["status"].get(name, "ok"),
         }
         for role, reference in references.items():
-            if reference is None:
-                continue
-            ref = runs[reference]
-            row[f"speed_up_vs_{role}"] = round(ref["median_train_seconds_per_epoch"].median()
-                                               / row["median_train_seconds_per_epoch"], 2)
-            row[f"memory_ratio_vs_{role}"] = round(row["peak_memory_mb"] / ref["peak_memory_mb"].median(), 2)
-            for metric in METRICS:
-                if name == reference:
-                    row[f"{metric}_vs_{role}"] = "reference"
-                    continue
-                both = per_user[name].join(per_user[reference], how="inner", lsuffix="_variant", rsuffix="_reference")
-                verdict = paired_verdict(both[f"{metric}_variant"].to_numpy(), both[f"{metric}_reference"].to_numpy())
-                row[f"{metric}_vs_{role}"] = verdict.describe()
-                if role == "best" and metric == "ndcg@10":
-                    row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
-        best = runs[references["best"]]
-        row["ndcg_ratio"] = round(row["test_ndcg@10"] / best["test_ndcg@10"].mean(), 3)
-        row["keeps_quality"] = bool(row["ndcg_ratio"] >= QUALITY_SHARE and not any(
-            str(row.get(f"{metric}_vs_best", "")).startswith("worse") for metric in METRICS))
-        row["time_to_target_seconds"] = _time_to_target(seeds, best)
+            if reference is not None:
+                ref = runs[reference]
+                row[f"speed_up_vs_{role}"] = round(ref["median_train_seconds_per_epoch"].median()
+                                                   / row["median_train_seconds_per_epoch"], 2)
+                row[f"memory_ratio_vs_{role}"] = round(row["training_memory_mb"]
+                                                       / ref["training_memory_mb"].median(), 2)
+        if name not in trained:  # the steps mode: speed and memory only
+            row.update(timed_steps=int(seeds["timed_steps"].iloc[0]), step_seconds=seeds["step_seconds"].median())
+        else:
+            row.update(_quality(name, seeds, runs, references, per_user))
         table.append(row)
     table += [{"variant": name, "status": status} for name, status in context["status"].items() if name not in runs]
     table = pd.DataFrame(table)
@@ -90,6 +79,43 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
     plot(table, differences, out_dir / "results.png", f"{frame.iloc[0]['model']}: {context['machine']}",
          references["best"])
     return table
+
+
+def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], references: dict,
+             per_user: dict[str, pd.DataFrame]) -> dict:
+    """A trained variant's quality columns: means over seeds, paired verdicts against the references."""
+    row = {
+        "epochs_run": round(seeds["epochs_run"].mean(), 1),
+        "data_preparation_share": round(seeds["data_preparation_share"].mean(), 4),
+        "median_validation_seconds": round(seeds["median_validation_seconds"].median(), 3),
+        "test_ndcg@10": round(seeds["test_ndcg@10"].mean(), 4),
+        "test_ndcg@10_per_seed": _per_seed(seeds["test_ndcg@10"]),
+        "test_hitrate@10": round(seeds["test_hitrate@10"].mean(), 4),
+    }
+    for role, reference in references.items():
+        if reference is None or reference not in per_user:
+            continue
+        for metric in METRICS:
+            if name == reference:
+                row[f"{metric}_vs_{role}"] = "reference"
+                continue
+            both = per_user[name].join(per_user[reference], how="inner", lsuffix="_variant", rsuffix="_reference")
+            verdict = paired_verdict(both[f"{metric}_variant"].to_numpy(), both[f"{metric}_reference"].to_numpy())
+            row[f"{metric}_vs_{role}"] = verdict.describe()
+            if role == "best" and metric == "ndcg@10":
+                row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
+    best = runs[references["best"]]
+    if references["best"] in per_user:
+        row["ndcg_ratio"] = round(row["test_ndcg@10"] / best["test_ndcg@10"].mean(), 3)
+        row["keeps_quality"] = bool(row["ndcg_ratio"] >= QUALITY_SHARE and not any(
+            str(row.get(f"{metric}_vs_best", "")).startswith("worse") for metric in METRICS))
+        row["time_to_target_seconds"] = _time_to_target(seeds, best)
+    return row
+
+
+def _extrapolated(seeds: pd.DataFrame) -> bool:
+    """Whether a variant's rows come from the steps mode (their epoch time is extrapolated)."""
+    return bool(seeds["epoch_seconds_extrapolated"].fillna(False).astype(bool).iloc[0])
 
 
 def _per_user_mean(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -143,6 +169,13 @@ def _markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, contex
         f"else inconclusive (± half-width). keeps_quality: no verdict against `{references['best']}` is worse and "
         f"mean test NDCG@10 >= {QUALITY_SHARE:.0%} of it.",
         "Variants with a single seed (`seeds` = 1) carry the noise of one run.",
+        *(["Steps mode (`mode.bench.steps`): each row timed `timed_steps` training steps after a warm-up; "
+           "`median_train_seconds_per_epoch` is **extrapolated** from the step time (`epoch_seconds_extrapolated`), "
+           "and quality is not measured."] if frame["epoch_seconds_extrapolated"].fillna(False).astype(bool).any()
+          else []),
+        "Memory: `peak_memory_mb` is the process's peak (CUDA max allocated on a GPU, else peak RSS); "
+        "`training_memory_mb` its peak during training minus its memory just before; `memory_ratio_*` compare "
+        "training memory.",
         "",
         table.to_markdown(index=False),
         "",

@@ -17,6 +17,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from replay_accelerated.errors import UserError
+
 PACKAGES = ("replay-accelerated", "torch", "lightning", "replay-rec", "hydra-core", "omegaconf",
             "numpy", "pandas", "polars", "pyarrow")
 
@@ -120,12 +122,111 @@ def median_after_first_epoch(per_epoch: list[float]) -> float:
     return statistics.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA max allocated on a GPU, else the process's peak resident set size."""
+class TrainingMemory:
+    """Peak memory of the whole process and of training alone.
+
+    Created just before training: it notes the process's memory then and resets the peak
+    counter (CUDA's max allocated; on Linux the resident-set high-water mark, through
+    /proc/self/clear_refs), so that `summary()` after training can tell what training itself
+    needed (`training_memory_mb`: the peak during training minus the memory before it; on a CPU
+    ~0.5 GB of libraries otherwise hide the difference between variants) from the process's
+    peak (`peak_memory_mb`: CUDA max allocated on a GPU, else the peak resident set size).
+    Where the peak cannot be reset, training's peak is the process's peak since it started.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_before = _peak_mb(device)
+        self.before = _current_mb(device)
+        _reset_peak(device)
+
+    def summary(self) -> dict:
+        peak = _peak_mb(self.device)
+        return {"peak_memory_mb": round(max(self.peak_before, peak), 1),
+                "training_memory_mb": round(max(peak - self.before, 0.0), 1)}
+
+
+def _current_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _proc_status_mb("VmRSS") or _peak_mb(device)
+
+
+def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return peak_kb / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM, which ru_maxrss reports (Linux)
+    except OSError:
+        pass
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+class StepTimer(L.Callback):
+    """Times `steps` training steps after `warmup` steps (the bench's steps mode, `mode.steps`).
+
+    The device is synchronised only at the two ends of the timed window, so the steps inside run as
+    in training. `count(batch) -> (samples, real tokens)` counts what a batch holds (real tokens:
+    items, not padding); `batches_per_epoch` extrapolates an epoch's time from the step time.
+    """
+
+    def __init__(self, warmup: int, steps: int, count: Callable[[Any], tuple[int, int]], batches_per_epoch: int):
+        self.warmup, self.steps, self.count, self.batches_per_epoch = warmup, steps, count, batches_per_epoch
+        self.samples = self.tokens = 0
+        self._started = self.seconds = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_index: int) -> None:
+        if batch_index == self.warmup:
+            synchronize(trainer.strategy.root_device)
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index: int) -> None:
+        if batch_index < self.warmup:
+            return
+        samples, tokens = self.count(batch)
+        self.samples, self.tokens = self.samples + int(samples), self.tokens + int(tokens)
+        if batch_index == self.warmup + self.steps - 1:
+            synchronize(trainer.strategy.root_device)
+            self.seconds = time.perf_counter() - self._started
+
+    def summary(self) -> dict:
+        step_seconds = self.seconds / self.steps
+        return {
+            "timed_steps": self.steps,
+            "warmup_steps": self.warmup,
+            "step_seconds": round(step_seconds, 5),
+            "train_samples_per_second": round(self.samples / self.seconds, 1),
+            "train_tokens_per_second": round(self.tokens / self.seconds, 1),
+            # Labelled: an epoch of this many steps was not run, only timed in part.
+            "extrapolated_train_seconds_per_epoch": round(step_seconds * self.batches_per_epoch, 3),
+        }
+
+
+def timed_steps_trainer_args(steps: int, warmup: int, batches_per_epoch: int) -> dict:
+    """Lightning Trainer arguments of the steps mode: warm-up plus timed steps of one epoch, no validation."""
+    if warmup + steps > batches_per_epoch:
+        raise UserError(f"an epoch holds {batches_per_epoch} batches, fewer than mode.warmup_steps ({warmup}) + "
+                        f"mode.steps ({steps}); lower them (or the batch size)")
+    return {"max_epochs": 1, "limit_train_batches": warmup + steps, "limit_val_batches": 0}
 
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that decide CPU matmul speed

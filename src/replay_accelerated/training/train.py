@@ -11,8 +11,12 @@ Outputs (`<save_name>` from the model config):
   `per_user_test.parquet` (NDCG@10 and HitRate@10 of every test user, 0 without
   recommendations: the paired quality verdict of the bench) and `run.json` (resolved
   config, versions, data fingerprint, hardware, epoch times, samples/s, validation
-  history, peak memory, data-preparation and padding shares, an epoch's shapes and
-  analytical training FLOPs, popularity baseline).
+  history, peak memory and training memory, data-preparation and padding shares, an epoch's
+  shapes and analytical training FLOPs, popularity baseline).
+
+`mode.steps=N` (the bench's steps mode) only times N training steps after `mode.warmup_steps`:
+run.json then holds the step time, samples/s, tokens/s, memory and the epoch time extrapolated
+from them, and nothing is validated, checkpointed or evaluated.
 
 `model.implementation=replay` trains RePlay 0.22's own model on the same data instead
 (benchmark/replay_baseline.py) and writes the same test outputs and run.json: the
@@ -64,7 +68,9 @@ from replay_accelerated.training.measurements import (
     data_preparation_share,
     hardware,
     package_versions,
-    peak_memory_mb,
+    StepTimer,
+    TrainingMemory,
+    timed_steps_trainer_args,
 )
 from replay_accelerated.training.module import RecommenderModule
 from replay_accelerated.training.precision import resolve_precision, training_device
@@ -164,20 +170,22 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
         print(f"Training RePlay 0.22's own {cfg.model.name} (the baseline) on this split")
         run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
                                     cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED,
-                                    trainer=cfg.trainer)
-        recommendations = run.pop("recommendations")
+                                    trainer=cfg.trainer, steps=cfg.mode.steps, warmup_steps=cfg.mode.warmup_steps)
+        recommendations = run.pop("recommendations", None)
         # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
         same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params)
         run["train_flops_per_epoch"] = model_train_flops(same_shapes, cfg.model.params.model_params,
                                                          EpochShapes(**run["epoch_shapes"]))
     else:
         run, model = _fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks)
-        if model is None:  # another process of a multi-process run: the first one evaluates and reports
+        if not run:  # another process of a multi-process run: the first one evaluates and reports
             return {}
-        width, k = model.max_seq_len, max(cfg.metrics.ks)
-        device = next(model.parameters()).device
-        recommendations = {split: recommend(model.score_next, users, data.vocabulary, k, width, device=device)
-                           for split, users in (("validation", data.validation), ("test", data.test))}
+        recommendations = None  # the steps mode only times training
+        if model is not None:
+            width, k = model.max_seq_len, max(cfg.metrics.ks)
+            device = next(model.parameters()).device
+            recommendations = {split: recommend(model.score_next, users, data.vocabulary, k, width, device=device)
+                               for split, users in (("validation", data.validation), ("test", data.test))}
 
     summary = {
         "model": cfg.model.name,
@@ -189,7 +197,13 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
         "hardware": hardware(),
         "versions": package_versions(),
     }
-    summary.update(evaluate(recommendations, data, cfg, results_dir))
+    if recommendations is not None:
+        summary.update(evaluate(recommendations, data, cfg, results_dir))
+    else:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        print(f"Timed {run['timed_steps']} steps after {run['warmup_steps']}: {run['step_seconds']} s a step, "
+              f"{run['train_tokens_per_second']} tokens/s, an epoch extrapolated to "
+              f"{run['extrapolated_train_seconds_per_epoch']} s; training memory {run['training_memory_mb']} MB")
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
     (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
@@ -200,7 +214,7 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
 def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
          callbacks: tuple[L.Callback, ...]) -> tuple[dict, SequentialRecommender | None]:
     """Train our model with early stopping; returns what was measured and the best model, in eval mode
-    (no model in the other processes of a multi-process run)."""
+    (nothing in the other processes of a multi-process run; no model in the steps mode, `mode.steps`)."""
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
@@ -222,8 +236,17 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     fingerprint = config_fingerprint(cfg)
     csv_logger = CSVLogger(cfg.paths.log_dir, name=cfg.model.save_name)
     loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=cfg.model.save_name, version=csv_logger.version)]
+    schedule = {"max_epochs": training.max_epochs,
+                "callbacks": [EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint,
+                              timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)),
+                              *callbacks]}
+    if cfg.mode.steps is not None:  # time steps only: no validation, checkpoints or resume
+        step_timer = StepTimer(cfg.mode.warmup_steps, cfg.mode.steps, batches_per_epoch=len(train_loader),
+                               count=lambda batch: (len(batch), (batch != model.pad_id).sum().item()))
+        schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
+                    "callbacks": [step_timer]}
     trainer = L.Trainer(
-        max_epochs=training.max_epochs,
+        **schedule,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         strategy=cfg.trainer.strategy,
@@ -231,8 +254,6 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         use_distributed_sampler=False,  # our batch samplers and validation split the work themselves
         enable_progress_bar=cfg.trainer.progress_bar,
         precision=training.precision,
-        callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint, timer,
-                   ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)), *callbacks],
         plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
         logger=loggers,
         num_sanity_val_steps=0,
@@ -240,15 +261,21 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
     check_device_support(cfg, trainer.strategy.root_device, model)
+    device = trainer.strategy.root_device
+    if cfg.mode.steps is not None:
+        memory = TrainingMemory(device)
+        trainer.fit(module, train_loader)
+        return {**step_timer.summary(), **memory.summary(), "epoch_shapes": shapes.as_dict(),
+                "train_flops_per_epoch": model_train_flops(model, model_params, shapes)}, None
     # After the last check that can stop the run.
     resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)
     mark_started(checkpoint_dir)
+    memory = TrainingMemory(device)
     trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
     if trainer.global_rank != 0:
         return {}, None
     mark_complete(checkpoint_dir, fingerprint, trainer.current_epoch)
-    device = trainer.strategy.root_device
-    peak_mb = peak_memory_mb(device)  # before the measurements below add anything
+    memory_used = memory.summary()  # before the measurements below add anything
 
     # Measured after training, so that the timing synchronisations stay out of the training loop
     # (and only in a single process: after DDP the parameters may still carry its gradient hooks).
@@ -276,7 +303,7 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         "epochs_run": trainer.current_epoch,
         "accelerations": [vars(change) for change in changes],
         **timer.summary(),
-        "peak_memory_mb": round(peak_mb, 1),
+        **memory_used,
         "data_preparation_share": prep_share,
         "padding_share": round(padding_share(train_loader), 4),
         "epoch_shapes": shapes.as_dict(),
