@@ -41,18 +41,65 @@ def test_validation_metrics_equal_replay_offline_metrics():
         assert abs(float(sums[f"recall@{k}"]) / n_users - expected[f"Recall@{k}"]) < 1e-6
 
 
+def _all_of(scores: torch.Tensor):
+    return lambda start, stop: scores[:, start:stop]
+
+
 def test_top_k_never_returns_a_seen_item():
     scores = torch.randn(4, 10)
     seen_rows = torch.tensor([0, 0, 1, 3, 3, 3])
     seen_items = torch.tensor([scores[0].argmax(), 5, 2, 0, 1, 2])
-    _, items = top_k_unseen(scores, seen_rows, seen_items, k=7)
+    _, items = top_k_unseen(_all_of(scores), 10, seen_rows, seen_items, k=7)
     for row, item in zip(seen_rows.tolist(), seen_items.tolist()):
         assert item not in items[row].tolist()
     assert len(set(items[2].tolist())) == 7
-    _, items = top_k_unseen(scores, seen_rows, seen_items, k=10)  # more than row 3 has left
+    _, items = top_k_unseen(_all_of(scores), 10, seen_rows, seen_items, k=10)  # more than row 3 has left
     assert items[3].tolist()[-3:] == [-1, -1, -1]
     truth = torch.tensor([[-1, -1], [-1, -1], [-1, -1], [items[3, 0], -1]])
     assert float(ranking_metric_sums(items, truth, [10])["recall@10"]) == 1.0  # -1 never matches
+
+
+def test_ranking_in_item_chunks_equals_ranking_the_whole_catalog():
+    n_users, n_items, k = 37, 1000, 25
+    scores = torch.randn(n_users, n_items)  # distinct values: the top-k is unique
+    seen_rows = torch.randint(0, n_users, (3000,))
+    seen_items = torch.randint(0, n_items, (3000,))
+    seen_items[:n_users] = scores.argmax(dim=1)  # every user has seen their best item
+    seen_rows[:n_users] = torch.arange(n_users)
+    # The plain reference: mask seen items in the full matrix, sort each row.
+    masked = scores.clone()
+    masked[seen_rows, seen_items] = float("-inf")
+    expected_scores, expected_items = masked.sort(dim=1, descending=True)
+    asked = []
+
+    def scores_of(start: int, stop: int) -> torch.Tensor:
+        asked.append(stop - start)
+        return scores[:, start:stop]
+
+    for chunk in (None, 1, 7, 64, 999, 1000, 5000):
+        asked.clear()
+        top_scores, top_items = top_k_unseen(scores_of, n_items, seen_rows, seen_items, k, chunk)
+        assert torch.equal(top_items, expected_items[:, :k]) and torch.equal(top_scores, expected_scores[:, :k])
+        assert max(asked) == min(chunk or n_items, n_items) and sum(asked) == n_items
+
+
+def test_a_model_ranks_the_same_in_chunks_and_at_once():
+    from omegaconf import OmegaConf
+
+    from replay_accelerated.config import ModelParams
+    from replay_accelerated.models import build_model
+
+    for name in ("bert4rec", "sasrec"):
+        model = build_model(name, 300, OmegaConf.structured(ModelParams(hidden_size=16, head_count=2,
+                                                                         max_seq_len=12))).eval()
+        history = torch.randint(0, 300, (9, 12))
+        seen_rows, seen_items = torch.arange(9).repeat_interleave(12), history.ravel()
+        with torch.no_grad():
+            whole = top_k_unseen(model.next_item_scores(history), 300, seen_rows, seen_items, 20)
+            chunked = top_k_unseen(model.next_item_scores(history), 300, seen_rows, seen_items, 20, chunk_size=32)
+            expected = top_k_unseen(_all_of(model.score_next(history)), 300, seen_rows, seen_items, 20)
+        torch.testing.assert_close(chunked, expected)
+        torch.testing.assert_close(whole, expected)
 
 
 def _naive_padded(sequences: list[list[int]], width: int, pad: int) -> torch.Tensor:
@@ -84,8 +131,8 @@ def test_final_recommendations_and_metric_table_use_original_ids():
     history = UserSequences.from_events(events, vocabulary)
     users = EvaluationUsers.from_splits(history, UserSequences.from_events(truth, vocabulary))
 
-    def prefer_low_ids(batch_history: torch.Tensor) -> torch.Tensor:
-        return -torch.arange(len(vocabulary), dtype=torch.float).expand(len(batch_history), -1)
+    def prefer_low_ids(batch_history: torch.Tensor):
+        return _all_of(-torch.arange(len(vocabulary), dtype=torch.float).expand(len(batch_history), -1))
 
     recommendations = recommend(prefer_low_ids, users, vocabulary, k=2, width=4)
     assert recommendations.groupby("user_id")["item_id"].apply(list).to_dict() == {10: [300, 400], 20: [100]}

@@ -244,6 +244,11 @@ class Metrics:
 
 
 @dataclass
+class Evaluation:  # ours
+    item_chunk_size: Optional[int] = 65536  # validation, test and infer rank the catalog this many items at a time
+
+
+@dataclass
 class SearchParameter:  # ours: one dimension of the optuna search space
     key: str = MISSING  # a config key, e.g. model.params.training_params.learning_rate
     type: str = MISSING  # float | int | categorical
@@ -271,6 +276,7 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     trainer: Trainer = field(default_factory=Trainer)
     metrics: Metrics = field(default_factory=Metrics)
+    evaluation: Evaluation = field(default_factory=Evaluation)
     optuna: Optuna = field(default_factory=Optuna)
     trust_checkpoint: bool = False  # ours: true loads model files that hold code-bearing objects (see README)
 
@@ -417,6 +423,9 @@ def _check_values(cfg: DictConfig, origin: ConfigOrigin) -> None:
     require(len(cfg.metrics.ks) > 0 and all(k > 0 for k in cfg.metrics.ks), "metrics.ks",
             "must be a non-empty list of positive integers")
     require(10 in cfg.metrics.ks, "metrics.ks", "must contain 10 (early stopping watches validation NDCG@10)")
+    chunk = cfg.evaluation.item_chunk_size
+    require(chunk is None or chunk > 0, "evaluation.item_chunk_size",
+            "must be a positive number of items, or null (the whole catalog at once)")
     if cfg.mode.name == "bench":
         require(len(cfg.mode.bench.variants) + len(cfg.mode.bench.pairwise) > 0, "mode.bench.variants",
                 "a bench needs at least one variant (a list of overrides) or pairwise options")

@@ -33,7 +33,7 @@ SCORE = "score"
 
 @torch.no_grad()
 def recommend(
-    score_next: Callable[[torch.Tensor], torch.Tensor],
+    next_item_scores: Callable[[torch.Tensor], Callable[[int, int], torch.Tensor]],
     users: EvaluationUsers,
     vocabulary: ItemVocabulary,
     k: int,
@@ -41,11 +41,14 @@ def recommend(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     remove_seen: bool = True,
+    item_chunk_size: int | None = None,
 ) -> pd.DataFrame:
     """Top-k unseen items per user as (user_id, item_id, score, rank) with original ids
     (with `remove_seen=False`, top-k of all items).
 
-    `score_next` maps a left-padded history [B, width] to scores over the catalog [B, n_items].
+    `next_item_scores` maps a left-padded history [B, width] to a function (start, stop) -> the
+    scores of items start..stop-1 [B, stop - start] (a model's `next_item_scores`); the catalog is
+    ranked `item_chunk_size` items at a time (null: at once), see ranking.top_k_unseen.
     """
     batches = EvaluationBatches(users, width, pad_id=len(vocabulary), batch_size=batch_size)
     scores, items = [], []
@@ -53,7 +56,8 @@ def recommend(
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         if not remove_seen:
             batch["seen_rows"], batch["seen_items"] = batch["seen_rows"][:0], batch["seen_items"][:0]
-        top_scores, top_items = top_k_unseen(score_next(batch["history"]), batch["seen_rows"], batch["seen_items"], k)
+        top_scores, top_items = top_k_unseen(next_item_scores(batch["history"]), len(vocabulary),
+                                             batch["seen_rows"], batch["seen_items"], k, item_chunk_size)
         scores.append(top_scores.cpu())
         items.append(top_items.cpu())
     scores_np, items_np = torch.cat(scores).numpy(), torch.cat(items).numpy()  # [U, k]

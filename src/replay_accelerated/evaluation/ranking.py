@@ -1,10 +1,13 @@
 """Batched full-catalog ranking on the training device.
 
 Validation runs every epoch, so it stays on the device: score every item for a batch
-of users, set the items each user has already seen to -inf, take the top k, and count
+of users (in item chunks for large catalogs, `evaluation.item_chunk_size`), set the items
+each user has already seen to -inf, take the top k, and count
 NDCG@k and Recall@k with replay-rec's definitions (binary relevance; NDCG's ideal DCG
 over min(|ground truth|, k) hits; Recall = hits / |ground truth|).
 """
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,14 +47,30 @@ class EvaluationBatches(torch.utils.data.Dataset):
         }
 
 
-def top_k_unseen(scores: torch.Tensor, seen_rows: torch.Tensor, seen_items: torch.Tensor, k: int):
-    """Top-k (scores, items) per row after removing seen items. scores: [B, n_items].
+def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, seen_rows: torch.Tensor,
+                 seen_items: torch.Tensor, k: int, chunk_size: int | None = None):
+    """Top-k (scores, items) per row after removing seen items, ranking the catalog in item chunks.
 
-    A user who has seen all but fewer than k items gets item -1 in the unused places.
+    scores_of(start, stop) -> [B, stop - start]: the rows' scores of items start..stop-1. Items are
+    scored `chunk_size` at a time (null: all at once) and a running top-k keeps the best k, so no more
+    than [B, chunk_size] scores exist at once, whatever the catalog size; seen items are removed inside
+    each chunk, so the result is the full-catalog one. A user who has seen all but fewer than k items
+    gets item -1 in the unused places.
     """
-    scores = scores.float().index_put((seen_rows, seen_items), torch.tensor(float("-inf"), device=scores.device))
-    top_scores, top_items = scores.topk(min(k, scores.shape[1]), dim=1)
-    return top_scores, top_items.masked_fill(top_scores == float("-inf"), -1)
+    chunk_size = chunk_size or n_items
+    best_scores = best_items = None
+    for start in range(0, n_items, chunk_size):
+        stop = min(start + chunk_size, n_items)
+        scores = scores_of(start, stop).float()  # [B, C]
+        inside = (seen_items >= start) & (seen_items < stop)
+        scores = scores.index_put((seen_rows[inside], seen_items[inside] - start),
+                                  torch.tensor(float("-inf"), device=scores.device))
+        items = torch.arange(start, stop, device=scores.device).expand_as(scores)  # [B, C]
+        if best_scores is not None:  # the best so far compete with this chunk
+            scores, items = torch.cat([best_scores, scores], dim=1), torch.cat([best_items, items], dim=1)
+        best_scores, best = scores.topk(min(k, scores.shape[1]), dim=1)
+        best_items = items.gather(1, best)
+    return best_scores, best_items.masked_fill(best_scores == float("-inf"), -1)
 
 
 def ranking_metric_sums(top_items: torch.Tensor, ground_truth: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:

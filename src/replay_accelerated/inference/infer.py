@@ -54,8 +54,9 @@ def infer(cfg: DictConfig) -> pd.DataFrame:
                         "use the model and acceleration configs it was trained with") from None
     model.eval()
     no_truth = UserSequences(histories.user_ids, csr_offsets(np.zeros(len(histories))), np.zeros(0, np.int64))
-    recommendations = recommend(model.score_next, EvaluationUsers(histories, no_truth), vocabulary, settings.k,
-                                model.max_seq_len, remove_seen=settings.remove_seen)
+    recommendations = recommend(model.next_item_scores, EvaluationUsers(histories, no_truth), vocabulary, settings.k,
+                                model.max_seq_len, remove_seen=settings.remove_seen,
+                                item_chunk_size=cfg.evaluation.item_chunk_size)
     output.parent.mkdir(parents=True, exist_ok=True)
     recommendations.to_parquet(output, index=False)
     print(f"Top-{settings.k} recommendations for {len(histories):,} users written to {output}")

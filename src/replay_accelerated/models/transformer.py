@@ -16,6 +16,7 @@ Padding keys are never attended to, so a trimmed batch gives exactly the untrimm
 """
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ class SequentialRecommender(nn.Module):
     Interface used by training, evaluation, losses and accelerations: `n_items`, `pad_id`,
     `max_seq_len`, `item_embedding`, `blocks`, `head` (head(hidden [N, H], item_ids=None) ->
     logits, with `.weight` [n_items, H] and `.bias` [n_items] or None), `forward`,
-    `score_next`, `training_example`, `prediction_inputs`.
+    `score_next`, `next_item_scores`, `training_example`, `prediction_inputs`.
     """
 
     causal: bool  # SASRec attends only to the past; BERT4Rec to both sides
@@ -134,6 +135,18 @@ class SequentialRecommender(nn.Module):
         """Scores of every item as the next one. history: [B, W] left-padded. Returns [B, n_items]."""
         hidden = self(self.prediction_inputs(history))  # [B, W', H]
         return self.head(hidden[:, -1])
+
+    def next_item_scores(self, history: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+        """Scores of items start..stop-1 as the next one, as a function of (start, stop) -> [B, stop - start]:
+        the model runs once here, the head per item range (evaluation ranks large catalogs range by range)."""
+        hidden = self(self.prediction_inputs(history))[:, -1]  # [B, H]
+
+        def scores(start: int, stop: int) -> torch.Tensor:
+            if start == 0 and stop == self.n_items:
+                return self.head(hidden)  # the whole catalog: no gathered copy of the head's rows
+            return self.head(hidden, torch.arange(start, stop, device=hidden.device))
+
+        return scores
 
     def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """From left-padded sequences [B, W + 1]: inputs [B, W'], labels [B, W'] and target_mask [B, W'].

@@ -2,7 +2,7 @@
 
 Training step: the model makes (inputs, labels, target_mask) from a batch of padded
 sequences; the loss uses only the positions in target_mask.
-Validation: full-catalog ranking of validation users with seen items removed,
+Validation: full-catalog ranking of validation users with seen items removed (in item chunks),
 logging `val_ndcg@k` and `val_recall@k` (early stopping watches val_ndcg@10).
 """
 
@@ -17,9 +17,11 @@ from replay_accelerated.models.transformer import SequentialRecommender
 
 class RecommenderModule(L.LightningModule):
     def __init__(self, model: SequentialRecommender, loss: nn.Module, learning_rate: float,
-                 weight_decay: float, ks: list[int], targets_per_batch: float | None = None):
+                 weight_decay: float, ks: list[int], targets_per_batch: float | None = None,
+                 item_chunk_size: int | None = None):
         super().__init__()
         self.targets_per_batch = targets_per_batch
+        self.item_chunk_size = item_chunk_size  # validation ranks the catalog this many items at a time
         self.model = model
         self.loss = loss
         self.learning_rate = learning_rate
@@ -72,8 +74,8 @@ class RecommenderModule(L.LightningModule):
         # With several processes each scores its share of the batches; the sums are added up at the end.
         if batch_index % self.trainer.world_size != self.trainer.global_rank:
             return
-        scores = self.model.score_next(batch["history"])  # [B, n_items]
-        _, top_items = top_k_unseen(scores, batch["seen_rows"], batch["seen_items"], max(self.ks))
+        _, top_items = top_k_unseen(self.model.next_item_scores(batch["history"]), self.model.n_items,
+                                    batch["seen_rows"], batch["seen_items"], max(self.ks), self.item_chunk_size)
         for name, value in ranking_metric_sums(top_items, batch["ground_truth"], self.ks).items():
             self._sums[name] = self._sums.get(name, 0.0) + value
         self._users += len(batch["history"])

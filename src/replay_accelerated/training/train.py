@@ -184,7 +184,8 @@ def train(cfg: DictConfig, callbacks: tuple[L.Callback, ...] = ()) -> dict:
         if model is not None:
             width, k = model.max_seq_len, max(cfg.metrics.ks)
             device = next(model.parameters()).device
-            recommendations = {split: recommend(model.score_next, users, data.vocabulary, k, width, device=device)
+            recommendations = {split: recommend(model.next_item_scores, users, data.vocabulary, k, width,
+                                                device=device, item_chunk_size=cfg.evaluation.item_chunk_size)
                                for split, users in (("validation", data.validation), ("test", data.test))}
 
     summary = {
@@ -226,7 +227,8 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
         targets_per_batch = shapes.targets / shapes.batches
     module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
-                               training.weight_decay, list(cfg.metrics.ks), targets_per_batch)
+                               training.weight_decay, list(cfg.metrics.ks), targets_per_batch,
+                               cfg.evaluation.item_chunk_size)
     validation_loader = torch.utils.data.DataLoader(
         EvaluationBatches(data.validation, model_params.max_seq_len, model.pad_id, batch_size=256), batch_size=None
     )
@@ -320,8 +322,8 @@ def evaluate(recommendations: dict[str, pd.DataFrame], data: PreparedData, cfg: 
     width = cfg.model.params.model_params.max_seq_len
     popularity = popularity_scores(data.train.items, len(data.vocabulary))
 
-    def popularity_next(history: torch.Tensor) -> torch.Tensor:
-        return popularity.expand(len(history), -1)
+    def popularity_next(history: torch.Tensor):
+        return lambda start, stop: popularity[start:stop].expand(len(history), -1)
 
     users = {"validation": data.validation, "test": data.test}
     truths = {"validation": data.splits.validation_gt, "test": data.splits.test_gt}
