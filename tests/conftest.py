@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -25,6 +26,10 @@ FAST_SYNTHETIC = [
 ]
 
 
+# Device-parametrized tests run on the CPU everywhere and on CUDA where there is a GPU (marked `cuda`).
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+
 # Tests train in fp32 whatever the machine (the default, `auto`, picks bf16 where it is native); a
 # test's own precision override comes later and wins.
 PINNED_PRECISION = "model.params.training_params.precision=32-true"
@@ -32,9 +37,12 @@ PINNED_PRECISION = "model.params.training_params.precision=32-true"
 
 def run_main(home: Path, *overrides: str, config_name: str | None = None) -> subprocess.CompletedProcess:
     """Run `python main.py` like a user would, with all outputs under `home`, in fp32 unless told otherwise."""
-    command = [sys.executable, str(ROOT / "main.py"), PINNED_PRECISION, *overrides]
+    flags = []  # Hydra's own flags (--config-dir DIR, ...) come before any override
+    while overrides and overrides[0].startswith("--"):
+        flags, overrides = [*flags, *overrides[:2]], overrides[2:]
     if config_name:
-        command[2:2] = ["--config-name", config_name]
+        flags += ["--config-name", config_name]
+    command = [sys.executable, str(ROOT / "main.py"), *flags, PINNED_PRECISION, *overrides]
     env = {**os.environ, "REPLAY_ACCELERATED_HOME": str(home), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import DEVICES
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul, quantize_absmax
 from replay_accelerated.models.heads import LinearHead
 
@@ -34,10 +35,10 @@ def float64_reference(x, weight, bias, grad_y):
     return y.detach(), x.grad, weight.grad, bias.grad
 
 
-def check_against_reference(n_rows, hidden, n_items):
-    head = SwitchBackLinear(hidden, n_items)
-    x = torch.randn(n_rows, hidden, requires_grad=True)
-    grad_y = torch.randn(n_rows, n_items)
+def check_against_reference(n_rows, hidden, n_items, device="cpu"):
+    head = SwitchBackLinear(hidden, n_items).to(device)
+    x = torch.randn(n_rows, hidden, device=device, requires_grad=True)
+    grad_y = torch.randn(n_rows, n_items, device=device)
     y = head(x)
     y.backward(grad_y)
     y_ref, grad_x_ref, grad_w_ref, grad_b_ref = float64_reference(x, head.weight, head.bias, grad_y)
@@ -50,21 +51,25 @@ def check_against_reference(n_rows, hidden, n_items):
     torch.testing.assert_close(head.bias.grad.double(), grad_b_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_forward_and_gradients_match_float64():
-    check_against_reference(n_rows=64, hidden=64, n_items=200)
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_and_gradients_match_float64(device: str):
+    check_against_reference(n_rows=64, hidden=64, n_items=200, device=device)
 
 
-def test_shapes_not_multiples_of_8():
-    # 13 rows < 17 and 37, 101 not multiples of 8: every padding branch of int8_matmul runs.
-    check_against_reference(n_rows=13, hidden=37, n_items=101)
+@pytest.mark.parametrize("device", DEVICES)
+def test_shapes_not_multiples_of_8(device: str):
+    # 13 rows < 17 and 37, 101 not multiples of 8: every padding branch of int8_matmul runs
+    # (CUDA's _int_mm needs M > 16 and K, N multiples of 8).
+    check_against_reference(n_rows=13, hidden=37, n_items=101, device=device)
 
 
-def test_int8_matmul_is_exact_on_odd_shapes():
+@pytest.mark.parametrize("device", DEVICES)
+def test_int8_matmul_is_exact_on_odd_shapes(device: str):
     for m, k, n in [(1, 1, 1), (13, 37, 101), (17, 8, 8), (40, 24, 9)]:
-        a = torch.randint(-127, 128, (m, k), dtype=torch.int8)
-        b = torch.randint(-127, 128, (n, k), dtype=torch.int8).t()  # [K, N], a transposed view, as in forward
-        expected = (a.long() @ b.long()).int()
-        assert torch.equal(int8_matmul(a, b), expected)
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device=device)
+        b = torch.randint(-127, 128, (n, k), dtype=torch.int8, device=device).t()  # [K, N], a transposed view
+        expected = (a.cpu().long() @ b.cpu().long()).int()
+        assert torch.equal(int8_matmul(a, b).cpu(), expected)
 
 
 def test_every_item_keeps_its_own_weight_scale():
@@ -94,12 +99,13 @@ def test_every_item_keeps_its_own_weight_scale():
     assert worst_column_error(tensor_wise, y_ref) > 3e-2
 
 
-def test_autocast_bf16_on_cpu():
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_bf16(device: str):
     hidden, n_items = 40, 90
-    head = SwitchBackLinear(hidden, n_items)
-    x = torch.randn(3, 7, hidden, requires_grad=True)  # float32 input, leading shape [3, 7]
-    grad_y = torch.randn(3, 7, n_items)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    head = SwitchBackLinear(hidden, n_items).to(device)
+    x = torch.randn(3, 7, hidden, device=device, requires_grad=True)  # float32 input, leading shape [3, 7]
+    grad_y = torch.randn(3, 7, n_items, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         y = head(x)
     assert y.dtype == torch.bfloat16 and y.shape == (3, 7, n_items)
     y.backward(grad_y.to(torch.bfloat16))
@@ -113,7 +119,7 @@ def test_autocast_bf16_on_cpu():
     torch.testing.assert_close(head.bias.grad.double(), grad_b_ref, rtol=1e-5, atol=1e-5)
 
     # A bf16 input, outside autocast: bf16 logits, bf16 grad_input.
-    x16 = torch.randn(20, hidden, dtype=torch.bfloat16, requires_grad=True)
+    x16 = torch.randn(20, hidden, dtype=torch.bfloat16, device=device, requires_grad=True)
     y16 = head(x16)
     assert y16.dtype == torch.bfloat16
     y16.sum().backward()

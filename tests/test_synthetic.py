@@ -176,3 +176,15 @@ def test_ml20m_shape_has_a_long_tail_and_popularity_skew(home: Path, seed: int) 
     counts = log["item_id"].value_counts()
     top = counts.iloc[: arguments["n_items"] // 100].sum()
     assert top / len(log) > 0.1
+
+
+@pytest.mark.parametrize("arguments", [SMALL_LOG, {**SMALL_LOG, "n_users": 50, "n_items": 8, "n_clusters": 2,
+                                                    "mean_length": 8, "min_length": 8, "max_length": 8}])
+def test_catalogs_too_large_for_a_bit_set_give_the_same_log(monkeypatch, arguments: dict) -> None:
+    # The set of (user, item) keys that large catalogs use instead of the bit set is the same rule:
+    # the same frame for the same seed, the last-resort draw among unseen items included (second case).
+    from replay_accelerated.data import synthetic
+
+    expected = generate_interactions(**arguments)
+    monkeypatch.setattr(synthetic, "BIT_SET_BYTES", 0)
+    pd.testing.assert_frame_equal(generate_interactions(**arguments), expected)

@@ -77,6 +77,9 @@ POPULARITY_REDRAWS = 10
 
 LENGTH_DISTRIBUTIONS = ("geometric", "lognormal")
 
+# Largest per-user bit set of seen items (n_users x n_items / 8 bytes); larger logs keep a set of keys.
+BIT_SET_BYTES = 2**30
+
 
 def generate_interactions(
     n_users: int,
@@ -248,13 +251,16 @@ def _simulate_sequences(
     Step ``t`` is simulated for all users at once: the loop runs over positions in the
     sequence, never over users. Memory and work grow with the number of events, not with
     users x longest sequence: items go straight into one flat array, and whether a user
-    has seen an item is one bit of a per-user bit set (n_users x n_items / 8 bytes).
+    has seen an item is one bit of a per-user bit set (n_users x n_items / 8 bytes), or, where
+    that would exceed BIT_SET_BYTES (a million items and 200k users: 25 GB), an entry of a set
+    of (user, item) keys, which grows with the events instead.
     """
     n_users = len(lengths)
     successor_cdf = np.cumsum(SUCCESSOR_WEIGHTS)
     first = np.cumsum(lengths) - lengths  # where each user's sequence starts in `items`
     items = np.empty(lengths.sum(), dtype=np.int64)
-    seen = _SeenItems(n_users, len(popularity_cdf))
+    n_items = len(popularity_cdf)
+    seen = _SeenItems(n_users, n_items) if n_users * n_items / 8 <= BIT_SET_BYTES else _SeenItemKeys(n_items)
     active = np.arange(n_users)  # users still drawing, in user order
     current = _sample(popularity_cdf, n_users, rng)
     items[first] = current
@@ -297,10 +303,32 @@ class _SeenItems:
         return np.flatnonzero(np.unpackbits(row, count=self.n_items, bitorder="little") == 0)
 
 
+class _SeenItemKeys:
+    """The same as _SeenItems for catalogs too large for a bit set: a set of keys user * n_items + item."""
+
+    def __init__(self, n_items: int):
+        self.n_items = n_items
+        self.keys: set[int] = set()
+
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = self.keys
+        return np.fromiter((key in keys for key in (users * self.n_items + items).tolist()), dtype=bool,
+                           count=len(users))
+
+    def add(self, users: np.ndarray, items: np.ndarray) -> None:
+        self.keys.update((users * self.n_items + items).tolist())
+
+    def unseen(self, user: int) -> np.ndarray:
+        """The items ``user`` has not consumed, in increasing order (a scan of every key: rarely needed)."""
+        low = user * self.n_items
+        mine = [key - low for key in self.keys if low <= key < low + self.n_items]
+        return np.setdiff1d(np.arange(self.n_items), mine)
+
+
 def _replace_repeats(
     candidates: np.ndarray,
     users: np.ndarray,
-    seen: _SeenItems,
+    seen: "_SeenItems | _SeenItemKeys",
     popularity_cdf: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:

@@ -22,6 +22,7 @@ __all__ = [
     "SampledSoftmaxLoss",
     "ScalableCrossEntropyLoss",
     "build_loss",
+    "full_logits_bytes",
 ]
 
 PREFIX = "model.params.model_params"
@@ -81,3 +82,18 @@ def build_loss(model_params, item_counts: torch.Tensor | None) -> nn.Module:
         return CutCrossEntropyLoss(CCE_CHUNK_SIZE, n_negatives, strategy, item_counts)
     names = ["CE", "CE_restricted", "CE_full_positions", "CE_sampled", "BCE", "SCE", "CCE"]
     raise ConfigError(f"config key '{PREFIX}.loss_type' is '{loss_type}'; use one of {names}")
+
+
+# Bytes per (target, item) of a loss that holds the full logits matrix: fp32 logits, the softmax
+# autograd keeps and the gradient backward makes.
+FULL_LOGITS_BYTES = 12
+
+
+def full_logits_bytes(loss: nn.Module, targets_per_batch: float, tokens_per_batch: float, n_items: int) -> float:
+    """About how many bytes one training step of `loss` needs for its [targets x items] logits, or 0
+    for the losses that never hold them (sampled, SCE's buckets, CCE's chunks)."""
+    if isinstance(loss, FullPositionsCrossEntropyLoss):  # the head at every position
+        return tokens_per_batch * n_items * FULL_LOGITS_BYTES
+    if isinstance(loss, CrossEntropyLoss):
+        return targets_per_batch * n_items * FULL_LOGITS_BYTES
+    return 0.0

@@ -8,11 +8,21 @@ states first and run the head on them alone: same loss, a fraction of the work.
 - `CrossEntropyLoss` ("CE", also "CE_restricted"): head on target positions only.
 - `FullPositionsCrossEntropyLoss` ("CE_full_positions"): RePlay's way, kept to measure
   what the gathering saves; same value and gradients as "CE".
+
+The number of targets differs from batch to batch. oneDNN, which runs bf16 matrix products on
+a CPU, builds and caches a kernel with its own packed copy of the head's weight for every
+distinct shape, so hundreds of target counts cost gigabytes (bf16 training used 2.8x the peak
+memory of fp32). The gathered rows are therefore padded with zero rows to a multiple of
+TARGET_ROWS_MULTIPLE, whose labels the loss ignores: a few shapes, and at most 63 rows of extra
+head work per batch.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+TARGET_ROWS_MULTIPLE = 64
+IGNORED = -100  # F.cross_entropy's ignore_index: the label of a padding row
 
 
 class CrossEntropyLoss(nn.Module):
@@ -25,8 +35,12 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module) -> torch.Tensor:
-        logits = head(hidden[target_mask])  # [N, n_items]: the head runs on target positions only
-        return F.cross_entropy(logits.float(), labels[target_mask])
+        rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
+        padding = -len(rows) % TARGET_ROWS_MULTIPLE
+        rows = F.pad(rows, (0, 0, 0, padding))  # [N + padding, H], zero rows
+        positives = F.pad(positives, (0, padding), value=IGNORED)
+        logits = head(rows)  # [N + padding, n_items]: the head runs on target positions only
+        return F.cross_entropy(logits.float(), positives, ignore_index=IGNORED)
 
 
 class FullPositionsCrossEntropyLoss(nn.Module):

@@ -170,6 +170,21 @@ def _reset_peak(device: torch.device) -> None:
         pass
 
 
+def available_memory_bytes(device: torch.device) -> float | None:
+    """Memory a run could still allocate on `device`: CUDA's free memory, else the system's MemAvailable
+    (None where neither can be read)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def _proc_status_mb(field: str) -> float | None:
     try:
         with open("/proc/self/status") as status:

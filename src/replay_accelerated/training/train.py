@@ -51,7 +51,7 @@ from replay_accelerated.evaluation.offline import (
     recommend,
 )
 from replay_accelerated.evaluation.ranking import EvaluationBatches
-from replay_accelerated.losses import build_loss
+from replay_accelerated.losses import build_loss, full_logits_bytes
 from replay_accelerated.models import SequentialRecommender, build_model
 from replay_accelerated.training.batches import padding_share, training_loader
 from replay_accelerated.training.checkpoints import (
@@ -70,6 +70,7 @@ from replay_accelerated.training.measurements import (
     package_versions,
     StepTimer,
     TrainingMemory,
+    available_memory_bytes,
     timed_steps_trainer_args,
 )
 from replay_accelerated.training.module import RecommenderModule
@@ -141,6 +142,21 @@ def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, dict]:
     cfg = copy.deepcopy(cfg)
     cfg.model.params.training_params.precision = used
     return cfg, {"configured": configured, "used": used, "why": why}
+
+
+def check_logits_memory(loss: torch.nn.Module, shapes: EpochShapes, n_items: int, device: torch.device) -> None:
+    """A loss that holds [targets x items] logits must fit: refused when a step's logits alone exceed the
+    memory available, with a warning when they take more than a quarter of it."""
+    needed = full_logits_bytes(loss, shapes.targets / shapes.batches, shapes.tokens / shapes.batches, n_items)
+    available = available_memory_bytes(device)
+    if not needed or available is None or needed <= available / 4:
+        return
+    message = (f"loss_type {type(loss).__name__} holds the [targets x items] logits of a batch: about "
+               f"{needed / 2**30:.1f} GB at {n_items:,} items, with {available / 2**30:.1f} GB available on {device}; "
+               "use model.params.model_params.loss_type=CCE (exact, chunked), SCE or CE_sampled, or a smaller batch")
+    if needed > available:
+        raise ConfigError(message)
+    print(f"Warning: {message}", flush=True)
 
 
 def inspect(cfg: DictConfig) -> list[Change]:
@@ -226,7 +242,9 @@ def _fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     targets_per_batch = None
     if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
         targets_per_batch = shapes.targets / shapes.batches
-    module = RecommenderModule(model, build_loss(model_params, item_counts), training.learning_rate,
+    loss = build_loss(model_params, item_counts)
+    check_logits_memory(loss, shapes, len(data.vocabulary), training_device(cfg.trainer))
+    module = RecommenderModule(model, loss, training.learning_rate,
                                training.weight_decay, list(cfg.metrics.ks), targets_per_batch,
                                cfg.evaluation.item_chunk_size)
     validation_loader = torch.utils.data.DataLoader(

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fill benchmarks/wheels/ with what a bare CUDA machine with PyTorch (torch, numpy, typing-extensions,
+# fsspec, PyYAML, packaging, filelock, jinja2) lacks to run benchmarks/gpu_check.sh. Run it where PyPI is
+# reachable; the folder then travels with the checkout. Such a machine may have no network, and its numpy
+# may be newer than replay-rec's pin, so gpu_check.sh installs these without dependency resolution.
+# PYTHON_VERSION (e.g. 311) picks the target machine's Python; default: this one's.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p wheels
+PYTHON_VERSION=${PYTHON_VERSION:-$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')}
+PACKAGES=(
+    "replay-rec==0.22.0" scikit-learn scipy threadpoolctl joblib tqdm   # the baseline and its needs
+    "lightning>=2.2,<3" pytorch-lightning lightning-utilities torchmetrics
+    hydra-core omegaconf
+    pandas pytz tzdata python-dateutil six polars polars-runtime-32 pyarrow tabulate
+    optuna alembic sqlalchemy greenlet mako colorlog
+    tensorboard tensorboard-data-server protobuf grpcio absl-py markdown werkzeug markupsafe   # training's logger
+    matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing                           # the bench's plot
+    pytest pluggy iniconfig
+)
+pip download --dest wheels --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    "${PACKAGES[@]}"
+# hydra's parser runtime is published as source only; it is pure Python, so one wheel serves every machine.
+pip wheel --quiet --no-deps --wheel-dir wheels "antlr4-python3-runtime==4.9.3"
+du -sh wheels

@@ -1,0 +1,90 @@
+"""Evaluation memory against catalog size: ranking in item chunks keeps it flat.
+
+    python -m replay_accelerated.benchmark.evaluation_memory --out docs/benchmarks/cpu_evaluation_memory
+
+For each catalog size and each `evaluation.item_chunk_size` (the default 65536, and null: the whole
+catalog at once), a fresh process builds a SASRec of that catalog (hidden 256, max_seq_len 64, its head
+tied to the item embeddings), gives 1,024 users random histories of 64 items, and ranks the catalog
+for them with `evaluation.offline.recommend` (256 users a batch, seen items removed, top 100). It
+records the peak memory during ranking minus the memory just before it (training/measurements.
+TrainingMemory: peak RSS on a CPU, CUDA max allocated on a GPU) next to the model's weights and the
+seconds it took. Writes evaluation_memory.csv and evaluation_memory.md to --out.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from replay_accelerated.benchmark.rows import describe_machine
+from replay_accelerated.config import ModelParams
+from replay_accelerated.data.prepare import EvaluationUsers
+from replay_accelerated.data.preprocessing import ITEM, USER
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
+from replay_accelerated.evaluation.offline import recommend
+from replay_accelerated.models import build_model
+from replay_accelerated.training.measurements import TrainingMemory
+
+USERS, WIDTH, HIDDEN, K = 1024, 64, 256, 100
+
+
+def measure(n_items: int, item_chunk_size: int | None, device: torch.device) -> dict:
+    """Rank `n_items` for USERS users in this process; what it took."""
+    torch.manual_seed(0)
+    model = build_model("sasrec", n_items, OmegaConf.structured(
+        ModelParams(hidden_size=HIDDEN, max_seq_len=WIDTH, head_count=2))).to(device).eval()
+    rng = np.random.default_rng(0)
+    vocabulary = ItemVocabulary(np.arange(n_items))
+    history = UserSequences.from_events(pd.DataFrame({USER: np.repeat(np.arange(USERS), WIDTH),
+                                                      ITEM: rng.integers(0, n_items, USERS * WIDTH)}), vocabulary)
+    truth = UserSequences.from_events(pd.DataFrame({USER: np.arange(USERS), ITEM: rng.integers(0, n_items, USERS)}),
+                                      vocabulary)
+    users = EvaluationUsers.from_splits(history, truth)
+    weights_mb = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()) / 2**20
+    memory = TrainingMemory(device)
+    started = time.perf_counter()
+    recommend(model.next_item_scores, users, vocabulary, K, WIDTH, device=device, item_chunk_size=item_chunk_size)
+    seconds = time.perf_counter() - started
+    return {"items": n_items, "item_chunk_size": item_chunk_size, "weights_mb": round(weights_mb, 1),
+            "evaluation_memory_mb": memory.summary()["training_memory_mb"], "seconds": round(seconds, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[65536, 0], help="0: the whole catalog at once")
+    parser.add_argument("--out", type=Path, default=Path("evaluation_memory"))
+    parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)  # a single measurement, as JSON
+    arguments = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if arguments.one:
+        n_items, chunk = arguments.one
+        print(json.dumps(measure(n_items, chunk or None, device)))
+        return
+    rows = []
+    for n_items in arguments.items:
+        for chunk in arguments.chunks:
+            # A fresh process per measurement: memory freed by an earlier one would hide this one's peak.
+            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmark.evaluation_memory",
+                                   "--one", str(n_items), str(chunk)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(arguments.out / "evaluation_memory.csv", index=False)
+    (arguments.out / "evaluation_memory.md").write_text(
+        f"# Evaluation memory against catalog size\n\nHardware: {describe_machine(device)}; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads. {USERS} users, histories of {WIDTH}, hidden "
+        f"{HIDDEN}, top {K}, 256 users a batch; `evaluation_memory_mb`: peak during ranking minus memory before it; "
+        "item_chunk_size empty: the whole catalog at once.\n\n" + table.to_markdown(index=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
