@@ -8,19 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p wheels
 PYTHON_VERSION=${PYTHON_VERSION:-$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')}
-PACKAGES=(
-    "replay-rec==0.22.0" scikit-learn scipy threadpoolctl joblib tqdm   # the baseline and its needs
-    "lightning>=2.2,<3" pytorch-lightning lightning-utilities torchmetrics
-    hydra-core omegaconf
+# What a bare PyTorch machine lacks, at the exact versions of the environment this runs in (one known to
+# work together: run it in this project's own environment).
+NEEDED=(
+    replay-rec scikit-learn scipy threadpoolctl joblib tqdm narwhals                 # the baseline and its needs
+    lightning pytorch-lightning lightning-utilities torchmetrics hydra-core omegaconf
     pandas pytz tzdata python-dateutil six polars polars-runtime-32 pyarrow tabulate
     optuna alembic sqlalchemy greenlet mako colorlog
     tensorboard tensorboard-data-server protobuf grpcio absl-py markdown werkzeug markupsafe   # training's logger
     matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing                           # the bench's plot
     pytest pluggy iniconfig
 )
+mapfile -t PINS < <(python3 -m pip freeze | grep -i -E "^($(IFS='|'; echo "${NEEDED[*]}"))==")
 pip download --dest wheels --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    "${PACKAGES[@]}"
+    "${PINS[@]}"
 # hydra's parser runtime is published as source only; it is pure Python, so one wheel serves every machine.
 pip wheel --quiet --no-deps --wheel-dir wheels "antlr4-python3-runtime==4.9.3"
 du -sh wheels

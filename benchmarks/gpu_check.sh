@@ -18,9 +18,21 @@ OUT=${OUT:-docs/benchmarks/gpu_ml20m_shape}
 STEPS=${STEPS:-200}
 started=$(date +%s)
 
-echo "== 1. install (no network, no dependency resolution)"
-if compgen -G "benchmarks/wheels/*.whl" > /dev/null; then
-    pip install --quiet --no-deps --no-index benchmarks/wheels/*.whl
+echo "== 1. install what is missing (no network, no dependency resolution)"
+# Only the wheels whose distribution is not installed: what the machine has (its torch, numpy) stays.
+mapfile -t MISSING < <(python - <<'PYTHON'
+import glob
+from importlib import metadata
+
+for path in sorted(glob.glob("benchmarks/wheels/*.whl")):
+    try:
+        metadata.version(path.split("/")[-1].split("-")[0])
+    except metadata.PackageNotFoundError:
+        print(path)
+PYTHON
+)
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    pip install --quiet --no-deps --no-index "${MISSING[@]}"
 fi
 pip install --quiet --no-deps --no-build-isolation -e .
 python -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.is_available() and

@@ -15,6 +15,7 @@ from replay_accelerated.benchmark.bench import check_same_code_and_hardware, pai
 from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY
 from replay_accelerated.benchmark.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
+from replay_accelerated.training.measurements import timed_steps_trainer_args
 
 
 def test_pairwise_variants_cover_every_value_pair_with_fewer_runs_than_the_product():
@@ -110,6 +111,7 @@ def test_time_to_target_is_the_first_validation_at_the_reference_best():
     assert time_to_target(history, 0.35) == math.inf
 
 
+@pytest.mark.slow
 def test_replay_comparison_under_leave_one_out_with_an_item_unknown_to_training(home: Path):
     # Item 999 occurs only as user 0's second-to-last event: a validation target that no training
     # history holds, but that sits in user 0's test history. Both rows drop it from that history.
@@ -156,7 +158,9 @@ def test_the_steps_mode_times_steps_of_ours_and_replays_rows_without_quality(hom
     assert not list((home / "results").glob("*/metrics_test.csv"))
 
 
-def test_a_steps_run_longer_than_an_epoch_is_refused_before_training(home: Path):
-    result = run_main(home, *TINY_SYNTHETIC, "mode.steps=1000")
-    assert result.returncode == 2
-    assert "fewer than mode.warmup_steps (5) + mode.steps (1000); lower them" in result.stderr
+def test_a_steps_run_longer_than_an_epoch_is_refused_before_training():
+    assert timed_steps_trainer_args(10, 5, batches_per_epoch=15) == {"max_epochs": 1, "limit_train_batches": 15,
+                                                                     "limit_val_batches": 0}
+    with pytest.raises(UserError, match=r"an epoch holds 14 batches, fewer than mode.warmup_steps \(5\) \+ "
+                                        r"mode.steps \(10\); lower them"):
+        timed_steps_trainer_args(10, 5, batches_per_epoch=14)

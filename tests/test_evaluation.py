@@ -141,6 +141,19 @@ def test_final_recommendations_and_metric_table_use_original_ids():
     assert table.loc["hitrate", 1] == 1.0  # both users' first unseen pick is their ground truth
 
 
+def test_recommend_serves_a_user_count_that_fills_the_last_batch_exactly():
+    events = pd.DataFrame({"user_id": np.repeat(np.arange(8), 2), "item_id": np.arange(16) % 5})
+    vocabulary = ItemVocabulary.fit(events)
+    history = UserSequences.from_events(events, vocabulary)
+    users = EvaluationUsers.from_splits(history, history)
+
+    def random_scores(batch_history: torch.Tensor):
+        return _all_of(torch.randn(len(batch_history), len(vocabulary)))
+
+    recommendations = recommend(random_scores, users, vocabulary, k=2, width=3, batch_size=4)  # 8 users, 2 batches
+    assert sorted(recommendations["user_id"].unique()) == list(range(8))
+
+
 def test_evaluation_batches_cover_every_user_once():
     lengths = [3, 1, 30, 5, 2]
     events = pd.DataFrame([(u, i) for u, n in enumerate(lengths) for i in range(n)], columns=["user_id", "item_id"])

@@ -130,6 +130,17 @@ def test_full_cross_entropy_matches_reference(name):
     assert_matches(run(FULL_CE_LOSSES[name](), *batch), reference_run(full_ce_reference, *batch))
 
 
+def test_ce_runs_the_head_on_a_multiple_of_64_rows_and_still_matches_the_reference():
+    # Padded rows keep oneDNN's bf16 kernels to a few shapes (losses/cross_entropy.py); they must change nothing.
+    rows_seen = []
+    for batch, width in [(4, 12), (9, 30), (16, 64)]:
+        hidden, labels, target_mask, head = make_batch(batch=batch, width=width)
+        head.register_forward_hook(lambda module, inputs, output: rows_seen.append(len(inputs[0])))
+        assert_matches(run(CrossEntropyLoss(), hidden, labels, target_mask, head),
+                       reference_run(full_ce_reference, hidden, labels, target_mask, head))
+        assert rows_seen[-1] % 64 == 0 and rows_seen[-1] - 64 < int(target_mask.sum()) <= rows_seen[-1]
+
+
 def test_ce_full_positions_and_cce_equal_ce():
     batch = make_batch(n_items=300)
     value, grads = run(CrossEntropyLoss(), *batch)

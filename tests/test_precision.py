@@ -90,7 +90,8 @@ def test_the_bench_resolves_best_as_auto_and_skips_emulated_bf16(monkeypatch, fl
     }
     resolved, skipped = resolve_variants(variants, compose_variant, CPU)
     expected = "bf16-mixed" if native else "32-true"
-    assert resolved["replay_best"] == ["model.implementation=replay", "model.params.model_params.loss_type=CE_restricted",
+    assert resolved["replay_best"] == ["model.implementation=replay",
+                                       "model.params.model_params.loss_type=CE_restricted",
                                        f"model.params.training_params.precision={expected}"]
     assert resolved["fastest"] == [f"model.params.training_params.precision={expected}"]
     assert list(skipped) == ([] if native else ["bf16_mixed"])

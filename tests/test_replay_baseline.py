@@ -29,7 +29,8 @@ def splits() -> Splits:
 @pytest.mark.parametrize("model_name", ["bert4rec", "sasrec"])
 def test_replay_baseline_recommends_unseen_known_items_to_test_users(splits: Splits, model_name: str):
     model_params = OmegaConf.structured(ModelParams(hidden_size=16, max_seq_len=20))
-    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0, precision="32-true"))
+    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0,
+                                                          precision="32-true"))
 
     result = train_replay_baseline(model_name, splits, model_params, training_params, KS, seed=0, max_epochs=EPOCHS)
 
@@ -107,7 +108,8 @@ def test_replay_baseline_trains_and_predicts_with_the_configured_loss_and_precis
 
 def test_replay_full_ce_scores_every_position(splits: Splits):
     model_params = OmegaConf.structured(ModelParams(hidden_size=16, max_seq_len=20))
-    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0, precision="32-true"))
+    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0,
+                                                          precision="32-true"))
     shapes = train_replay_baseline("bert4rec", splits, model_params, training_params, KS, seed=0,
                                    max_epochs=1)["epoch_shapes"]
     assert shapes["targets"] == shapes["tokens"]  # RePlay's CE computes the catalog's logits at every position

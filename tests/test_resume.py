@@ -31,6 +31,7 @@ def _start_main(home: Path, *overrides: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_from_last_checkpoint_with_the_same_final_metrics(tmp_path: Path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()

@@ -24,7 +24,8 @@ SEED_COLUMNS = [
 ]
 STEPS_ONLY = ["timed_steps", "step_seconds"]  # filled in the steps mode only...
 EPOCHS_ONLY = ["epochs_run", "median_validation_seconds", "data_preparation_share", "padding_share",  # ...and not
-               *[column for column in SEED_COLUMNS if column.startswith(("validation_ndcg", "validation_hit", "test_"))]]
+               *[column for column in SEED_COLUMNS
+                 if column.startswith(("validation_ndcg", "validation_hit", "test_"))]]
 
 
 def describe_machine(device: torch.device) -> str:

@@ -52,8 +52,8 @@ def recommend(
     """
     batches = EvaluationBatches(users, width, pad_id=len(vocabulary), batch_size=batch_size)
     scores, items = [], []
-    for batch in batches:
-        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    for index in range(len(batches)):  # (iterating the dataset itself would not stop at a full last batch)
+        batch = {name: tensor.to(device) for name, tensor in batches[index].items()}
         if not remove_seen:
             batch["seen_rows"], batch["seen_items"] = batch["seen_rows"][:0], batch["seen_items"][:0]
         top_scores, top_items = top_k_unseen(next_item_scores(batch["history"]), len(vocabulary),

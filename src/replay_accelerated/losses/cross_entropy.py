@@ -11,7 +11,7 @@ states first and run the head on them alone: same loss, a fraction of the work.
 
 The number of targets differs from batch to batch. oneDNN, which runs bf16 matrix products on
 a CPU, builds and caches a kernel with its own packed copy of the head's weight for every
-distinct shape, so hundreds of target counts cost gigabytes (bf16 training used 2.8x the peak
+distinct shape, so hundreds of target counts cost gigabytes (bf16 training used about twice the peak
 memory of fp32). The gathered rows are therefore padded with zero rows to a multiple of
 TARGET_ROWS_MULTIPLE, whose labels the loss ignores: a few shapes, and at most 63 rows of extra
 head work per batch.
