@@ -175,22 +175,22 @@ def available_memory_bytes(device: torch.device) -> float | None:
     (None where neither can be read)."""
     if device.type == "cuda":
         return float(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024.0
-    except OSError:
-        pass
-    return None
+    kilobytes = _proc_kilobytes("/proc/meminfo", "MemAvailable")
+    return None if kilobytes is None else kilobytes * 1024.0
 
 
 def _proc_status_mb(field: str) -> float | None:
+    kilobytes = _proc_kilobytes("/proc/self/status", field)
+    return None if kilobytes is None else kilobytes / 2**10
+
+
+def _proc_kilobytes(path: str, field: str) -> int | None:
+    """The value of a "<field>: <n> kB" line of a Linux /proc file (None where it cannot be read)."""
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
+        with open(path) as lines:
+            for line in lines:
                 if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 2**10  # kB
+                    return int(line.split()[1])
     except OSError:
         pass
     return None
