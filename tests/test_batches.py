@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import torch
 
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.training.batches import padding_share, training_loader

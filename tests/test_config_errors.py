@@ -2,7 +2,30 @@
 
 from pathlib import Path
 
-from conftest import run_main
+import pytest
+
+from conftest import ROOT, compose, run_main
+
+CONFIG_FILES = sorted(str(path.relative_to(ROOT / "configs")) for path in (ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_file_composes_and_validates(home: Path, name: str) -> None:
+    """Each group file (a model file with its dataset's file) and each preset is a valid config."""
+    group, _, stem = name.removesuffix(".yaml").rpartition("/")
+    overrides = [f"{group}={stem}"] if group else []
+    dataset = stem.split("_", 1)[1] if group == "model" and "_" in stem else stem if group == "dataset" else None
+    if group == "model" and dataset:
+        overrides.append(f"dataset={dataset}")
+    if dataset in ("local", "sequences"):
+        overrides.append(f"dataset.path={home / 'log.txt'}")
+    if name == "mode/infer.yaml":
+        overrides.append(f"mode.infer.input={home / 'log.txt'}")
+    cfg = compose(home, *overrides, config_name="config" if group else stem)
+    if group == "model":
+        assert cfg.model.save_name == stem and cfg.model.name == stem.split("_")[0]
+    if dataset:
+        assert cfg.dataset.name == dataset
 
 
 def _error(result) -> str:
@@ -14,7 +37,7 @@ def _error(result) -> str:
 def test_unknown_key_in_a_group_file_names_key_and_file(home: Path):
     own = home / "my_configs" / "model"
     own.mkdir(parents=True)
-    text = (Path(__file__).parents[1] / "configs/model/bert4rec_synthetic.yaml").read_text()
+    text = (Path(__file__).parents[1] / "configs/model/bert4rec.yaml").read_text()
     (own / "typo.yaml").write_text(text.replace("block_count:", "block_cout:"))
     message = _error(run_main(home, "--config-dir", str(home / "my_configs"), "model=typo"))
     assert "model.params.model_params.block_cout" in message

@@ -300,13 +300,30 @@ class ConfigOrigin:
         for override in self.overrides:
             if override.lstrip("+~").split("=")[0] == key:
                 return f"the command-line override '{override}'"
-        group = key.split(".")[0]
+        group, _, rest = key.partition(".")
         choice = self.group_choices.get(group)
-        name = f"{group}/{choice}.yaml" if choice else f"{self.config_name}.yaml"
+        if not choice:
+            return self._find(f"{self.config_name}.yaml") or f"{self.config_name}.yaml"
+        # A group file may extend others of its group (`defaults: [bert4rec]`): name the one that sets the key.
+        chain, pending = [], [choice]
+        while pending:
+            path = self._find(f"{group}/{pending.pop(0)}.yaml")
+            if path is None or path in chain:
+                continue
+            chain.append(path)
+            defaults = OmegaConf.load(path).get("defaults") or []
+            pending += [entry for entry in defaults if isinstance(entry, str) and entry != "_self_"]
+        for path in chain:
+            absent = object()
+            if OmegaConf.select(OmegaConf.load(path), rest, default=absent) is not absent:
+                return path
+        return chain[0] if chain else f"{group}/{choice}.yaml"
+
+    def _find(self, name: str) -> Optional[str]:
         for directory in self.search_dirs:
             if (Path(directory) / name).is_file():
                 return str(Path(directory) / name)
-        return name
+        return None
 
 
 def validate(cfg: DictConfig, origin: ConfigOrigin) -> DictConfig:
