@@ -37,9 +37,7 @@ PINNED_PRECISION = "model.params.training_params.precision=32-true"
 
 def run_main(home: Path, *overrides: str, config_name: str | None = None) -> subprocess.CompletedProcess:
     """Run `python main.py` like a user would, with all outputs under `home`, in fp32 unless told otherwise."""
-    flags = []  # Hydra's own flags (--config-dir DIR, ...) come before any override
-    while overrides and overrides[0].startswith("--"):
-        flags, overrides = [*flags, *overrides[:2]], overrides[2:]
+    flags, overrides = _split_flags(overrides)
     if config_name:
         flags += ["--config-name", config_name]
     command = [sys.executable, str(ROOT / "main.py"), *flags, PINNED_PRECISION, *overrides]
@@ -47,9 +45,38 @@ def run_main(home: Path, *overrides: str, config_name: str | None = None) -> sub
     return subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _split_flags(args) -> tuple[list[str], list[str]]:
+    """Hydra's own flags (--config-dir DIR, ...), which come before any override, and the overrides."""
+    flags, overrides = [], list(args)
+    while overrides and overrides[0].startswith("--"):
+        flags, overrides = [*flags, *overrides[:2]], overrides[2:]
+    return flags, overrides
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def main_in_process(home: Path, monkeypatch, capsys):
+    """`run_main` in this process (no interpreter start): for commands that stop at the config check."""
+    from replay_accelerated import cli
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        flags, overrides = _split_flags(args)
+        monkeypatch.chdir(home)
+        monkeypatch.setenv("REPLAY_ACCELERATED_HOME", str(home))
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "main.py"), *flags, PINNED_PRECISION, *overrides])
+        try:
+            cli.main()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture
@@ -94,7 +121,8 @@ def compose(home: Path, *overrides: str, config_name: str = "config"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from replay_accelerated.config import ConfigOrigin, validate
+    from replay_accelerated.config import ConfigOrigin
+    from replay_accelerated.validation import validate
 
     os.environ["REPLAY_ACCELERATED_HOME"] = str(home)
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):

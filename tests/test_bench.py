@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SYNTHETIC, run_main
-from replay_accelerated.benchmark.bench import check_same_code_and_hardware, pairwise_variants
+from replay_accelerated.modes.bench import check_same_code_and_hardware, pairwise_variants
 from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY
 from replay_accelerated.benchmark.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
@@ -44,13 +44,14 @@ QUICK = [  # TINY_SYNTHETIC without its epoch settings (the quick mode sets thos
 
 def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(home: Path):
     # The command's own choices (here the model) reach every variant; only the mode is replaced.
-    # "broken" fails inside its training process (SCE without its bucket sizes): the bench goes on.
+    # "broken" fails inside its training process (its filter leaves no interaction): the bench goes on.
     bench = ["bench_quick", "model=sasrec_synthetic", *QUICK, "mode.bench.only=[replay_best,CE_fp32,broken]",
-             "mode.bench.seeds.CE_fp32=2", "+mode.bench.variants.broken=['model.params.model_params.loss_type=SCE']"]
+             "mode.bench.seeds.CE_fp32=2",
+             "+mode.bench.variants.broken=['dataset.preprocess.min_items_per_user=100000']"]
     result = run_main(home, *bench)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "[bench 3/4] CE_fp32 seed 43" in result.stdout  # progress, one process per (variant, seed)
-    assert "broken seed 42 failed: error: config key 'model.params.model_params.n_buckets' is null" in result.stdout
+    assert "broken seed 42 failed: error: no interactions are left after filtering" in result.stdout
     assert "variants ['broken'] of bench 'quick' failed" in result.stderr
 
     out = home / "results" / "bench" / "quick"
@@ -74,7 +75,7 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     assert summary.loc[1, "ndcg@10_vs_best"].split(",")[0] in ("worse", "keeps") or \
         summary.loc[1, "ndcg@10_vs_best"].startswith("inconclusive (±")
     assert summary.loc[1, "test_ndcg@10"] == pytest.approx(runs.loc[1:2, "test_ndcg@10"].mean(), abs=1e-4)
-    assert summary.loc[2, "status"].startswith("failed (seed 42): error: config key")
+    assert summary.loc[2, "status"].startswith("failed (seed 42): error: no interactions are left")
     markdown = (out / "results.md").read_text()
     assert all(f"| {variant} " in markdown for variant in ("replay_best", "CE_fp32", "broken"))
     assert "Matrix-product probe" in markdown and "Mixed code" not in markdown
@@ -156,11 +157,13 @@ def test_the_steps_mode_times_steps_of_ours_and_replays_rows_without_quality(hom
     assert summary["test_ndcg@10"].isna().all() and summary["keeps_quality"].isna().all()
     assert "**extrapolated**" in (out / "results.md").read_text()
     assert not list((home / "results").glob("*/metrics_test.csv"))
+    assert not list(home.rglob("*.ckpt"))  # timing steps writes no model file (RePlay's rows once left one in cwd)
 
 
 def test_a_steps_run_longer_than_an_epoch_is_refused_before_training():
     assert timed_steps_trainer_args(10, 5, batches_per_epoch=15) == {"max_epochs": 1, "limit_train_batches": 15,
-                                                                     "limit_val_batches": 0}
+                                                                     "limit_val_batches": 0,
+                                                                     "enable_checkpointing": False}
     with pytest.raises(UserError, match=r"an epoch holds 14 batches, fewer than mode.warmup_steps \(5\) \+ "
                                         r"mode.steps \(10\); lower them"):
         timed_steps_trainer_args(10, 5, batches_per_epoch=14)

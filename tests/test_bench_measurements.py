@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from replay_accelerated.benchmark import fingerprint
-from replay_accelerated.benchmark.flops import (
+from replay_accelerated.training.flops import (
     EpochShapes,
     epoch_shapes,
     head_items_per_target,

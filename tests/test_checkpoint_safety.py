@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from replay_accelerated.training.checkpoints import (
-    LAST,
-    AtomicCheckpointIO,
-    UntrustedCheckpoint,
-    load_checkpoint,
-    resume_checkpoint,
-)
+from replay_accelerated.models.files import UntrustedCheckpoint, load_checkpoint
+from replay_accelerated.training.checkpoints import LAST, AtomicCheckpointIO, resume_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -37,11 +32,11 @@ def crafted_checkpoint(path: Path, marker: Path, contents: dict | None = None) -
 def test_only_the_one_loader_calls_torch_load():
     calls = [f"{path.relative_to(SRC)}:{number}" for path in SRC.rglob("*.py")
              for number, line in enumerate(path.read_text().splitlines(), start=1) if re.search(r"torch\.load\(", line)]
-    assert calls == [f"replay_accelerated/training/checkpoints.py:{_line_of_load()}"], calls
+    assert calls == [f"replay_accelerated/models/files.py:{_line_of_load()}"], calls
 
 
 def _line_of_load() -> int:
-    lines = (SRC / "replay_accelerated/training/checkpoints.py").read_text().splitlines()
+    lines = (SRC / "replay_accelerated/models/files.py").read_text().splitlines()
     return next(number for number, line in enumerate(lines, start=1) if "torch.load(" in line)
 
 

@@ -34,41 +34,56 @@ def _error(result) -> str:
     return result.stderr
 
 
-def test_unknown_key_in_a_group_file_names_key_and_file(home: Path):
+def test_unknown_key_in_a_group_file_names_key_and_file(home: Path, main_in_process):
     own = home / "my_configs" / "model"
     own.mkdir(parents=True)
     text = (Path(__file__).parents[1] / "configs/model/bert4rec.yaml").read_text()
     (own / "typo.yaml").write_text(text.replace("block_count:", "block_cout:"))
-    message = _error(run_main(home, "--config-dir", str(home / "my_configs"), "model=typo"))
+    message = _error(main_in_process("--config-dir", str(home / "my_configs"), "model=typo"))
     assert "model.params.model_params.block_cout" in message
     assert "typo.yaml" in message and "block_count" in message  # the file, and the keys allowed there
 
 
 def test_wrong_type_names_key_and_override(home: Path):
-    message = _error(run_main(home, "model.params.training_params.batch_size=many"))
+    message = _error(run_main(home, "model.params.training_params.batch_size=many"))  # a real process: no traceback
     assert "model.params.training_params.batch_size" in message and "batch_size=many" in message
 
 
-def test_missing_required_value_names_key_and_file(home: Path):
-    message = _error(run_main(home, "dataset=local"))
+def test_missing_required_value_names_key_and_file(main_in_process):
+    message = _error(main_in_process("dataset=local"))
     assert "dataset.path" in message and "local.yaml" in message
 
 
-def test_bad_choice_and_range_are_explained(home: Path):
-    assert "sasrec" in _error(run_main(home, "model.name=gpt"))
-    assert "at least 2" in _error(run_main(home, "model.params.model_params.max_seq_len=1"))
-    assert "positive" in _error(run_main(home, "model.params.training_params.batch_size=0"))
-    assert "hidden_size" in _error(run_main(home, "model.params.training_params.embedding_dim=17"))
-    assert "at_least_one" in _error(run_main(home, "model.params.model_params.masking=random"))
+def test_bad_choice_and_range_are_explained(main_in_process):
+    assert "sasrec" in _error(main_in_process("model.name=gpt"))
+    assert "at least 2" in _error(main_in_process("model.params.model_params.max_seq_len=1"))
+    assert "positive" in _error(main_in_process("model.params.training_params.batch_size=0"))
+    assert "hidden_size" in _error(main_in_process("model.params.training_params.embedding_dim=17"))
+    assert "at_least_one" in _error(main_in_process("model.params.model_params.masking=random"))
 
 
-def test_added_unknown_key_is_rejected(home: Path):
-    message = _error(run_main(home, "+model.params.training_params.learning_rat=0.1"))
+def test_added_unknown_key_is_rejected(main_in_process):
+    message = _error(main_in_process("+model.params.training_params.learning_rat=0.1"))
     assert "learning_rat" in message and "learning_rate" in message
 
 
-def test_a_loss_that_reads_the_head_weight_is_refused_with_the_int8_head(home: Path):
+def test_a_loss_that_reads_the_head_weight_is_refused_with_the_int8_head(main_in_process):
     for loss in ("SCE", "CCE"):
-        message = _error(run_main(home, "acceleration=quantization", f"model.params.model_params.loss_type={loss}",
-                                  "mode=inspect"))
+        message = _error(main_in_process("acceleration=quantization", f"model.params.model_params.loss_type={loss}",
+                                         "mode=inspect"))
         assert "swichback_head" in message and "int8" in message and "linear_head" in message
+
+
+def test_loss_and_generator_parameters_are_checked_before_any_data_work(home: Path, main_in_process):
+    message = _error(main_in_process("model.params.model_params.loss_type=SCE", "mode=inspect"))
+    assert "model.params.model_params.n_buckets" in message and "bert4rec.yaml" in message
+    message = _error(main_in_process("dataset.generator.n_clusters=0", "mode=inspect"))
+    assert "dataset.generator" in message and "n_clusters must be at least 1" in message
+    assert not (home / "data").exists()  # nothing was generated or prepared
+
+
+def test_a_bench_variant_with_a_bad_config_stops_the_bench_before_any_run(home: Path, main_in_process):
+    message = _error(main_in_process("bench_quick", "mode.bench.only=[broken]",
+                                     "+mode.bench.variants.broken=['model.params.model_params.loss_type=SCE']"))
+    assert "model.params.model_params.n_buckets" in message
+    assert not (home / "results" / "bench").exists()

@@ -20,13 +20,12 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, SHARED_DATA, compose
 from file_server import FileServer
-from replay_accelerated import config
 from replay_accelerated.config import Preprocess
-from replay_accelerated.data import catalog
+from replay_accelerated.data import catalog, sources
 from replay_accelerated.data.catalog import CATALOG, catalog_path, load_catalog
 from replay_accelerated.data.formats import item_sequences
-from replay_accelerated.data.prepare import prepare_data
-from replay_accelerated.data.preprocessing import split_interactions
+from replay_accelerated.data.pipeline import prepare_data
+from replay_accelerated.data.split import split_interactions
 from replay_accelerated.data.sources import source_fingerprint
 from replay_accelerated.errors import ConfigError, DataError, DownloadError
 
@@ -67,8 +66,8 @@ DATASET_CONFIGS = sorted(path.stem for path in (ROOT / "configs" / "dataset").gl
 
 
 def test_the_config_lists_match_the_catalog() -> None:
-    assert set(config.CATALOG_SOURCES) == set(CATALOG)
-    assert set(config.ORDER_ONLY_SOURCES) == {"sequences"} | {name for name, s in CATALOG.items() if s.order_only}
+    assert set(sources.SOURCES) == {"synthetic", "local", "sequences"} | set(CATALOG)
+    assert set(sources.ORDER_ONLY_SOURCES) == {"sequences"} | {name for name, s in CATALOG.items() if s.order_only}
     for name, source in CATALOG.items():
         assert name in DATASET_CONFIGS, f"configs/dataset/{name}.yaml is missing"
         assert source.url or source.kaggle or source.by_hand, name  # every file can be obtained somehow

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 from replay.metrics import NDCG, OfflineMetrics, Recall
 
-from replay_accelerated.data.prepare import EvaluationUsers
+from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.evaluation.offline import (
     bootstrap_interval,

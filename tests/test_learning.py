@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_SYNTHETIC, compose
-from replay_accelerated.training.train import train
+from replay_accelerated.modes.train import train
 
 MODELS = ["bert4rec_synthetic", "sasrec_synthetic"]
 ACCELERATION = "acceleration.model.acceleration_config"

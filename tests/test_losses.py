@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from replay_accelerated.config import LOSS_TYPES, ModelParams
+from replay_accelerated.config import ModelParams
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.losses import (
+    LOSSES,
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
     CutCrossEntropyLoss,
@@ -354,7 +355,7 @@ def params(**values):
 def test_build_loss(values, expected):
     loss = build_loss(params(**values), torch.arange(10))
     assert type(loss) is expected
-    assert values["loss_type"] in LOSS_TYPES
+    assert values["loss_type"] in LOSSES
     sampler = getattr(loss, "sampler", None)
     assert (sampler is not None) == (values.get("loss_sample_count") is not None and values["loss_type"] != "CE_restricted")
     if sampler is not None:
@@ -363,7 +364,7 @@ def test_build_loss(values, expected):
 
 
 def test_every_configurable_loss_is_built():
-    for loss_type in LOSS_TYPES:
+    for loss_type in LOSSES:
         build_loss(params(loss_type=loss_type, loss_sample_count=5, n_buckets=2, bucket_size_x=4, bucket_size_y=4),
                    torch.arange(10))
 

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from conftest import TINY_SYNTHETIC, run_main
-from replay_accelerated.training.optimize import PruneBadTrials
+from replay_accelerated.modes.optimize import PruneBadTrials
 
 SEARCH = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=2",
           "optuna.search_space=[{key: model.params.training_params.learning_rate, type: float, low: 0.001, "

@@ -71,7 +71,7 @@ def test_the_matmul_probe_measures_a_positive_throughput():
 
 @pytest.mark.parametrize("flags", [(), ("amx_bf16",)])
 def test_the_bench_resolves_best_as_auto_and_skips_emulated_bf16(monkeypatch, flags: tuple):
-    from replay_accelerated.benchmark.bench import resolve_variants
+    from replay_accelerated.modes.bench import resolve_variants
 
     _cpu_with(monkeypatch, *flags)
     native = bool(flags)

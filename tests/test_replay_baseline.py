@@ -7,10 +7,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose
-from replay_accelerated.benchmark import replay_baseline
-from replay_accelerated.benchmark.replay_baseline import train_replay_baseline
-from replay_accelerated.config import ModelParams, Preprocess, Trainer, TrainingParams
-from replay_accelerated.data.preprocessing import Splits, split_interactions
+from replay_accelerated.training import replay_baseline
+from replay_accelerated.training.replay_baseline import train_replay_baseline
+from replay_accelerated.config import Generator, ModelParams, Preprocess, Trainer, TrainingParams
+from replay_accelerated.data.split import Splits, split_interactions
 from replay_accelerated.data.synthetic import generate_interactions
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.evaluation.offline import metric_table
@@ -21,8 +21,8 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def splits() -> Splits:
-    log = generate_interactions(n_users=300, n_items=60, n_clusters=5, mean_length=15, min_length=5, max_length=40,
-                                transition_prob=0.8, popularity_exponent=1.0, seed=0)
+    log = generate_interactions(Generator(n_users=300, n_items=60, n_clusters=5, mean_length=15, min_length=5,
+                                          max_length=40, transition_prob=0.8, popularity_exponent=1.0, seed=0))
     return split_interactions(log, OmegaConf.structured(Preprocess(val_users_ratio=0.1)))
 
 

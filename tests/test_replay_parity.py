@@ -18,10 +18,10 @@ from replay.models.nn.sequential import SasRec as ReplaySasRec
 from replay.models.nn.sequential.bert4rec.dataset import _shift_features
 
 from replay_accelerated.data.sequences import ItemVocabulary
-from replay_accelerated.inference.infer import _load
+from replay_accelerated.modes.infer import _load
 from replay_accelerated.models import Bert4Rec, SasRec, from_replay, save_for_infer
 from replay_accelerated.models.replay_import import read_replay_checkpoint
-from replay_accelerated.training.checkpoints import UntrustedCheckpoint
+from replay_accelerated.models.files import UntrustedCheckpoint
 from test_checkpoint_safety import crafted_checkpoint
 
 ITEM = "item_id"

@@ -95,7 +95,7 @@ def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(
 
 def test_a_damaged_cache_file_is_detected_and_the_cache_rebuilt(tmp_path: Path, capsys):
     from conftest import compose
-    from replay_accelerated.data.prepare import prepare_data
+    from replay_accelerated.data.pipeline import prepare_data
 
     dataset = compose(tmp_path, *TINY_SYNTHETIC).dataset
     first = prepare_data(dataset, tmp_path)

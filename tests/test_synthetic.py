@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from replay_accelerated.config import Generator
 from replay_accelerated.data.synthetic import generate_interactions
 from replay_accelerated.errors import ConfigError
 
@@ -29,15 +30,15 @@ SMALL_LOG = dict(
 
 @pytest.fixture(scope="module")
 def log() -> pd.DataFrame:
-    return generate_interactions(**SMALL_LOG)
+    return generate_interactions(Generator(**SMALL_LOG))
 
 
 def test_same_seed_gives_identical_frame(log: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(log, generate_interactions(**SMALL_LOG))
+    pd.testing.assert_frame_equal(log, generate_interactions(Generator(**SMALL_LOG)))
 
 
 def test_different_seed_gives_different_frame(log: pd.DataFrame) -> None:
-    assert not log.equals(generate_interactions(**{**SMALL_LOG, "seed": 1}))
+    assert not log.equals(generate_interactions(Generator(**{**SMALL_LOG, "seed": 1})))
 
 
 def test_columns_dtypes_and_value_ranges(log: pd.DataFrame) -> None:
@@ -60,7 +61,7 @@ def test_mean_length_is_close_to_requested() -> None:
     # Many users and a max_length far in the tail, so neither noise nor clipping moves
     # the mean by more than a fraction of the tolerance.
     arguments = {**SMALL_LOG, "n_users": 20_000, "n_items": 1_000, "max_length": 300}
-    lengths = generate_interactions(**arguments).groupby("user_id").size()
+    lengths = generate_interactions(Generator(**arguments)).groupby("user_id").size()
     assert lengths.mean() == pytest.approx(arguments["mean_length"], rel=0.03)
 
 
@@ -78,7 +79,7 @@ def test_users_who_exhaust_the_catalogue_never_repeat_an_item() -> None:
     # unseen items once popularity redraws keep hitting seen ones.
     arguments = {**SMALL_LOG, "n_users": 50, "n_items": 8, "n_clusters": 2}
     arguments.update(mean_length=8, min_length=8, max_length=8)
-    log = generate_interactions(**arguments)
+    log = generate_interactions(Generator(**arguments))
     assert (log.groupby("user_id")["item_id"].nunique() == 8).all()
 
 
@@ -130,11 +131,11 @@ def test_previous_item_predicts_next_far_better_than_popularity(log: pd.DataFram
 )
 def test_impossible_arguments_raise_config_error(override: dict) -> None:
     with pytest.raises(ConfigError, match="dataset.generator"):
-        generate_interactions(**{**SMALL_LOG, **override})
+        generate_interactions(Generator(**{**SMALL_LOG, **override}))
 
 
 def test_explicit_geometric_default_gives_the_same_frame(log: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(log, generate_interactions(**SMALL_LOG, length_distribution="geometric"))
+    pd.testing.assert_frame_equal(log, generate_interactions(Generator(**SMALL_LOG, length_distribution="geometric")))
 
 
 def _ml20m_generator(home: Path) -> dict:
@@ -160,7 +161,7 @@ def test_ml20m_preset_composes_with_movielens_20m_shape(home: Path) -> None:
 def test_ml20m_shape_has_a_long_tail_and_popularity_skew(home: Path, seed: int) -> None:
     """The preset's length and popularity parameters, on 2,000 users instead of 138,493."""
     arguments = {**_ml20m_generator(home), "n_users": 2_000, "seed": seed}
-    log = generate_interactions(**arguments)
+    log = generate_interactions(Generator(**arguments))
     lengths = log.groupby("user_id").size()
     assert lengths.min() >= arguments["min_length"]
     assert lengths.max() <= arguments["max_length"]
@@ -171,7 +172,7 @@ def test_ml20m_shape_has_a_long_tail_and_popularity_skew(home: Path, seed: int) 
     assert lengths.max() > 15 * lengths.median()
     assert not log.duplicated(["user_id", "item_id"]).any()
     if seed == 0:
-        pd.testing.assert_frame_equal(log, generate_interactions(**arguments))
+        pd.testing.assert_frame_equal(log, generate_interactions(Generator(**arguments)))
     # Popularity skew: the top 1% of items take a large share of events, far above 1%.
     counts = log["item_id"].value_counts()
     top = counts.iloc[: arguments["n_items"] // 100].sum()
@@ -185,6 +186,6 @@ def test_catalogs_too_large_for_a_bit_set_give_the_same_log(monkeypatch, argumen
     # the same frame for the same seed, the last-resort draw among unseen items included (second case).
     from replay_accelerated.data import synthetic
 
-    expected = generate_interactions(**arguments)
+    expected = generate_interactions(Generator(**arguments))
     monkeypatch.setattr(synthetic, "BIT_SET_BYTES", 0)
-    pd.testing.assert_frame_equal(generate_interactions(**arguments), expected)
+    pd.testing.assert_frame_equal(generate_interactions(Generator(**arguments)), expected)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SHARED_DATA, compose
 from replay_accelerated.benchmark.verdict import Verdict, paired_verdict
-from replay_accelerated.training.train import train
+from replay_accelerated.modes.train import train
 
 
 def hits(rate: float, n_users: int, seed: int) -> np.ndarray:

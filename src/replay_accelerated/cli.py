@@ -12,11 +12,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from replay_accelerated.config import ConfigOrigin, validate
+from replay_accelerated import modes
+from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import UserError
+from replay_accelerated.validation import validate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -33,41 +34,10 @@ def run(cfg: DictConfig) -> None:
     )
     try:
         cfg = validate(cfg, origin)
-        # Heavy imports only once the config is known to be good.
-        if cfg.mode.name == "train":
-            from replay_accelerated.training.train import train
-
-            train(cfg)
-        elif cfg.mode.name == "inspect":
-            from replay_accelerated.training.train import inspect
-
-            inspect(cfg)
-        elif cfg.mode.name == "infer":
-            from replay_accelerated.inference.infer import infer
-
-            infer(cfg)
-        elif cfg.mode.name == "bench":
-            from replay_accelerated.benchmark.bench import run_bench
-
-            run_bench(cfg, origin, lambda overrides: compose_run(origin, overrides))
-        elif cfg.mode.name == "optimize":
-            from replay_accelerated.training.optimize import optimize
-
-            optimize(cfg, lambda overrides: compose_run(origin, overrides))
+        modes.run(cfg, origin)  # imports the mode's module (and torch) only now that the config is good
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-
-
-def compose_run(origin: ConfigOrigin, overrides: list[str]) -> DictConfig:
-    """The validated config of a training run: the command's config, `mode=train`, then `overrides`."""
-    from hydra import compose
-
-    try:
-        cfg = compose(origin.config_name, overrides=[*origin.run_overrides(), "mode=train", *overrides])
-    except HydraException as error:
-        raise UserError(f"the overrides {overrides} do not compose with this command's config: {error}") from None
-    return validate(cfg, origin)
 
 
 def _relative(path: Path) -> str:

@@ -39,6 +39,12 @@ ACTIVATIONS = {
     "relu": nn.ReLU,
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# `head` -> the item head it puts in place of the model's own (given the model).
+HEADS = {
+    "classification_head": lambda model: model.head,  # the model's own (the reference project's name)
+    "linear_head": lambda model: model.head,  # the same: BERT4Rec's is an nn.Linear, SASRec's tied as RePlay's
+    "swichback_head": lambda model: SwitchBackLinear.from_linear(model.head),
+}
 
 
 @dataclass
@@ -70,9 +76,8 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
                 changes.append(Change(f"{path}.activation", before, repr(activation)))
 
     head = model.head
-    if settings.head == "swichback_head":
-        model.head = SwitchBackLinear.from_linear(head)
-    elif settings.tied_head and not isinstance(head, TiedHead):
+    model.head = HEADS[settings.head](model)
+    if settings.tied_head and model.head is head and not isinstance(head, TiedHead):  # validation refuses SwitchBack
         model.head = TiedHead(model.item_embedding, model.n_items)
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))

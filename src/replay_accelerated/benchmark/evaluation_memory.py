@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 
 from replay_accelerated.benchmark.rows import describe_machine
 from replay_accelerated.config import ModelParams
-from replay_accelerated.data.prepare import EvaluationUsers
-from replay_accelerated.data.preprocessing import ITEM, USER
+from replay_accelerated.data.pipeline import EvaluationUsers
+from replay_accelerated.data.formats import ITEM, USER
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.evaluation.offline import recommend
 from replay_accelerated.models import build_model

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from replay_accelerated.benchmark.verdict import paired_verdict
+from replay_accelerated.benchmark.render import markdown, plot
+from replay_accelerated.benchmark.verdict import QUALITY_SHARE, paired_verdict
 
 REFERENCES = {"best": "replay_best", "default": "replay_default"}
-QUALITY_SHARE = 0.98  # quality-keeping: mean test NDCG@10 at least 98% of the headline reference's...
-METRICS = ("ndcg@10", "hitrate@10")  # ...and neither verdict against it "worse"
+METRICS = ("ndcg@10", "hitrate@10")  # the paired verdicts of every variant
 TABLE_COLUMNS = [
     "variant", "seeds", "precision", "loss", "acceleration", "epochs_run", "timed_steps",
     "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "epoch_seconds_per_seed", "step_seconds",
@@ -75,7 +75,7 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
     differences = table.pop("_ndcg_difference") if "_ndcg_difference" in table else None
     table = table.reindex(columns=TABLE_COLUMNS)
     table.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "results.md").write_text(_markdown(table, frame, references, context))
+    (out_dir / "results.md").write_text(markdown(table, frame, references, context))
     plot(table, differences, out_dir / "results.png", f"{frame.iloc[0]['model']}: {context['machine']}",
          references["best"])
     return table
@@ -143,68 +143,3 @@ def _time_to_target(seeds: pd.DataFrame, reference: pd.DataFrame) -> float | str
     target = statistics.mean(bests)
     seconds = statistics.median(time_to_target(json.loads(history), target) for history in seeds["validation_history"])
     return "not reached" if math.isinf(seconds) else seconds
-
-
-def _markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context: dict) -> str:
-    mixed = frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
-    probe = context["probe"]
-    lines = [
-        f"# Bench `{context['name']}`",
-        "",
-        *(["**Mixed code versions/hardware** (mode.bench.allow_mixed=true): rows of "
-           f"{sorted(set(frame['code_fingerprint'].astype(str)))} on {sorted(set(frame['hardware'].astype(str)))}.", ""]
-          if mixed else []),
-        f"Hardware: {context['machine']}; {context['bf16']}. Threads: "
-        f"{', '.join(map(str, sorted(set(frame['threads']))))}. Code {context['code_fingerprint']} "
-        f"(git {context['git_commit'] or 'unknown'}).",
-        f"Matrix-product probe [4096, {context['hidden_size']}] x [{context['hidden_size']}, "
-        f"{4 * context['hidden_size']}]: {probe['32-true'] / 1e9:.1f} GFLOP/s fp32, "
-        f"{probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16. mfu = analytical training FLOPs per second / the probe "
-        "at the row's precision.",
-        f"References: `{references['best']}` (headline, `_vs_best`) and `{references['default'] or '-'}` "
-        "(`_vs_default`). Epoch seconds: medians over epochs after the first, without validation, then the "
-        "median over seeds; metrics: means over seeds.",
-        "Verdicts: paired bootstrap over test users of the per-user difference (seeds averaged per user), "
-        "relative to the reference's mean, 95% interval: worse (all below 0), keeps (lower bound above -2%), "
-        f"else inconclusive (± half-width). keeps_quality: no verdict against `{references['best']}` is worse and "
-        f"mean test NDCG@10 >= {QUALITY_SHARE:.0%} of it.",
-        "Variants with a single seed (`seeds` = 1) carry the noise of one run.",
-        *(["Steps mode (`mode.bench.steps`): each row timed `timed_steps` training steps after a warm-up; "
-           "`median_train_seconds_per_epoch` is **extrapolated** from the step time (`epoch_seconds_extrapolated`), "
-           "and quality is not measured."] if frame["epoch_seconds_extrapolated"].fillna(False).astype(bool).any()
-          else []),
-        "Memory: `peak_memory_mb` is the process's peak (CUDA max allocated on a GPU, else peak RSS); "
-        "`training_memory_mb` its peak during training minus its memory just before; `memory_ratio_*` compare "
-        "training memory.",
-        "",
-        table.to_markdown(index=False),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(table: pd.DataFrame, differences: pd.Series | None, path: Path, title: str, reference: str) -> None:
-    """Speed-up over the headline reference (x) against the relative test NDCG@10 difference with its 95% interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5.5))
-    for index, row in table.iterrows():
-        if differences is None or not isinstance(differences[index], tuple) or pd.isna(row["speed_up_vs_best"]):
-            continue
-        point, low, high = (100 * value for value in differences[index])
-        axes.errorbar([row["speed_up_vs_best"]], [point], yerr=[[point - low], [high - point]], fmt="o", capsize=3)
-        axes.annotate(row["variant"], (row["speed_up_vs_best"], point), textcoords="offset points", xytext=(5, 5),
-                      fontsize=8)
-    axes.axhline(0, color="gray", linestyle="--", linewidth=0.8, label=f"reference ({reference})")
-    axes.axhline(-100 * (1 - QUALITY_SHARE), color="gray", linestyle=":", linewidth=0.8, label="-2%")
-    axes.axvline(1.0, color="gray", linewidth=0.5)
-    axes.set_xlabel(f"speed-up over {reference} (median train seconds per epoch)")
-    axes.set_ylabel(f"test NDCG@10 vs {reference}, % (paired 95% interval)")
-    axes.set_title(title, fontsize=9)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

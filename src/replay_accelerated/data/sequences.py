@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from replay_accelerated.data.preprocessing import ITEM, USER
+from replay_accelerated.data.formats import ITEM, USER
 
 
 @dataclass

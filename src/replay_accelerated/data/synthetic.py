@@ -48,6 +48,7 @@ to 9,254 per user) takes about 10 s and 2.5 GB on 2 CPU cores.
 import numpy as np
 import pandas as pd
 
+from replay_accelerated.config import Generator
 from replay_accelerated.errors import ConfigError
 
 # Transition weights of an item's successors, strongest first. Three successors keep
@@ -81,37 +82,25 @@ LENGTH_DISTRIBUTIONS = ("geometric", "lognormal")
 BIT_SET_BYTES = 2**30
 
 
-def generate_interactions(
-    n_users: int,
-    n_items: int,
-    n_clusters: int,
-    mean_length: float,
-    min_length: int,
-    max_length: int,
-    transition_prob: float,
-    popularity_exponent: float,
-    seed: int,
-    length_distribution: str = "geometric",
-    median_length: float | None = None,
-) -> pd.DataFrame:
-    """Generate the interaction log described in the module docstring.
+def generate_interactions(settings: Generator) -> pd.DataFrame:
+    """Generate the interaction log described in the module docstring, with the sizes of `settings`
+    (the `dataset.generator` config).
 
     Returns a frame with columns ``user_id`` (int64, 1-based), ``item_id`` (int64,
     1-based), ``rating`` (float32, whole numbers 1..5) and ``timestamp`` (int64 unix
-    seconds), sorted by user and then by time. Raises ``ConfigError`` on arguments
-    that cannot produce such a log.
+    seconds), sorted by user and then by time. Raises ``ConfigError`` on settings
+    that cannot produce such a log (`generator_problem`).
     """
-    _check_arguments(
-        n_users, n_items, n_clusters, mean_length, min_length, max_length, transition_prob, popularity_exponent,
-        length_distribution, median_length,
-    )
+    problem = generator_problem(settings)
+    if problem is not None:
+        raise ConfigError(f"dataset.generator: {problem}")
+    n_users, n_items, seed = settings.n_users, settings.n_items, settings.seed
     rng = np.random.default_rng(seed)
-    popularity_cdf = _popularity_cdf(n_items, popularity_exponent, rng)
-    successors = _pick_successors(n_items, n_clusters, rng)
-    lengths = _draw_lengths(
-        n_users, length_distribution, mean_length, median_length, min_length, max_length, rng
-    )
-    items = _simulate_sequences(lengths, successors, popularity_cdf, transition_prob, rng)
+    popularity_cdf = _popularity_cdf(n_items, settings.popularity_exponent, rng)
+    successors = _pick_successors(n_items, settings.n_clusters, rng)
+    lengths = _draw_lengths(n_users, settings.length_distribution, settings.mean_length, settings.median_length,
+                            settings.min_length, settings.max_length, rng)
+    items = _simulate_sequences(lengths, successors, popularity_cdf, settings.transition_prob, rng)
     ratings = 1 + _sample(np.cumsum(RATING_PROBABILITIES), len(items), rng)
     return pd.DataFrame(
         {
@@ -123,18 +112,12 @@ def generate_interactions(
     )
 
 
-def _check_arguments(
-    n_users: int,
-    n_items: int,
-    n_clusters: int,
-    mean_length: float,
-    min_length: int,
-    max_length: int,
-    transition_prob: float,
-    popularity_exponent: float,
-    length_distribution: str,
-    median_length: float | None,
-) -> None:
+def generator_problem(settings: Generator) -> str | None:
+    """What makes `settings` unable to produce a log, or None; config validation calls it before any work."""
+    n_users, n_items, n_clusters = settings.n_users, settings.n_items, settings.n_clusters
+    min_length, mean_length, max_length = settings.min_length, settings.mean_length, settings.max_length
+    length_distribution, median_length = settings.length_distribution, settings.median_length
+    transition_prob, popularity_exponent = settings.transition_prob, settings.popularity_exponent
     n_successors = len(SUCCESSOR_WEIGHTS)
     lognormal = length_distribution == "lognormal"
     rules = [
@@ -175,9 +158,7 @@ def _check_arguments(
         (0 <= transition_prob <= 1, f"transition_prob must be within [0, 1], got {transition_prob}"),
         (popularity_exponent >= 0, f"popularity_exponent must be non-negative, got {popularity_exponent}"),
     ]
-    for holds, message in rules:
-        if not holds:
-            raise ConfigError(f"dataset.generator: {message}")
+    return next((message for holds, message in rules if not holds), None)
 
 
 def _sample(cdf: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from replay.metrics import MAP, MRR, NDCG, Coverage, HitRate, OfflineMetrics, Precision, Recall, Surprisal
 
-from replay_accelerated.data.preprocessing import ITEM, USER
-from replay_accelerated.data.prepare import EvaluationUsers
+from replay_accelerated.data.formats import ITEM, USER
+from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary
 from replay_accelerated.evaluation.ranking import EvaluationBatches, top_k_unseen
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-VALIDATION_METRICS = ("ndcg", "recall")  # what ranking_metric_sums returns, as "<metric>@<k>"
+from replay_accelerated.data.pipeline import EvaluationUsers
 
-from replay_accelerated.data.prepare import EvaluationUsers
+VALIDATION_METRICS = ("ndcg", "recall")  # what ranking_metric_sums returns, as "<metric>@<k>"
 
 
 class EvaluationBatches(torch.utils.data.Dataset):

@@ -1,7 +1,7 @@
 """Training losses.
 
 Every loss is an nn.Module called as `loss(hidden [B, W, H], labels [B, W], target_mask [B, W], head)`
-and computed only where target_mask is True. `build_loss` picks one from the model config.
+and computed only where target_mask is True. `build_loss` picks one from the model config (`LOSSES`).
 """
 
 import torch
@@ -21,67 +21,84 @@ __all__ = [
     "NegativeSampler",
     "SampledSoftmaxLoss",
     "ScalableCrossEntropyLoss",
+    "LOSSES",
     "build_loss",
     "full_logits_bytes",
+    "loss_params_problem",
 ]
 
 PREFIX = "model.params.model_params"
 CCE_CHUNK_SIZE = 4096  # items per chunk of the cut cross-entropy
 
 
-def _positive_int(model_params, key: str, loss_type: str, example: int) -> int:
-    value = getattr(model_params, key, None)
-    if value is None:
-        raise ConfigError(f"config key '{PREFIX}.{key}' is null, but loss_type={loss_type} needs it; "
-                          f"set it, e.g. {PREFIX}.{key}={example}")
-    if int(value) < 1:
-        raise ConfigError(f"config key '{PREFIX}.{key}' must be a positive integer for loss_type={loss_type}, "
-                          f"got {value}")
-    return int(value)
+def loss_params_problem(model_params) -> tuple[str, str] | None:
+    """The first parameter the configured loss needs and lacks, as (key under model_params, problem), or None.
+
+    Called by config validation (validation.py) before any work, and by `build_loss`."""
+    loss_type, sample_count = model_params.loss_type, model_params.loss_sample_count
+    sampled = loss_type in ("CE_sampled", "BCE") or (loss_type in ("CE", "CCE") and sample_count is not None)
+    needed = ["loss_sample_count"] if sampled else ["n_buckets", "bucket_size_x", "bucket_size_y"] \
+        if loss_type == "SCE" else []
+    for key in needed:
+        value = getattr(model_params, key)
+        if value is None:
+            return key, f"it is null, but loss_type={loss_type} needs it; set it, e.g. {PREFIX}.{key}=256"
+        if int(value) < 1:
+            return key, f"it must be a positive integer for loss_type={loss_type}, got {value}"
+    strategy = model_params.negative_sampling_strategy
+    if sampled and strategy not in (None, *STRATEGIES):
+        return "negative_sampling_strategy", f"it is '{strategy}'; use one of {list(STRATEGIES)} or null (uniform)"
+    return None
 
 
-def _sampling(model_params, loss_type: str, item_counts: torch.Tensor | None) -> tuple[int, str]:
-    """(n_negatives, strategy) of a sampled loss; a null strategy means "uniform"."""
-    n_negatives = _positive_int(model_params, "loss_sample_count", loss_type, 256)
-    strategy = getattr(model_params, "negative_sampling_strategy", None) or "uniform"
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"config key '{PREFIX}.negative_sampling_strategy' is '{strategy}'; "
-                          f"use one of {list(STRATEGIES)} or null (uniform)")
+def _sampler_args(model_params, item_counts: torch.Tensor | None) -> tuple[int, str, torch.Tensor | None]:
+    """(n_negatives, strategy, item_counts) of a sampled loss; a null strategy means "uniform"."""
+    strategy = model_params.negative_sampling_strategy or "uniform"
     if strategy == "popularity" and item_counts is None:
         raise ConfigError(f"config key '{PREFIX}.negative_sampling_strategy' is 'popularity', "
                           "which needs the training item counts; use 'uniform' or null")
-    return n_negatives, strategy
+    return int(model_params.loss_sample_count), strategy, item_counts
+
+
+def _cross_entropy(model_params, item_counts: torch.Tensor | None) -> nn.Module:
+    # Reference-config compatibility: "CE" with `loss_sample_count` is "CE_sampled".
+    if model_params.loss_sample_count is not None:
+        return SampledSoftmaxLoss(*_sampler_args(model_params, item_counts))
+    return CrossEntropyLoss()
+
+
+def _cut_cross_entropy(model_params, item_counts: torch.Tensor | None) -> nn.Module:
+    # With `loss_sample_count`: the sampled CCE- of the reference project.
+    if model_params.loss_sample_count is not None:
+        return CutCrossEntropyLoss(CCE_CHUNK_SIZE, *_sampler_args(model_params, item_counts))
+    return CutCrossEntropyLoss(CCE_CHUNK_SIZE)
+
+
+# `model_params.loss_type` -> (model_params, training item counts [n_items] or None) -> the loss.
+# A new loss is a module in this package (see the contract above) and one entry here.
+LOSSES = {
+    "CE": _cross_entropy,  # the full softmax at the targets (BERT4Rec: its masked positions)
+    "CE_restricted": lambda model_params, item_counts: CrossEntropyLoss(),  # RePlay's name for the same
+    "CE_full_positions": lambda model_params, item_counts: FullPositionsCrossEntropyLoss(),  # RePlay's CE
+    "CE_sampled": lambda model_params, item_counts: SampledSoftmaxLoss(*_sampler_args(model_params, item_counts)),
+    "BCE": lambda model_params, item_counts: BinaryCrossEntropyLoss(*_sampler_args(model_params, item_counts)),
+    "SCE": lambda model_params, item_counts: ScalableCrossEntropyLoss(
+        int(model_params.n_buckets), int(model_params.bucket_size_x), int(model_params.bucket_size_y),
+        bool(model_params.mix_x)),
+    "CCE": _cut_cross_entropy,
+}
 
 
 def build_loss(model_params, item_counts: torch.Tensor | None) -> nn.Module:
-    """The loss named by `model_params.loss_type`.
-
-    item_counts: training interactions per item [n_items], for popularity sampling.
-    Reference-config compatibility: "CE" with `loss_sample_count` is "CE_sampled", "CCE" with
-    it is the sampled CCE-; a null `negative_sampling_strategy` means "uniform".
-    """
+    """The loss named by `model_params.loss_type`; item_counts: training interactions per item [n_items],
+    for popularity sampling."""
     loss_type = model_params.loss_type
-    sample_count = getattr(model_params, "loss_sample_count", None)
-    if loss_type == "CE_restricted" or (loss_type == "CE" and sample_count is None):
-        return CrossEntropyLoss()
-    if loss_type == "CE_full_positions":
-        return FullPositionsCrossEntropyLoss()
-    if loss_type in ("CE", "CE_sampled", "BCE"):
-        n_negatives, strategy = _sampling(model_params, loss_type, item_counts)
-        loss_class = BinaryCrossEntropyLoss if loss_type == "BCE" else SampledSoftmaxLoss
-        return loss_class(n_negatives, strategy, item_counts)
-    if loss_type == "SCE":
-        n_buckets = _positive_int(model_params, "n_buckets", loss_type, 256)
-        size_x = _positive_int(model_params, "bucket_size_x", loss_type, 256)
-        size_y = _positive_int(model_params, "bucket_size_y", loss_type, 256)
-        return ScalableCrossEntropyLoss(n_buckets, size_x, size_y, bool(getattr(model_params, "mix_x", None)))
-    if loss_type == "CCE":
-        if sample_count is None:
-            return CutCrossEntropyLoss(CCE_CHUNK_SIZE)
-        n_negatives, strategy = _sampling(model_params, loss_type, item_counts)
-        return CutCrossEntropyLoss(CCE_CHUNK_SIZE, n_negatives, strategy, item_counts)
-    names = ["CE", "CE_restricted", "CE_full_positions", "CE_sampled", "BCE", "SCE", "CCE"]
-    raise ConfigError(f"config key '{PREFIX}.loss_type' is '{loss_type}'; use one of {names}")
+    if loss_type not in LOSSES:
+        raise ConfigError(f"config key '{PREFIX}.loss_type' is '{loss_type}'; use one of {list(LOSSES)}")
+    problem = loss_params_problem(model_params)
+    if problem is not None:
+        raise ConfigError(f"config key '{PREFIX}.{problem[0]}': {problem[1]}")
+    return LOSSES[loss_type](model_params, item_counts)
 
 
 # Bytes per (target, item) of a loss that holds the full logits matrix: fp32 logits, the softmax

@@ -23,10 +23,11 @@ Prediction: the mask token is appended after the history and its output scores t
 import torch
 from torch import nn
 
-from replay_accelerated.config import MASKING_RULES
 from replay_accelerated.models.dropout import Dropout
 from replay_accelerated.models.heads import LinearHead
 from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
+
+MASKING_RULES = ("replay", "at_least_one")  # the corner cases above
 
 
 class Bert4RecBlock(nn.Module):
@@ -64,6 +65,10 @@ class Bert4Rec(SequentialRecommender):
                                     for _ in range(block_count))
         self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
         self.reset_parameters()
+
+    @staticmethod
+    def task_params(model_params) -> dict:
+        return {"mask_prob": model_params.mask_prob, "masking": model_params.masking}
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding_dropout(self.embed(item_ids))  # [B, W, H]

@@ -25,7 +25,7 @@ from replay_accelerated.models.bert4rec import Bert4Rec
 from replay_accelerated.models.heads import TiedHead
 from replay_accelerated.models.sasrec import SasRec
 from replay_accelerated.models.transformer import SequentialRecommender
-from replay_accelerated.training.checkpoints import STAMP_KEY, load_checkpoint
+from replay_accelerated.models.files import STAMP_KEY, load_checkpoint
 
 BERT4REC_BLOCK = {  # RePlay's Bert4RecModel.transformer_blocks.{i}.<key> -> our blocks.{i}.<value>
     "attention.in_proj_weight": "attention.qkv.weight",
@@ -65,7 +65,7 @@ def from_replay(module, tokenizer=None, trust_checkpoint: bool = False):
     dict with "state_dict" and "hyper_parameters"). With `tokenizer` (RePlay's SequenceTokenizer
     the model was trained with) returns (model, item_ids): item_ids[i] is the original id of item i.
     `trust_checkpoint=True` unpickles a checkpoint file in full, running any code it carries (see
-    training/checkpoints.py): only for files from a source you trust.
+    models/files.py): only for files from a source you trust.
     """
     if isinstance(module, (str, Path)):
         module = read_replay_checkpoint(Path(module), trust_checkpoint)

@@ -87,7 +87,7 @@ class SequentialRecommender(nn.Module):
     Interface used by training, evaluation, losses and accelerations: `n_items`, `pad_id`,
     `max_seq_len`, `item_embedding`, `blocks`, `head` (head(hidden [N, H], item_ids=None) ->
     logits, with `.weight` [n_items, H] and `.bias` [n_items] or None), `forward`,
-    `score_next`, `next_item_scores`, `training_example`, `prediction_inputs`.
+    `user_vectors`, `score_next`, `next_item_scores`, `training_example`, `prediction_inputs`.
     """
 
     causal: bool  # SASRec attends only to the past; BERT4Rec to both sides
@@ -101,6 +101,18 @@ class SequentialRecommender(nn.Module):
         self.item_embedding = nn.Embedding(n_items + self.extra_tokens, hidden_size)
         self.position_embedding = nn.Embedding(max_seq_len, hidden_size)
         self.embedding_dropout = Dropout(dropout_rate)
+
+    @classmethod
+    def from_params(cls, n_items: int, model_params) -> "SequentialRecommender":
+        """The model for a catalog of `n_items` with the sizes of the config's `model.params.model_params`."""
+        return cls(n_items=n_items, max_seq_len=model_params.max_seq_len, hidden_size=model_params.hidden_size,
+                   block_count=model_params.block_count, head_count=model_params.head_count,
+                   dropout_rate=model_params.dropout_rate, **cls.task_params(model_params))
+
+    @staticmethod
+    def task_params(model_params) -> dict:
+        """Constructor arguments of the training task beyond the sizes (BERT4Rec's masking)."""
+        return {}
 
     def reset_parameters(self) -> None:
         """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults."""
@@ -131,15 +143,19 @@ class SequentialRecommender(nn.Module):
         """item_ids: [B, W] left-padded token ids, W <= max_seq_len. Returns hidden [B, W, H]."""
         raise NotImplementedError
 
+    def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
+        """The hidden state that scores the next item: history [B, W] left-padded -> [B, H]. An item's
+        score is its dot product with the head's row of that item, plus the head's bias."""
+        return self(self.prediction_inputs(history))[:, -1]
+
     def score_next(self, history: torch.Tensor) -> torch.Tensor:
         """Scores of every item as the next one. history: [B, W] left-padded. Returns [B, n_items]."""
-        hidden = self(self.prediction_inputs(history))  # [B, W', H]
-        return self.head(hidden[:, -1])
+        return self.head(self.user_vectors(history))
 
     def next_item_scores(self, history: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
         """Scores of items start..stop-1 as the next one, as a function of (start, stop) -> [B, stop - start]:
         the model runs once here, the head per item range (evaluation ranks large catalogs range by range)."""
-        hidden = self(self.prediction_inputs(history))[:, -1]  # [B, H]
+        hidden = self.user_vectors(history)  # [B, H]
 
         def scores(start: int, stop: int) -> torch.Tensor:
             if start == 0 and stop == self.n_items:

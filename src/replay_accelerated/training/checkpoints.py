@@ -10,12 +10,7 @@
 - With several processes (DDP) every process takes the same decision: the first one removes
   a `last.ckpt` it will not resume from before the others start.
 
-Every checkpoint or model file is read by `load_checkpoint` and nothing else: `torch.load` with
-`weights_only=True`, which builds tensors and plain data (numbers, strings, lists, dicts) and
-refuses any other object. A `.ckpt` is a pickle, and a pickle can carry code that runs the
-moment it is loaded; a file that needs more than plain data stops the run with
-`UntrustedCheckpoint`, unless the user sets `trust_checkpoint=true` for a file they trust.
-Our own checkpoints hold only plain data, so they never need it.
+Every checkpoint is read by `models/files.py`'s `load_checkpoint` (tensors and plain data only).
 
 Resuming gives the same result as an uninterrupted run because all randomness of an epoch
 (batch order, masking, dropout, negative sampling) is seeded from (seed, epoch) at the
@@ -25,8 +20,6 @@ epoch's start, and Lightning restores the weights, the optimizer and the callbac
 import hashlib
 import json
 import os
-import pickle
-import re
 from pathlib import Path
 
 import lightning as L
@@ -34,7 +27,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from replay_accelerated.errors import UserError
+from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 from replay_accelerated.training.batches import epoch_seed
 
 LAST = "last.ckpt"
@@ -42,36 +35,6 @@ COMPLETE = "complete.json"
 # Bumped when a model's layers change, so that a last.ckpt of older layers is never resumed
 # (2: SASRec as RePlay's SasRec).
 ARCHITECTURE_VERSION = 2
-STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items"}
-
-
-class UntrustedCheckpoint(UserError):
-    """A checkpoint holds objects other than tensors and plain data, and the user has not trusted it."""
-
-
-def load_checkpoint(path, trust: bool = False, map_location="cpu") -> dict:
-    """The contents of the checkpoint or model file at `path`: tensors and plain data only, unless `trust`.
-
-    With `trust` (the config's `trust_checkpoint=true`), the file is unpickled in full, which runs
-    any code it carries: only for files whose origin the user trusts. Classes registered with
-    `torch.serialization.add_safe_globals` (RePlay's tensor schema, see models/replay_import.py)
-    load without trust.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=not trust)
-    except pickle.UnpicklingError as error:
-        if trust or "Weights only load failed" not in str(error):
-            raise
-        found = re.search(r"GLOBAL (\S+)", str(error))
-        detail = f"the global {found.group(1)}" if found else "an object that is not a tensor or plain data"
-        raise UntrustedCheckpoint(
-            f"{path} contains code-bearing objects ({detail}), and loading it could run code from it, so it was not "
-            "loaded. A checkpoint written by this project holds only tensors and plain data; if this file comes from "
-            "a source you trust, set trust_checkpoint=true to load it as a full pickle (never for files from "
-            "unknown sources)"
-        ) from None
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to `<path>.tmp`, then rename: a checkpoint file is always complete or absent. Read through
     `load_checkpoint`, so that Lightning's resume loads plain data only unless the file is trusted."""

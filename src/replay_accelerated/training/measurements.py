@@ -2,7 +2,7 @@
 the data-preparation share of a step, hardware and versions.
 
 These are measurements for benchmarks, taken the same way for our models and for RePlay's
-(benchmark/replay_baseline.py), so that the two can stand in one table.
+(training/replay_baseline.py), so that the two can stand in one table.
 """
 
 import platform
@@ -237,11 +237,13 @@ class StepTimer(L.Callback):
 
 
 def timed_steps_trainer_args(steps: int, warmup: int, batches_per_epoch: int) -> dict:
-    """Lightning Trainer arguments of the steps mode: warm-up plus timed steps of one epoch, no validation."""
+    """Lightning Trainer arguments of the steps mode: warm-up plus timed steps of one epoch, no validation and
+    no checkpoint (Lightning's default one would land in the working directory, the size of the model)."""
     if warmup + steps > batches_per_epoch:
         raise UserError(f"an epoch holds {batches_per_epoch} batches, fewer than mode.warmup_steps ({warmup}) + "
                         f"mode.steps ({steps}); lower them (or the batch size)")
-    return {"max_epochs": 1, "limit_train_batches": warmup + steps, "limit_val_batches": 0}
+    return {"max_epochs": 1, "limit_train_batches": warmup + steps, "limit_val_batches": 0,
+            "enable_checkpointing": False}
 
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that decide CPU matmul speed

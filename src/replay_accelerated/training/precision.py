@@ -20,6 +20,8 @@ import torch
 from replay_accelerated.training.measurements import cpu_flags, cpu_model, synchronize
 
 AUTO = "auto"
+# `precision`: auto, or what Lightning takes (null: 32-true).
+PRECISIONS = (AUTO, None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
 
 
 def training_device(trainer) -> torch.device:

@@ -12,7 +12,6 @@ a trial that was running when the process died is marked failed. Written to
 """
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -20,8 +19,11 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import UserError
-from replay_accelerated.training.train import MONITOR, train
+from replay_accelerated.modes.train import train
+from replay_accelerated.training.fit import MONITOR
+from replay_accelerated.validation import compose_run
 
 
 class PruneBadTrials(L.Callback):
@@ -49,8 +51,8 @@ def suggest(trial: optuna.Trial, parameter) -> object:
     return trial.suggest_categorical(parameter.key, list(parameter.choices))
 
 
-def optimize(cfg: DictConfig, compose_run: Callable[[list[str]], DictConfig]) -> optuna.Study:
-    """Run the missing trials of the study; `compose_run(overrides)` is the validated config of one trial."""
+def run(cfg: DictConfig, origin: ConfigOrigin) -> optuna.Study:
+    """Run the missing trials of the study; `compose_run(origin, overrides)` is the validated config of one trial."""
     settings = cfg.optuna
     study_name = settings.study_name or cfg.model.save_name
     storage_dir = Path(cfg.paths.checkpoint_dir) / "optuna"
@@ -68,13 +70,13 @@ def optimize(cfg: DictConfig, compose_run: Callable[[list[str]], DictConfig]) ->
     remaining = settings.n_trials - done
     print(f"Study '{study_name}' ({storage}): {done} trials done, {max(remaining, 0)} to run")
     for parameter in settings.search_space:  # a typo in a key fails now, not after the first trial
-        compose_run([f"{parameter.key}={parameter.choices[0] if parameter.choices else parameter.low}"])
+        compose_run(origin, [f"{parameter.key}={parameter.choices[0] if parameter.choices else parameter.low}"])
 
     def objective(trial: optuna.Trial) -> float:
         values = {parameter.key: suggest(trial, parameter) for parameter in settings.search_space}
         print(f"\n[trial {trial.number}] {values}", flush=True)
         overrides = [f"{key}={value}" for key, value in values.items()]
-        trial_cfg = compose_run([*overrides, f"model.save_name={cfg.model.save_name}_trial{trial.number}"])
+        trial_cfg = compose_run(origin, [*overrides, f"model.save_name={cfg.model.save_name}_trial{trial.number}"])
         return train(trial_cfg, callbacks=(PruneBadTrials(trial),))["best_validation_ndcg@10"]
 
     if remaining > 0:

@@ -7,7 +7,7 @@ options and their values, and every pair of values of two different options is t
 covered by at least one generated variant (an all-pairs design). `mode.bench.common` is
 added to every variant (the quick mode uses it for few epochs); `mode.bench.only` runs
 a subset, e.g. `mode.bench.only=[replay_best,fastest]`; `mode.bench.steps=N` only times N training
-steps of each variant (after `mode.bench.warmup_steps`; `mode.steps` of training/train.py), for data
+steps of each variant (after `mode.bench.warmup_steps`; `mode.steps` of training/fit.py), for data
 too large to train in a bench, and reports the epoch time extrapolated from them without quality;
 `mode.bench.seeds` trains a
 variant with several seeds (env.SEED, env.SEED + 1, ...; the data split does not depend on it;
@@ -34,7 +34,7 @@ Outputs in `paths.results_dir/bench/<bench name>/`:
   and the hardware; rows of other code or hardware are refused unless `mode.bench.allow_mixed`;
 - `summary.csv` and `results.md`: one row per variant (seeds aggregated), the ratios against
   the two reference rows `replay_best` (the headline) and `replay_default`, the paired quality
-  verdicts (verdict.py) and the model FLOP utilization (flops.py);
+  verdicts (verdict.py) and the model FLOP utilization (training/flops.py);
 - `results.png`: speed-up over replay_best against the relative test NDCG@10 difference.
 """
 
@@ -54,8 +54,10 @@ from omegaconf import DictConfig
 from replay_accelerated.benchmark.fingerprint import code_fingerprint, git_commit
 from replay_accelerated.benchmark.rows import SEED_COLUMNS, describe_machine, variant_row
 from replay_accelerated.benchmark.summary import summarize
+from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.training.precision import auto_precision, matmul_flops_per_second, native_bf16, training_device
+from replay_accelerated.validation import compose_run
 
 BEST = "best"
 PRECISION_KEY = "model.params.training_params.precision"
@@ -129,12 +131,13 @@ def resolve_variants(variants: dict[str, list[str]], compose_variant: Callable[[
     return resolved, skipped
 
 
-def run_bench(cfg: DictConfig, origin, compose_variant: Callable[[list[str]], DictConfig]) -> pd.DataFrame:
-    """Train every (variant, seed) in its own process; `compose_variant(overrides)` validates one variant's config."""
+def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
+    """Train every (variant, seed) in its own process; `compose_run(origin, overrides)` validates a variant's config."""
     bench = cfg.mode.bench
     device = training_device(cfg.trainer)
     bf16_native, bf16_reason = native_bf16(device)
-    variants, skipped = resolve_variants(bench_variants(bench), compose_variant, device)
+    variants, skipped = resolve_variants(bench_variants(bench), lambda overrides: compose_run(origin, overrides),
+                                         device)
     out_dir = Path(cfg.paths.results_dir) / "bench" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"

@@ -38,11 +38,11 @@ import pandas as pd
 from replay.preprocessing.filters import MinCountFilter
 from replay.splitters import ColdUserRandomSplitter, LastNSplitter, TimeSplitter
 
-from replay_accelerated.config import PROTOCOLS
+from replay_accelerated.data.formats import ITEM, RATING, TIMESTAMP, USER
 from replay_accelerated.errors import DataError
 
-USER, ITEM, RATING, TIMESTAMP = "user_id", "item_id", "rating", "timestamp"
 SPLIT_NAMES = ("train_events", "validation_events", "validation_gt", "test_events", "test_gt")
+PROTOCOLS = ("global_time", "leave_one_out")  # `dataset.preprocess.protocol`, above
 PROTOCOL_SEED = 42  # the reference project fixes the validation-user draw
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.preprocessing import SPLIT_NAMES, Splits, split_interactions
+from replay_accelerated.data.split import SPLIT_NAMES, Splits, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
 

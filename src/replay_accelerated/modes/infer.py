@@ -19,17 +19,18 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from replay_accelerated.data.prepare import EvaluationUsers
-from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER
+from replay_accelerated.data.pipeline import EvaluationUsers
+from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.data.sources import read_local_log
+from replay_accelerated.data.formats import read_local_log
+from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import recommend
-from replay_accelerated.training.checkpoints import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
-from replay_accelerated.training.train import apply_env, build_accelerated_model, check_writable
+from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
+from replay_accelerated.training.runtime import apply_env, build_accelerated_model, check_writable
 
 
-def infer(cfg: DictConfig) -> pd.DataFrame:
+def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     settings = cfg.mode.infer
     apply_env(cfg.env)
     checkpoint_path = Path(settings.checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")

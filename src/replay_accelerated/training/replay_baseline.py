@@ -58,9 +58,10 @@ from replay.models.nn.sequential.postprocessors import RemoveSeenItems
 from replay.models.nn.sequential.sasrec import SasRecPredictionDataset, SasRecTrainingDataset, SasRecValidationDataset
 from torch.utils.data import DataLoader
 
-from replay_accelerated.benchmark.flops import EpochShapes, sum_shapes
+from replay_accelerated.training.flops import EpochShapes, sum_shapes
 
-from replay_accelerated.data.preprocessing import ITEM, TIMESTAMP, USER, Splits
+from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER
+from replay_accelerated.data.split import Splits
 from replay_accelerated.models.replay_import import read_replay_checkpoint
 from replay_accelerated.training.measurements import (
     EpochTimer,
@@ -80,6 +81,11 @@ REPLAY_MODELS = {
     "sasrec": (SasRec, SasRecTrainingDataset, SasRecValidationDataset, SasRecPredictionDataset),
 }
 REAL_TOKENS = {"bert4rec": "pad_mask", "sasrec": "padding_mask"}  # a training batch's [B, W] "is an item" mask
+# What RePlay's models can train with, in our names (`replay_loss` maps them to RePlay's); validation.py
+# refuses anything else with model.implementation=replay.
+LOSS_TYPES = {"bert4rec": ("CE", "CE_restricted", "CE_sampled", "BCE"), "sasrec": ("CE", "CE_sampled", "BCE")}
+PRECISIONS = ("auto", None, "32", "32-true", "bf16-mixed")
+SAMPLING_STRATEGIES = (None, "uniform")  # RePlay's "global_uniform"
 
 
 def train_replay_baseline(
@@ -100,10 +106,10 @@ def train_replay_baseline(
     the same attributes); `max_epochs` overrides `training_params.max_epochs`. The loss
     (`replay_loss`) and `training_params.precision` are RePlay's, in training and prediction;
     `trainer` (the `trainer` config: accelerator, devices) places it as our model is placed.
-    Returns what our training records (`training/train.py`): epoch times and samples/s,
+    Returns what our training records (`training/fit.py`): epoch times and samples/s,
     validation history, `epochs_run`, `best_validation_ndcg@10`, `peak_memory_mb`,
     `data_preparation_share`, `padding_share`, `epoch_shapes` (what the head and blocks compute on,
-    for benchmark/flops.py), and the best model's `recommendations`
+    for training/flops.py), and the best model's `recommendations`
     {"validation" | "test": (user_id, item_id, score, rank) in original ids}.
     On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far; `training_memory_mb`
     what training added (training/measurements.TrainingMemory). With `steps`, only `steps` training
@@ -284,8 +290,8 @@ def _build_module(module_class: type, tensor_schema: TensorSchema, model_params:
 
 
 def replay_loss(model_params: Any) -> dict:
-    """Our loss settings as RePlay's `loss_type` and `loss_sample_count` (config.REPLAY_LOSS_TYPES lists
-    what each model supports; config validation rejects the rest).
+    """Our loss settings as RePlay's `loss_type` and `loss_sample_count` (LOSS_TYPES lists what each model
+    supports; config validation rejects the rest).
 
     CE: the full softmax, which RePlay computes at every position and then keeps the targets';
     CE_restricted (BERT4Rec): the same loss with the head only at the masked positions;
@@ -304,7 +310,7 @@ def _head_at_every_position(model_params: Any) -> bool:
 
 
 def _placement(trainer_params: Any, training_params: Any) -> dict:
-    """Lightning Trainer arguments: device and precision as our model gets them (one device: see config.py)."""
+    """Lightning Trainer arguments: device and precision as our model gets them (one device: see validation.py)."""
     precision = str(training_params.precision or "32-true")
     if trainer_params is None:
         return {"precision": precision}

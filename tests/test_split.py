@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from replay_accelerated.config import Preprocess
-from replay_accelerated.data.preprocessing import split_interactions, validation_ratio
+from replay_accelerated.data.split import split_interactions, validation_ratio
 from replay_accelerated.errors import DataError
 
 # user: [(item, rating, timestamp)], in time order.

@@ -1,0 +1,122 @@
+"""`mode=train`: prepare data, train with early stopping (training/fit.py), evaluate the best model
+(evaluation/report.py), write results.
+
+Outputs (`<save_name>` from the model config):
+- `paths.checkpoint_dir/<save_name>/best.ckpt`, `last.ckpt` (every epoch; re-running the
+  command after a crash resumes from it, see training/checkpoints.py) and `items.parquet` (the item
+  vocabulary);
+- `paths.log_dir/<save_name>/` CSV and TensorBoard logs;
+- `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
+  (metrics x k), `recommendations_test.parquet` (top-k with original ids),
+  `per_user_test.parquet` (NDCG@10 and HitRate@10 of every test user, 0 without
+  recommendations: the paired quality verdict of the bench) and `run.json` (resolved
+  config, versions, data fingerprint, hardware, epoch times, samples/s, validation
+  history, peak memory and training memory, data-preparation and padding shares, an epoch's
+  shapes and analytical training FLOPs, popularity baseline).
+
+`mode.steps=N` (the bench's steps mode) only times N training steps after `mode.warmup_steps`:
+run.json then holds the step time, samples/s, tokens/s, memory and the epoch time extrapolated
+from them, and nothing is validated, checkpointed or evaluated.
+
+`model.implementation=replay` trains RePlay 0.22's own model on the same data instead
+(training/replay_baseline.py) and writes the same test outputs and run.json: the
+baseline row of every benchmark.
+"""
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from replay_accelerated.training.flops import EpochShapes, model_train_flops
+from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.data.pipeline import prepare_data
+from replay_accelerated.evaluation.offline import recommend
+from replay_accelerated.evaluation.report import write_report
+from replay_accelerated.models import build_model
+from replay_accelerated.training.fit import fit
+from replay_accelerated.training.measurements import hardware, package_versions
+from replay_accelerated.training.precision import resolve_precision, training_device
+from replay_accelerated.training.runtime import apply_env, check_writable
+
+
+def run(cfg: DictConfig, origin: ConfigOrigin) -> dict:
+    """The mode's entry point (modes/__init__.py): train the command's config."""
+    return train(cfg)
+
+
+def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """A copy of `cfg` whose training precision is the concrete one this run uses (`auto` resolved for
+    the training device, training/precision.py), and the choice: configured, used and why (for run.json)."""
+    training = cfg.model.params.training_params
+    configured = training.precision
+    used, why = resolve_precision(configured, training_device(cfg.trainer), fp16=cfg.model.implementation != "replay")
+    print(f"Precision: {used} ({why})", flush=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.model.params.training_params.precision = used
+    return cfg, {"configured": configured, "used": used, "why": why}
+
+
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """Run the whole training job; returns the run summary that is also written to run.json.
+
+    `callbacks` join our model's Lightning callbacks (`mode=optimize` adds its pruning one)."""
+    started = time.perf_counter()
+    check_writable(cfg.paths)
+    apply_env(cfg.env)
+    cfg, precision = with_resolved_precision(cfg)
+    save_name = cfg.model.save_name
+    results_dir = Path(cfg.paths.results_dir) / save_name
+
+    data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    print(f"Data: {data.summary()}")
+    if cfg.model.implementation == "replay":
+        from replay_accelerated.training.replay_baseline import train_replay_baseline  # imports RePlay: only here
+
+        print(f"Training RePlay 0.22's own {cfg.model.name} (the baseline) on this split")
+        run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
+                                    cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED,
+                                    trainer=cfg.trainer, steps=cfg.mode.steps, warmup_steps=cfg.mode.warmup_steps)
+        recommendations = run.pop("recommendations", None)
+        # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
+        same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params)
+        run["train_flops_per_epoch"] = model_train_flops(same_shapes, cfg.model.params.model_params,
+                                                         EpochShapes(**run["epoch_shapes"]))
+    else:
+        run, model = fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks)
+        if not run:  # another process of a multi-process run: the first one evaluates and reports
+            return {}
+        recommendations = None  # the steps mode only times training
+        if model is not None:
+            width, k = model.max_seq_len, max(cfg.metrics.ks)
+            device = next(model.parameters()).device
+            recommendations = {split: recommend(model.next_item_scores, users, data.vocabulary, k, width,
+                                                device=device, item_chunk_size=cfg.evaluation.item_chunk_size)
+                               for split, users in (("validation", data.validation), ("test", data.test))}
+
+    summary = {
+        "model": cfg.model.name,
+        "implementation": cfg.model.implementation,
+        "save_name": save_name,
+        "data": data.summary(),
+        "precision": precision,
+        **run,
+        "hardware": hardware(),
+        "versions": package_versions(),
+    }
+    if recommendations is not None:
+        summary.update(write_report(recommendations, data, cfg, results_dir))
+    else:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        print(f"Timed {run['timed_steps']} steps after {run['warmup_steps']}: {run['step_seconds']} s a step, "
+              f"{run['train_tokens_per_second']} tokens/s, an epoch extrapolated to "
+              f"{run['extrapolated_train_seconds_per_epoch']} s; training memory {run['training_memory_mb']} MB")
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["config"] = OmegaConf.to_container(cfg, resolve=True)
+    (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    print(f"Results written to {results_dir}")
+    return summary
