@@ -83,6 +83,31 @@ def test_ranking_in_item_chunks_equals_ranking_the_whole_catalog():
         assert max(asked) == min(chunk or n_items, n_items) and sum(asked) == n_items
 
 
+def test_candidates_rank_only_the_allowed_items_in_chunks_as_a_plain_reference():
+    n_users, n_items, k = 23, 400, 15
+    scores = torch.randn(n_users, n_items)
+    seen_rows, seen_items = torch.randint(0, n_users, (500,)), torch.randint(0, n_items, (500,))
+    shared = torch.randperm(n_items)[:40]  # one list for every user
+    pair_rows = torch.randint(0, n_users, (300,))  # (user, item) pairs: each user their own (some none)
+    pair_items = torch.randint(0, n_items, (300,))
+    for rows, items in ((None, shared), (pair_rows, pair_items)):
+        allowed = torch.zeros(n_users, n_items, dtype=torch.bool)  # the plain reference: mask, then sort
+        allowed[slice(None) if rows is None else rows, items] = True
+        masked = scores.masked_fill(~allowed, float("-inf"))
+        masked[seen_rows, seen_items] = float("-inf")
+        expected_scores, expected_items = masked.sort(dim=1, descending=True)
+        expected_items = expected_items.masked_fill(expected_scores == float("-inf"), -1)
+        for chunk in (None, 9, 128):
+            top_scores, top_items = top_k_unseen(_all_of(scores), n_items, seen_rows, seen_items, k, chunk,
+                                                 rows, items)
+            found = top_items >= 0
+            assert torch.equal(top_items, expected_items[:, :k])
+            assert torch.equal(top_scores[found], expected_scores[:, :k][found])
+            assert allowed.gather(1, top_items.clamp(min=0))[found].all()
+        if rows is not None:
+            assert (top_items[~torch.isin(torch.arange(n_users), pair_rows)] == -1).all()  # no candidate, no item
+
+
 def test_a_model_ranks_the_same_in_chunks_and_at_once():
     from omegaconf import OmegaConf
 

@@ -96,3 +96,38 @@ def test_infer_refuses_a_crafted_checkpoint_and_loads_it_only_when_trusted(train
     trusted = run_main(trained, *command, "trust_checkpoint=true")
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert marker.exists()
+
+
+def test_candidates_restrict_the_ranking_to_a_list_or_to_each_users_pairs(trained: Path, home: Path,
+                                                                         main_in_process):
+    events = _events(trained)
+    events.to_csv(home / "new.csv", index=False)
+    items = pd.read_parquet(trained / "checkpoints" / "bert4rec_synthetic" / "items.parquet")["item_id"].tolist()
+    common = ["infer", *TRAIN, f"mode.infer.input={home / 'new.csv'}", "mode.infer.k=5",
+              f"mode.infer.checkpoint={trained / 'checkpoints' / 'bert4rec_synthetic' / 'best.ckpt'}"]
+    whole = main_in_process(*common, f"mode.infer.output={home / 'whole.parquet'}", "mode.infer.k=500")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    everything = pd.read_parquet(home / "whole.parquet")
+
+    shortlist = [items[0], items[3], items[4], items[5], 777_777]  # items[0] is seen by user 7; 777777 unknown
+    listed = main_in_process(*common, f"mode.infer.candidates=[{','.join(map(str, shortlist))}]",
+                             f"mode.infer.output={home / 'list.parquet'}")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "Candidates: 4 items for every user; dropped 1" in listed.stdout
+    top = pd.read_parquet(home / "list.parquet")
+    for user, rows in top.groupby("user_id"):  # the whole ranking restricted to the shortlist, seen removed
+        expected = everything[(everything["user_id"] == user) & everything["item_id"].isin(shortlist)]
+        assert rows["item_id"].tolist() == expected["item_id"].tolist()
+        assert rows["score"].tolist() == pytest.approx(expected["score"].tolist(), abs=1e-5)
+    assert sorted(top[top["user_id"] == 7]["item_id"]) == sorted(items[3:6])  # 3 left: fewer than k
+
+    pairs = pd.DataFrame({"user_id": [7, 7, 8, 8, 42], "item_id": [items[6], items[7], items[8], 999_999, items[9]]})
+    pairs.to_csv(home / "pairs.csv", index=False)
+    own = main_in_process(*common, f"mode.infer.candidates={home / 'pairs.csv'}",
+                          f"mode.infer.output={home / 'pairs.parquet'}")
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert "Candidates: 3 (user, item) pairs" in own.stdout and "dropped 2" in own.stdout  # unknown item, user 42
+    top = pd.read_parquet(home / "pairs.parquet")
+    assert set(top["user_id"]) == {7, 8}  # user 9 has no candidate, so no recommendation
+    assert sorted(top[top["user_id"] == 7]["item_id"]) == sorted(items[6:8]) and top[top["user_id"] == 8][
+        "item_id"].tolist() == [items[8]]

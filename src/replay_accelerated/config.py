@@ -164,6 +164,7 @@ class Infer:  # ours: mode=infer
     output: Optional[str] = None  # null: paths.results_dir/<model.save_name>/recommendations_infer.parquet
     k: int = 10
     remove_seen: bool = True
+    candidates: Any = None  # rank only these: a list of item ids, or a file of (user, item) pairs
 
 
 @dataclass

@@ -185,6 +185,10 @@ def _check_mode(cfg: DictConfig, require) -> None:
         require(cfg.mode.infer.input is not None, "mode.infer.input",
                 "name the interactions file to recommend for: mode.infer.input=/path/to/file")
         require(cfg.mode.infer.k > 0, "mode.infer.k", "must be a positive integer")
+        candidates = cfg.mode.infer.candidates
+        require(candidates is None or OmegaConf.is_list(candidates) and len(candidates) > 0
+                or isinstance(candidates, str), "mode.infer.candidates",
+                "must be null, a non-empty list of item ids, or the path of a file of (user, item) pairs")
     if cfg.mode.name == "optimize":
         require(len(cfg.optuna.search_space) > 0, "optuna.search_space", "list at least one parameter to search")
         require(cfg.optuna.n_trials > 0, "optuna.n_trials", "must be a positive integer")

@@ -277,10 +277,14 @@ def _ids(tokens: np.ndarray) -> np.ndarray:
         return tokens.astype(str).astype(object)
 
 
-# Your own files (`dataset=local`, and the input of `mode=infer`).
+# Your own files (`dataset=local`, and the input and candidates of `mode=infer`).
 
-def read_local_log(path: Path, schema, separator: str | None = None) -> pd.DataFrame:
-    """Read a CSV/TSV/parquet log and rename its columns from `feature_schema` to the canonical ones."""
+def read_local_log(path: Path, schema, separator: str | None = None, key: str = "dataset.path",
+                   pairs_only: bool = False) -> pd.DataFrame:
+    """Read a CSV/TSV/parquet log and rename its columns from `feature_schema` to the canonical ones.
+
+    key: the config key that names the file, for errors. pairs_only: a file of (user, item) pairs (the
+    candidates of `mode=infer`), of which only those two columns are read."""
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     else:
@@ -290,14 +294,12 @@ def read_local_log(path: Path, schema, separator: str | None = None) -> pd.DataF
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
     if frame.empty:
-        raise DataError(f"interactions file {path} is empty; point dataset.path to a file with interactions")
+        raise DataError(f"file {path} is empty; point {key} to a file with rows")
 
-    wanted = {
-        schema.query_column: (USER, "query_column"),
-        schema.item_column: (ITEM, "item_column"),
-        schema.timestamp_column: (TIMESTAMP, "timestamp_column"),
-    }
-    if schema.rating_column is not None:
+    wanted = {schema.query_column: (USER, "query_column"), schema.item_column: (ITEM, "item_column")}
+    if not pairs_only:
+        wanted[schema.timestamp_column] = (TIMESTAMP, "timestamp_column")
+    if schema.rating_column is not None and not pairs_only:
         wanted[schema.rating_column] = (RATING, "rating_column")
     for column, (_, key) in wanted.items():
         if column not in frame.columns:
@@ -307,6 +309,8 @@ def read_local_log(path: Path, schema, separator: str | None = None) -> pd.DataF
             )
     _check_rows(frame, list(wanted), path)
     frame = frame[list(wanted)].rename(columns={column: canonical for column, (canonical, _) in wanted.items()})
+    if pairs_only:
+        return frame[[USER, ITEM]]
     frame[TIMESTAMP] = _as_seconds(frame[TIMESTAMP], path)
     if RATING not in frame.columns:
         frame[RATING] = 1.0

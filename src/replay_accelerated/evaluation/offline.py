@@ -15,7 +15,7 @@ from replay.metrics import MAP, MRR, NDCG, Coverage, HitRate, OfflineMetrics, Pr
 
 from replay_accelerated.data.formats import ITEM, USER
 from replay_accelerated.data.pipeline import EvaluationUsers
-from replay_accelerated.data.sequences import ItemVocabulary
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.evaluation.ranking import EvaluationBatches, top_k_unseen
 
 METRICS = {
@@ -42,22 +42,28 @@ def recommend(
     device: torch.device | str = "cpu",
     remove_seen: bool = True,
     item_chunk_size: int | None = None,
+    candidates: np.ndarray | UserSequences | None = None,
 ) -> pd.DataFrame:
     """Top-k unseen items per user as (user_id, item_id, score, rank) with original ids
-    (with `remove_seen=False`, top-k of all items).
+    (with `remove_seen=False`, top-k of all items); with `candidates`, only among those item indices:
+    one list for every user, or per user (aligned with `users`). A user with fewer than k candidates
+    left gets fewer rows.
 
     `next_item_scores` maps a left-padded history [B, width] to a function (start, stop) -> the
     scores of items start..stop-1 [B, stop - start] (a model's `next_item_scores`); the catalog is
     ranked `item_chunk_size` items at a time (null: at once), see ranking.top_k_unseen.
     """
-    batches = EvaluationBatches(users, width, pad_id=len(vocabulary), batch_size=batch_size)
+    per_user = candidates if isinstance(candidates, UserSequences) else None
+    batches = EvaluationBatches(users, width, pad_id=len(vocabulary), batch_size=batch_size, candidates=per_user)
+    shared = None if candidates is None or per_user is not None else torch.as_tensor(candidates, device=device)
     scores, items = [], []
     for index in range(len(batches)):  # (iterating the dataset itself would not stop at a full last batch)
         batch = {name: tensor.to(device) for name, tensor in batches[index].items()}
         if not remove_seen:
             batch["seen_rows"], batch["seen_items"] = batch["seen_rows"][:0], batch["seen_items"][:0]
         top_scores, top_items = top_k_unseen(next_item_scores(batch["history"]), len(vocabulary),
-                                             batch["seen_rows"], batch["seen_items"], k, item_chunk_size)
+                                             batch["seen_rows"], batch["seen_items"], k, item_chunk_size,
+                                             batch.get("allowed_rows"), batch.get("allowed_items", shared))
         scores.append(top_scores.cpu())
         items.append(top_items.cpu())
     scores_np, items_np = torch.cat(scores).numpy(), torch.cat(items).numpy()  # [U, k]

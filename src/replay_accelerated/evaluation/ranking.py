@@ -13,15 +13,19 @@ import numpy as np
 import torch
 
 from replay_accelerated.data.pipeline import EvaluationUsers
+from replay_accelerated.data.sequences import UserSequences
 
 VALIDATION_METRICS = ("ndcg", "recall")  # what ranking_metric_sums returns, as "<metric>@<k>"
 
 
 class EvaluationBatches(torch.utils.data.Dataset):
-    """Batch i of users: their newest `width` items (model input), all seen items, ground truth."""
+    """Batch i of users: their newest `width` items (model input), all seen items, ground truth, and,
+    given per-user `candidates` (aligned with the users), the only items they may be recommended."""
 
-    def __init__(self, users: EvaluationUsers, width: int, pad_id: int, batch_size: int):
+    def __init__(self, users: EvaluationUsers, width: int, pad_id: int, batch_size: int,
+                 candidates: UserSequences | None = None):
         self.users = users
+        self.candidates = candidates
         self.batch_size = batch_size
         self.history = users.history.padded(width, pad_id)  # [U, width]
         truth = users.ground_truth
@@ -32,23 +36,31 @@ class EvaluationBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         start, stop = index * self.batch_size, min((index + 1) * self.batch_size, len(self.users))
-        offsets = self.users.history.offsets
-        lengths = np.diff(offsets[start : stop + 1])
         # Seen items as (row in batch, item) pairs, from the full history, not only the
         # newest `width` items: a user is never recommended anything seen before.
-        seen_rows = np.repeat(np.arange(stop - start), lengths)
-        seen_items = self.users.history.items[offsets[start] : offsets[stop]]
-        return {
+        seen_rows, seen_items = _row_item_pairs(self.users.history, start, stop)
+        batch = {
             "history": self.history[start:stop],
-            "seen_rows": torch.from_numpy(seen_rows),
-            "seen_items": torch.from_numpy(seen_items),
+            "seen_rows": seen_rows,
+            "seen_items": seen_items,
             "ground_truth": self.ground_truth[start:stop],
             "users": torch.arange(start, stop),
         }
+        if self.candidates is not None:
+            batch["allowed_rows"], batch["allowed_items"] = _row_item_pairs(self.candidates, start, stop)
+        return batch
+
+
+def _row_item_pairs(sequences: UserSequences, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items of users start..stop-1 as (row in the batch, item) pairs."""
+    offsets = sequences.offsets
+    rows = np.repeat(np.arange(stop - start), np.diff(offsets[start : stop + 1]))
+    return torch.from_numpy(rows), torch.from_numpy(sequences.items[offsets[start] : offsets[stop]])
 
 
 def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, seen_rows: torch.Tensor,
-                 seen_items: torch.Tensor, k: int, chunk_size: int | None = None):
+                 seen_items: torch.Tensor, k: int, chunk_size: int | None = None,
+                 allowed_rows: torch.Tensor | None = None, allowed_items: torch.Tensor | None = None):
     """Top-k (scores, items) per row after removing seen items, ranking the catalog in item chunks.
 
     scores_of(start, stop) -> [B, stop - start]: the rows' scores of items start..stop-1. Items are
@@ -56,6 +68,9 @@ def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, se
     than [B, chunk_size] scores exist at once, whatever the catalog size; seen items are removed inside
     each chunk, so the result is the full-catalog one. A user who has seen all but fewer than k items
     gets item -1 in the unused places.
+
+    Candidates: with `allowed_items` only those items compete, the same for every row, or with
+    `allowed_rows` as (row, item) pairs, each row its own (`mode.infer.candidates`).
     """
     chunk_size = chunk_size or n_items
     best_scores = best_items = None
@@ -65,6 +80,12 @@ def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, se
         inside = (seen_items >= start) & (seen_items < stop)
         scores = scores.index_put((seen_rows[inside], seen_items[inside] - start),
                                   torch.tensor(float("-inf"), device=scores.device))
+        if allowed_items is not None:
+            inside = (allowed_items >= start) & (allowed_items < stop)
+            allowed = torch.zeros_like(scores, dtype=torch.bool)  # [B, C]
+            rows = slice(None) if allowed_rows is None else allowed_rows[inside]
+            allowed[rows, allowed_items[inside] - start] = True
+            scores = scores.masked_fill(~allowed, float("-inf"))
         items = torch.arange(start, stop, device=scores.device).expand_as(scores)  # [B, C]
         if best_scores is not None:  # the best so far compete with this chunk
             scores, items = torch.cat([best_scores, scores], dim=1), torch.cat([best_items, items], dim=1)

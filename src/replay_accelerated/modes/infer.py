@@ -11,89 +11,70 @@ file `dataset=local` reads, with the same `dataset.feature_schema`) and writes
 - Users are scored from what remains; a user with no known item gets the model's
   recommendations for an empty history.
 - Seen items are removed unless `mode.infer.remove_seen=false`.
+- `mode.infer.candidates` ranks only given items (RePlay's `candidates_to_score`): a list of item ids
+  for every user, or a file of (user, item) pairs with `dataset.feature_schema`'s column names, each
+  user among their own. Candidates the model does not know (and pairs of users not in the input) are
+  counted and dropped; a user left with fewer than k candidates gets fewer recommendations.
 """
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from replay_accelerated.data.pipeline import EvaluationUsers
-from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER
-from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.data.formats import read_local_log
 from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.data.formats import ITEM, USER, read_local_log
+from replay_accelerated.data.pipeline import EvaluationUsers
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
 from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import recommend
-from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
-from replay_accelerated.training.runtime import apply_env, build_accelerated_model, check_writable
+from replay_accelerated.training.runtime import (
+    apply_env,
+    check_writable,
+    load_trained_model,
+    read_histories,
+    with_every_user,
+)
 
 
 def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     settings = cfg.mode.infer
     apply_env(cfg.env)
-    checkpoint_path = Path(settings.checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")
     output = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "recommendations_infer.parquet")
     check_writable(cfg.paths)
-    vocabulary, state = _load(checkpoint_path, cfg)
-
-    events = read_local_log(Path(settings.input), cfg.dataset.feature_schema, cfg.dataset.separator)
-    events = events.sort_values([USER, TIMESTAMP], kind="stable")
-    known = vocabulary.encode(events[ITEM]) >= 0
-    print(f"Read {len(events):,} interactions of {events[USER].nunique():,} users from {settings.input}; "
-          f"dropped {int((~known).sum()):,} with items the model does not know")
-    histories = _with_every_user(UserSequences.from_events(events[known], vocabulary), events[USER].unique())
-
-    model, _ = build_accelerated_model(cfg, len(vocabulary))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
-        raise UserError(f"checkpoint {checkpoint_path} does not fit the configured model ({detail}); "
-                        "use the model and acceleration configs it was trained with") from None
-    model.eval()
+    model, vocabulary = load_trained_model(cfg, settings.checkpoint)
+    histories = read_histories(cfg, settings.input, vocabulary)
+    candidates = _candidates(settings.candidates, cfg, vocabulary, histories.user_ids)
     no_truth = UserSequences(histories.user_ids, csr_offsets(np.zeros(len(histories))), np.zeros(0, np.int64))
     recommendations = recommend(model.next_item_scores, EvaluationUsers(histories, no_truth), vocabulary, settings.k,
                                 model.max_seq_len, remove_seen=settings.remove_seen,
-                                item_chunk_size=cfg.evaluation.item_chunk_size)
+                                item_chunk_size=cfg.evaluation.item_chunk_size, candidates=candidates)
     output.parent.mkdir(parents=True, exist_ok=True)
     recommendations.to_parquet(output, index=False)
     print(f"Top-{settings.k} recommendations for {len(histories):,} users written to {output}")
     return recommendations
 
 
-def _load(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabulary, dict]:
-    """The item vocabulary and the model weights, after checking they belong to the configured model."""
-    items_path = checkpoint_path.with_name("items.parquet")
-    for path in (checkpoint_path, items_path):
-        if not path.is_file():
-            raise UserError(f"{path} does not exist; train first (mode=train with model.save_name="
-                            f"{cfg.model.save_name}) or set mode.infer.checkpoint to a best.ckpt next to its "
-                            "items.parquet")
-    try:
-        checkpoint = load_checkpoint(checkpoint_path, cfg.trust_checkpoint)
-    except UntrustedCheckpoint:
-        raise
-    except Exception as error:  # truncated or not a checkpoint at all
-        raise UserError(f"{checkpoint_path} cannot be read as a checkpoint ({type(error).__name__}); "
-                        "point mode.infer.checkpoint to a best.ckpt written by mode=train") from None
-    vocabulary = ItemVocabulary(pd.read_parquet(items_path)["item_id"].to_numpy())
-    stamp = checkpoint.get(STAMP_KEY, {})
-    if stamp.get("model") != cfg.model.name:
-        raise UserError(f"{checkpoint_path} holds a {stamp.get('model', 'foreign')} model, but the config says "
-                        f"model.name={cfg.model.name}; choose the model config it was trained with")
-    if stamp.get("n_items") != len(vocabulary):
-        raise UserError(f"{checkpoint_path} was trained on {stamp.get('n_items')} items but {items_path.name} beside "
-                        f"it lists {len(vocabulary)}; keep each checkpoint with the items.parquet of its run")
-    state = {name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
-             if name.startswith("model.")}
-    return vocabulary, state
-
-
-def _with_every_user(histories: UserSequences, user_ids: np.ndarray) -> UserSequences:
-    """`histories` plus an empty history for each user in `user_ids` who has none (both sorted by user)."""
-    all_users = np.sort(user_ids)
-    lengths = pd.Series(histories.lengths, index=histories.user_ids).reindex(all_users, fill_value=0).to_numpy()
-    return UserSequences(all_users, csr_offsets(lengths), histories.items)
+def _candidates(setting, cfg: DictConfig, vocabulary: ItemVocabulary,
+                user_ids: np.ndarray) -> np.ndarray | UserSequences | None:
+    """`mode.infer.candidates` as item indices: one list for every user, or per user (aligned with `user_ids`)."""
+    if setting is None:
+        return None
+    if OmegaConf.is_list(setting):
+        try:
+            ids = pd.Series(list(setting)).astype(vocabulary.item_ids.dtype)
+        except (TypeError, ValueError):
+            raise UserError(f"mode.infer.candidates {list(setting)[:3]}... are not item ids of this model "
+                            f"({vocabulary.item_ids.dtype}, e.g. {vocabulary.item_ids[0]!r})") from None
+        encoded = vocabulary.encode(ids)
+        print(f"Candidates: {int((encoded >= 0).sum()):,} items for every user; dropped {int((encoded < 0).sum()):,} "
+              "the model does not know")
+        return np.unique(encoded[encoded >= 0])
+    pairs = read_local_log(Path(setting), cfg.dataset.feature_schema, cfg.dataset.separator,
+                           key="mode.infer.candidates", pairs_only=True)
+    known = (vocabulary.encode(pairs[ITEM]) >= 0) & pairs[USER].isin(user_ids)
+    print(f"Candidates: {int(known.sum()):,} (user, item) pairs from {setting}; dropped {int((~known).sum()):,} "
+          "with an item the model does not know or a user not in mode.infer.input")
+    per_user = UserSequences.from_events(pairs[known].drop_duplicates().sort_values(USER, kind="stable"), vocabulary)
+    return with_every_user(per_user, user_ids)

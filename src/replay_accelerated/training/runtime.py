@@ -1,17 +1,23 @@
 """What every mode that runs a model does first: export the environment, check the output folders
-and the device, and assemble the configured model with its accelerations."""
+and the device, assemble the configured model with its accelerations, or load a trained one with the
+histories of the users it serves (`mode=infer`, `mode=embeddings`)."""
 
 import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
+from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.models import SequentialRecommender, build_model
+from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 
 
 def check_writable(paths) -> None:
@@ -65,3 +71,65 @@ def check_device_support(cfg: DictConfig, device: torch.device, model: Sequentia
                 f"(torch._int_mm), which is unavailable on {device} here ({problem}); "
                 "use head=linear_head, or train on a device with int8 support"
             )
+
+
+def load_trained_model(cfg: DictConfig, checkpoint: str | None) -> tuple[SequentialRecommender, ItemVocabulary]:
+    """The trained model (in eval mode) and its item vocabulary, from `checkpoint` (null: the best checkpoint
+    `mode=train` wrote with this config), after checking they belong to the configured model."""
+    checkpoint_path = Path(checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")
+    vocabulary, state = _read_checkpoint(checkpoint_path, cfg)
+    model, _ = build_accelerated_model(cfg, len(vocabulary))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
+        raise UserError(f"checkpoint {checkpoint_path} does not fit the configured model ({detail}); "
+                        "use the model and acceleration configs it was trained with") from None
+    return model.eval(), vocabulary
+
+
+def read_histories(cfg: DictConfig, path: str, vocabulary: ItemVocabulary) -> UserSequences:
+    """Every user of the interactions file at `path` with the items the model knows, in time order
+    (a user with none gets an empty history); items the model never saw are dropped and counted."""
+    events = read_local_log(Path(path), cfg.dataset.feature_schema, cfg.dataset.separator, key="mode.infer.input")
+    events = events.sort_values([USER, TIMESTAMP], kind="stable")
+    known = vocabulary.encode(events[ITEM]) >= 0
+    print(f"Read {len(events):,} interactions of {events[USER].nunique():,} users from {path}; "
+          f"dropped {int((~known).sum()):,} with items the model does not know")
+    return with_every_user(UserSequences.from_events(events[known], vocabulary), events[USER].unique())
+
+
+def with_every_user(histories: UserSequences, user_ids: np.ndarray) -> UserSequences:
+    """`histories` plus an empty history for each user in `user_ids` who has none (both sorted by user)."""
+    all_users = np.sort(user_ids)
+    lengths = pd.Series(histories.lengths, index=histories.user_ids).reindex(all_users, fill_value=0).to_numpy()
+    return UserSequences(all_users, csr_offsets(lengths), histories.items)
+
+
+def _read_checkpoint(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabulary, dict]:
+    """The item vocabulary and the model weights, after checking they belong to the configured model."""
+    items_path = checkpoint_path.with_name("items.parquet")
+    for path in (checkpoint_path, items_path):
+        if not path.is_file():
+            raise UserError(f"{path} does not exist; train first (mode=train with model.save_name="
+                            f"{cfg.model.save_name}) or set mode.infer.checkpoint to a best.ckpt next to its "
+                            "items.parquet")
+    try:
+        checkpoint = load_checkpoint(checkpoint_path, cfg.trust_checkpoint)
+    except UntrustedCheckpoint:
+        raise
+    except Exception as error:  # truncated or not a checkpoint at all
+        raise UserError(f"{checkpoint_path} cannot be read as a checkpoint ({type(error).__name__}); "
+                        "point mode.infer.checkpoint to a best.ckpt written by mode=train") from None
+    vocabulary = ItemVocabulary(pd.read_parquet(items_path)["item_id"].to_numpy())
+    stamp = checkpoint.get(STAMP_KEY, {})
+    if stamp.get("model") != cfg.model.name:
+        raise UserError(f"{checkpoint_path} holds a {stamp.get('model', 'foreign')} model, but the config says "
+                        f"model.name={cfg.model.name}; choose the model config it was trained with")
+    if stamp.get("n_items") != len(vocabulary):
+        raise UserError(f"{checkpoint_path} was trained on {stamp.get('n_items')} items but {items_path.name} beside "
+                        f"it lists {len(vocabulary)}; keep each checkpoint with the items.parquet of its run")
+    state = {name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
+             if name.startswith("model.")}
+    return vocabulary, state
