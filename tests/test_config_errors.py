@@ -19,8 +19,8 @@ def test_every_config_file_composes_and_validates(home: Path, name: str) -> None
         overrides.append(f"dataset={dataset}")
     if dataset in ("local", "sequences"):
         overrides.append(f"dataset.path={home / 'log.txt'}")
-    if name == "mode/infer.yaml":
-        overrides.append(f"mode.infer.input={home / 'log.txt'}")
+    if name in ("mode/infer.yaml", "mode/embeddings.yaml"):  # the file of the users they serve
+        overrides.append(f"mode.{stem}.input={home / 'log.txt'}")
     cfg = compose(home, *overrides, config_name="config" if group else stem)
     if group == "model":
         assert cfg.model.save_name == stem and cfg.model.name == stem.split("_")[0]

@@ -3,6 +3,7 @@ when the checkpoint does not belong to the configured model."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -131,3 +132,27 @@ def test_candidates_restrict_the_ranking_to_a_list_or_to_each_users_pairs(traine
     assert set(top["user_id"]) == {7, 8}  # user 9 has no candidate, so no recommendation
     assert sorted(top[top["user_id"] == 7]["item_id"]) == sorted(items[6:8]) and top[top["user_id"] == 8][
         "item_id"].tolist() == [items[8]]
+
+
+def test_embeddings_reproduce_the_ranking_of_infer(trained: Path, home: Path, main_in_process):
+    _events(trained).to_csv(home / "new.csv", index=False)
+    checkpoint = f"{trained / 'checkpoints' / 'bert4rec_synthetic' / 'best.ckpt'}"
+    vectors = main_in_process("embeddings", *TRAIN, f"mode.embeddings.input={home / 'new.csv'}",
+                              f"mode.embeddings.checkpoint={checkpoint}",
+                              f"mode.embeddings.output={home / 'vectors'}")
+    assert vectors.returncode == 0, vectors.stderr[-3000:]
+    ranked = main_in_process("infer", *TRAIN, f"mode.infer.input={home / 'new.csv'}",
+                             f"mode.infer.checkpoint={checkpoint}", "mode.infer.k=10", "mode.infer.remove_seen=false",
+                             f"mode.infer.output={home / 'top.parquet'}")
+    assert ranked.returncode == 0, ranked.stderr[-3000:]
+    items = pd.read_parquet(home / "vectors" / "items.parquet")
+    users = pd.read_parquet(home / "vectors" / "users.parquet")
+    assert sorted(users["user_id"]) == [7, 8, 9] and len(items) == len(set(items["item_id"]))
+    # What an inner-product index computes: user . item + bias.
+    scores = np.stack(users["vector"].to_numpy()) @ np.stack(items["vector"].to_numpy()).T + items["bias"].to_numpy()
+    top = pd.read_parquet(home / "top.parquet")
+    for row, user in enumerate(users["user_id"]):
+        best = np.argsort(-scores[row])[:10]
+        expected = top[top["user_id"] == user]
+        assert items["item_id"].to_numpy()[best].tolist() == expected["item_id"].tolist()
+        assert scores[row, best] == pytest.approx(expected["score"].to_numpy(), abs=1e-4)

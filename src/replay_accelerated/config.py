@@ -168,11 +168,19 @@ class Infer:  # ours: mode=infer
 
 
 @dataclass
+class Embeddings:  # ours: mode=embeddings
+    input: Optional[str] = None  # interactions file of the users to embed, as mode.infer.input
+    checkpoint: Optional[str] = None  # null: paths.checkpoint_dir/<model.save_name>/best.ckpt
+    output: Optional[str] = None  # folder; null: paths.results_dir/<model.save_name>/embeddings
+
+
+@dataclass
 class Mode:
     name: str = "train"
     profiler: Profiler = field(default_factory=Profiler)
     bench: Bench = field(default_factory=Bench)
     infer: Infer = field(default_factory=Infer)
+    embeddings: Embeddings = field(default_factory=Embeddings)
     # train: time `steps` training steps after `warmup_steps` instead of training (no validation, no test
     # metrics); null: train whole epochs. The bench's steps mode (mode.bench.steps) sets them.
     steps: Optional[int] = None

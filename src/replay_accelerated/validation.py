@@ -189,6 +189,9 @@ def _check_mode(cfg: DictConfig, require) -> None:
         require(candidates is None or OmegaConf.is_list(candidates) and len(candidates) > 0
                 or isinstance(candidates, str), "mode.infer.candidates",
                 "must be null, a non-empty list of item ids, or the path of a file of (user, item) pairs")
+    if cfg.mode.name == "embeddings":
+        require(cfg.mode.embeddings.input is not None, "mode.embeddings.input",
+                "name the interactions file of the users to embed: mode.embeddings.input=/path/to/file")
     if cfg.mode.name == "optimize":
         require(len(cfg.optuna.search_space) > 0, "optuna.search_space", "list at least one parameter to search")
         require(cfg.optuna.n_trials > 0, "optuna.n_trials", "must be a positive integer")

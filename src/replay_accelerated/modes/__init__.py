@@ -15,6 +15,7 @@ MODES = (
     "train",  # train, evaluate, write results
     "inspect",  # print the model and its accelerations
     "infer",  # recommendations from a saved model
+    "embeddings",  # item and user vectors of a saved model, for retrieval
     "optimize",  # an Optuna search over training runs
     "bench",  # a matrix of training runs, compared
 )
