@@ -1,6 +1,7 @@
 """`mode=infer`: recommendations from a saved model for a new interactions file, and clear errors
 when the checkpoint does not belong to the configured model."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,46 @@ def test_embeddings_reproduce_the_ranking_of_infer(trained: Path, home: Path, ma
         expected = top[top["user_id"] == user]
         assert items["item_id"].to_numpy()[best].tolist() == expected["item_id"].tolist()
         assert scores[row, best] == pytest.approx(expected["score"].to_numpy(), abs=1e-4)
+
+
+def test_export_writes_onnx_and_torch_export_files_that_score_as_the_model(trained: Path, home: Path,
+                                                                            main_in_process):
+    import onnxruntime
+
+    from conftest import compose
+    from replay_accelerated.training.runtime import load_trained_model
+
+    checkpoint = f"{trained / 'checkpoints' / 'bert4rec_synthetic' / 'best.ckpt'}"
+    result = main_in_process("export", *TRAIN, f"mode.export.checkpoint={checkpoint}", "mode.export.k=7",
+                             f"mode.export.output={home / 'export'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = home / "export"
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["opset"] >= 17 and manifest["k"] == 7
+    model, vocabulary = load_trained_model(compose(home, *TRAIN), checkpoint)
+    assert pd.read_parquet(out / "items.parquet")["item_id"].tolist() == vocabulary.item_ids.tolist()
+    sessions = {name: onnxruntime.InferenceSession(str(out / f"{name}.onnx"))
+                for name in ("model", "model_candidates", "model_top_k")}
+    programs = {name: torch.export.load(out / f"{name}.pt2").module() for name in sessions}
+    for width in range(1, model.max_seq_len + 1):  # every history length, some users padded
+        history = torch.randint(0, model.n_items, (5, width))
+        history[:2, : width // 2] = model.pad_id
+        candidates = torch.randint(0, model.n_items, (5, 9))
+        with torch.no_grad():
+            scores = model.score_next(history)
+            expected_candidates = model.head(model.user_vectors(history), candidates)
+            unseen = scores.clone()
+            for row in range(len(history)):  # the plain way: each row's items (padding is none) to -inf
+                unseen[row, history[row][history[row] != model.pad_id]] = float("-inf")
+            expected_top, expected_items = unseen.topk(7, dim=1)
+        onnx = sessions["model"].run(None, {"history": history.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(onnx), scores, atol=1e-4, rtol=0)
+        torch.testing.assert_close(programs["model"](history), scores, atol=1e-4, rtol=0)
+        onnx = sessions["model_candidates"].run(None, {"history": history.numpy(), "candidates": candidates.numpy()})
+        torch.testing.assert_close(torch.from_numpy(onnx[0]), expected_candidates, atol=1e-4, rtol=0)
+        torch.testing.assert_close(programs["model_candidates"](history, candidates), expected_candidates, atol=1e-4,
+                                   rtol=0)
+        top_scores, top_items = sessions["model_top_k"].run(None, {"history": history.numpy()})
+        assert torch.equal(torch.from_numpy(top_items), expected_items)
+        torch.testing.assert_close(torch.from_numpy(top_scores), expected_top, atol=1e-4, rtol=0)
+        assert not any(torch.isin(torch.from_numpy(items), row).any() for items, row in zip(top_items, history))

@@ -175,12 +175,21 @@ class Embeddings:  # ours: mode=embeddings
 
 
 @dataclass
+class Export:  # ours: mode=export
+    checkpoint: Optional[str] = None  # null: paths.checkpoint_dir/<model.save_name>/best.ckpt
+    output: Optional[str] = None  # folder; null: paths.results_dir/<model.save_name>/export
+    k: int = 100  # items returned by the top-k function
+    opset: int = 18  # ONNX opset (17 or later)
+
+
+@dataclass
 class Mode:
     name: str = "train"
     profiler: Profiler = field(default_factory=Profiler)
     bench: Bench = field(default_factory=Bench)
     infer: Infer = field(default_factory=Infer)
     embeddings: Embeddings = field(default_factory=Embeddings)
+    export: Export = field(default_factory=Export)
     # train: time `steps` training steps after `warmup_steps` instead of training (no validation, no test
     # metrics); null: train whole epochs. The bench's steps mode (mode.bench.steps) sets them.
     steps: Optional[int] = None

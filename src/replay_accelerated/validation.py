@@ -192,6 +192,9 @@ def _check_mode(cfg: DictConfig, require) -> None:
     if cfg.mode.name == "embeddings":
         require(cfg.mode.embeddings.input is not None, "mode.embeddings.input",
                 "name the interactions file of the users to embed: mode.embeddings.input=/path/to/file")
+    if cfg.mode.name == "export":
+        require(cfg.mode.export.k > 0, "mode.export.k", "must be a positive integer")
+        require(cfg.mode.export.opset >= 17, "mode.export.opset", "must be 17 or later (the exporter's minimum)")
     if cfg.mode.name == "optimize":
         require(len(cfg.optuna.search_space) > 0, "optuna.search_space", "list at least one parameter to search")
         require(cfg.optuna.n_trials > 0, "optuna.n_trials", "must be a positive integer")

@@ -16,6 +16,7 @@ MODES = (
     "inspect",  # print the model and its accelerations
     "infer",  # recommendations from a saved model
     "embeddings",  # item and user vectors of a saved model, for retrieval
+    "export",  # a saved model as ONNX and torch.export files, for serving
     "optimize",  # an Optuna search over training runs
     "bench",  # a matrix of training runs, compared
 )

@@ -73,18 +73,24 @@ def check_device_support(cfg: DictConfig, device: torch.device, model: Sequentia
             )
 
 
+def checkpoint_path(cfg: DictConfig, checkpoint: str | None) -> Path:
+    """`checkpoint`, or by default the best checkpoint `mode=train` wrote with this config (items.parquet
+    lies beside it)."""
+    return Path(checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")
+
+
 def load_trained_model(cfg: DictConfig, checkpoint: str | None) -> tuple[SequentialRecommender, ItemVocabulary]:
-    """The trained model (in eval mode) and its item vocabulary, from `checkpoint` (null: the best checkpoint
-    `mode=train` wrote with this config), after checking they belong to the configured model."""
-    checkpoint_path = Path(checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")
-    vocabulary, state = _read_checkpoint(checkpoint_path, cfg)
+    """The trained model (in eval mode) and its item vocabulary, from `checkpoint_path(cfg, checkpoint)`,
+    after checking they belong to the configured model."""
+    path = checkpoint_path(cfg, checkpoint)
+    vocabulary, state = _read_checkpoint(path, cfg)
     model, _ = build_accelerated_model(cfg, len(vocabulary))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
-        raise UserError(f"checkpoint {checkpoint_path} does not fit the configured model ({detail}); "
+        raise UserError(f"checkpoint {path} does not fit the configured model ({detail}); "
                         "use the model and acceleration configs it was trained with") from None
     return model.eval(), vocabulary
 

@@ -1,0 +1,72 @@
+"""A trained model as the functions a serving system calls (what `mode=export` writes to ONNX and torch.export).
+
+Each takes the item-id histories [B, W] (int64, our token ids: items 0..n_items-1 in `items.parquet`
+order, left-padded with `pad_id` = n_items, 1 <= W <= max_seq_len) and pads them on the left to
+max_seq_len first. That is exact (padding never attends or is attended to, and positions count from
+the right), and gives the traced graph one fixed width, so that one exported file serves every history
+length.
+
+- `NextItemScores`: history -> scores of every item [B, n_items];
+- `CandidateScores`: (history, candidates [B, C] item ids) -> their scores [B, C];
+- `TopKUnseen`: history -> (scores [B, k], item ids [B, k]), the best k items not in the history.
+
+A SwitchBack head is served as its float equivalent (`float_head_copy`): the int8 kernels are a training
+and GPU speed-up, and exporters know nothing of `torch._int_mm` on every backend.
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replay_accelerated.models.heads import LinearHead, TiedHead
+from replay_accelerated.models.transformer import SequentialRecommender
+
+
+class _Serving(nn.Module):
+    def __init__(self, model: SequentialRecommender):
+        super().__init__()
+        self.model = model
+
+    def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
+        """history [B, W] -> the hidden state that scores the next item [B, H]."""
+        width = self.model.max_seq_len
+        full = F.pad(history, (width - history.shape[1], 0), value=self.model.pad_id)  # [B, max_seq_len]
+        return self.model.user_vectors(full)
+
+
+class NextItemScores(_Serving):
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.user_vectors(history))  # [B, n_items]
+
+
+class CandidateScores(_Serving):
+    def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.user_vectors(history), candidates)  # [B, C]
+
+
+class TopKUnseen(_Serving):
+    def __init__(self, model: SequentialRecommender, k: int):
+        super().__init__(model)
+        self.k = min(k, model.n_items)
+
+    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.model.head(self.user_vectors(history)).float()  # [B, n_items]
+        # One extra column takes the padding tokens (pad_id = n_items), so that history can index it.
+        scores = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)  # [B, n_items + 1]
+        scores = scores.scatter(1, history, float("-inf"))[:, :-1]  # the history's items never come back
+        top_scores, top_items = scores.topk(self.k, dim=1)  # [B, k] each
+        return top_scores, top_items
+
+
+def float_head_copy(model: SequentialRecommender) -> SequentialRecommender:
+    """`model` itself, or, when its head is not one of the float heads (the SwitchBack int8 head), a copy
+    whose head is a LinearHead with the same float weights and bias."""
+    if isinstance(model.head, (LinearHead, TiedHead)):
+        return model
+    served = copy.deepcopy(model)
+    head = served.head
+    served.head = LinearHead(head.weight.shape[1], head.weight.shape[0], bias=head.bias is not None)
+    served.head.load_state_dict(head.state_dict())
+    return served.eval()
