@@ -91,6 +91,7 @@ class TrainingParams:
     max_epochs: int = 20
     precision: Optional[str] = "auto"  # training/precision.py; null: 32-true
     length_bucketing: bool = False  # ours: batch users of similar history length together
+    init_from: Optional[str] = None  # ours: a checkpoint to start from; its catalog may differ (training/warm_start.py)
 
 
 @dataclass

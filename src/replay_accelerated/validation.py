@@ -8,6 +8,7 @@ activations, heads, dtypes, datasets, protocols, precisions, metrics, modes) and
 cannot express (ranges, consistency, loss parameters), instead of failing an hour into training.
 """
 
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -94,6 +95,8 @@ def _check_replay(cfg: DictConfig, require) -> None:
             f"RePlay's Bert4Rec masks with its own rule only; use replay {why}")
     require(not training.length_bucketing, "model.params.training_params.length_bucketing",
             f"RePlay's loaders pad every sequence to max_seq_len; set it to false {why}")
+    require(training.init_from is None, "model.params.training_params.init_from",
+            f"RePlay's baseline always starts from scratch; remove it {why}")
     if cfg.acceleration is not None:
         settings = OmegaConf.to_container(cfg.acceleration.model.acceleration_config)
         defaults = OmegaConf.to_container(OmegaConf.structured(AccelerationConfig))
@@ -144,6 +147,9 @@ def _check_model(cfg: DictConfig, require) -> None:
     require(training.max_epochs > 0, "model.params.training_params.max_epochs", "must be a positive integer")
     require(training.num_workers >= 0, "model.params.training_params.num_workers", "must be 0 or more")
     require(training.learning_rate > 0, "model.params.training_params.learning_rate", "must be positive")
+    require(training.init_from is None or Path(training.init_from).is_file(),
+            "model.params.training_params.init_from", f"{training.init_from} is not a file; name a best.ckpt (or "
+            "last.ckpt) that mode=train wrote, with its items.parquet beside it")
     precision = None if training.precision is None else str(training.precision)
     require(precision in PRECISIONS, "model.params.training_params.precision",
             f"'{precision}' is not one of {[p for p in PRECISIONS if p]} or null")

@@ -32,7 +32,7 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> tuple[pd.DataFrame, pd.DataFra
     apply_env(cfg.env)
     out_dir = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "embeddings")
     check_writable(cfg.paths)
-    model, vocabulary = load_trained_model(cfg, settings.checkpoint)
+    model, vocabulary = load_trained_model(cfg, settings.checkpoint, "mode.embeddings.checkpoint")
     histories = read_histories(cfg, settings.input, vocabulary)
 
     weight = model.head.weight.detach().float()  # [n_items, H]

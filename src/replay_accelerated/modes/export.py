@@ -41,7 +41,7 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> dict:
     apply_env(cfg.env)
     out_dir = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "export")
     check_writable(cfg.paths)
-    model, vocabulary = load_trained_model(cfg, settings.checkpoint)
+    model, vocabulary = load_trained_model(cfg, settings.checkpoint, "mode.export.checkpoint")
     served = float_head_copy(model).float()
     if served is not model:
         print("The SwitchBack (int8) head is exported as its float equivalent: scores differ from the int8 "

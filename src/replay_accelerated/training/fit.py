@@ -43,6 +43,7 @@ from replay_accelerated.training.measurements import (
 from replay_accelerated.training.module import RecommenderModule
 from replay_accelerated.training.precision import training_device
 from replay_accelerated.training.runtime import build_accelerated_model, check_device_support
+from replay_accelerated.training.warm_start import warm_start
 
 MONITOR = "val_ndcg@10"
 
@@ -69,6 +70,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
+    warm = warm_start(model, data.vocabulary, cfg) if training.init_from is not None else None
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
                                    training.num_workers, cfg.env.SEED, training.length_bucketing)
@@ -156,6 +158,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         "best_validation_ndcg@10": float(checkpoint.best_model_score),
         "epochs_run": trainer.current_epoch,
         "accelerations": [vars(change) for change in changes],
+        "warm_start": warm,
         **timer.summary(),
         **memory_used,
         "data_preparation_share": prep_share,

@@ -79,11 +79,12 @@ def checkpoint_path(cfg: DictConfig, checkpoint: str | None) -> Path:
     return Path(checkpoint or Path(cfg.paths.checkpoint_dir) / cfg.model.save_name / "best.ckpt")
 
 
-def load_trained_model(cfg: DictConfig, checkpoint: str | None) -> tuple[SequentialRecommender, ItemVocabulary]:
+def load_trained_model(cfg: DictConfig, checkpoint: str | None,
+                       key: str = "mode.infer.checkpoint") -> tuple[SequentialRecommender, ItemVocabulary]:
     """The trained model (in eval mode) and its item vocabulary, from `checkpoint_path(cfg, checkpoint)`,
-    after checking they belong to the configured model."""
+    after checking they belong to the configured model; `key` names the setting in errors."""
     path = checkpoint_path(cfg, checkpoint)
-    vocabulary, state = _read_checkpoint(path, cfg)
+    vocabulary, state = read_checkpoint(path, cfg, key)
     model, _ = build_accelerated_model(cfg, len(vocabulary))
     try:
         model.load_state_dict(state)
@@ -113,13 +114,14 @@ def with_every_user(histories: UserSequences, user_ids: np.ndarray) -> UserSeque
     return UserSequences(all_users, csr_offsets(lengths), histories.items)
 
 
-def _read_checkpoint(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabulary, dict]:
-    """The item vocabulary and the model weights, after checking they belong to the configured model."""
+def read_checkpoint(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[ItemVocabulary, dict]:
+    """The item vocabulary and the model weights (without the `model.` prefix), after checking they belong
+    to the configured model; `key` is the setting that names the checkpoint, for errors."""
     items_path = checkpoint_path.with_name("items.parquet")
     for path in (checkpoint_path, items_path):
         if not path.is_file():
             raise UserError(f"{path} does not exist; train first (mode=train with model.save_name="
-                            f"{cfg.model.save_name}) or set mode.infer.checkpoint to a best.ckpt next to its "
+                            f"{cfg.model.save_name}) or set {key} to a best.ckpt next to its "
                             "items.parquet")
     try:
         checkpoint = load_checkpoint(checkpoint_path, cfg.trust_checkpoint)
@@ -127,7 +129,7 @@ def _read_checkpoint(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabu
         raise
     except Exception as error:  # truncated or not a checkpoint at all
         raise UserError(f"{checkpoint_path} cannot be read as a checkpoint ({type(error).__name__}); "
-                        "point mode.infer.checkpoint to a best.ckpt written by mode=train") from None
+                        f"point {key} to a best.ckpt written by mode=train") from None
     vocabulary = ItemVocabulary(pd.read_parquet(items_path)["item_id"].to_numpy())
     stamp = checkpoint.get(STAMP_KEY, {})
     if stamp.get("model") != cfg.model.name:
@@ -135,7 +137,8 @@ def _read_checkpoint(checkpoint_path: Path, cfg: DictConfig) -> tuple[ItemVocabu
                         f"model.name={cfg.model.name}; choose the model config it was trained with")
     if stamp.get("n_items") != len(vocabulary):
         raise UserError(f"{checkpoint_path} was trained on {stamp.get('n_items')} items but {items_path.name} beside "
-                        f"it lists {len(vocabulary)}; keep each checkpoint with the items.parquet of its run")
+                        f"it lists {len(vocabulary)}; keep each checkpoint with the items.parquet of its run (to go on "
+                        "training a model on a changed catalog: model.params.training_params.init_from=<checkpoint>)")
     state = {name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
              if name.startswith("model.")}
     return vocabulary, state

@@ -1,0 +1,60 @@
+"""Warm start: a new training run that starts from a trained checkpoint whose catalog may differ
+(`model.params.training_params.init_from`).
+
+Items are matched by original id through the checkpoint's `items.parquet`: the rows of items known to
+both catalogs (item embedding, head weight and bias) are copied into the new positions, new items keep
+the fresh initialisation of the new model, items gone from the catalog are dropped. The padding and mask
+token rows and every other weight (positions, blocks, norms) are copied as they are, so before any
+training the new model scores a history of known items exactly as the old one did, known item by known
+item. Sizes other than the catalog's must match: the model config is the one the checkpoint was trained with.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from replay_accelerated.data.sequences import ItemVocabulary
+from replay_accelerated.errors import ConfigError
+from replay_accelerated.models import SequentialRecommender
+from replay_accelerated.training.runtime import read_checkpoint
+
+KEY = "model.params.training_params.init_from"
+# The parameters with one row per item (then, for the embedding, the padding and mask token rows).
+ITEM_ROWS = ("item_embedding.weight", "head.weight", "head.bias", "head.item_embedding.weight")
+
+
+def warm_start(model: SequentialRecommender, vocabulary: ItemVocabulary, cfg: DictConfig) -> dict:
+    """Copy the weights of the `init_from` checkpoint into `model` (built for `vocabulary`); returns the counts
+    of known, new and dropped items."""
+    old_vocabulary, old_state = read_checkpoint(Path(cfg.model.params.training_params.init_from), cfg, KEY)
+    positions = pd.Index(old_vocabulary.item_ids).get_indexer(vocabulary.item_ids)  # [n_new], -1 for new items
+    known = torch.from_numpy(positions >= 0)
+    source = torch.from_numpy(positions[positions >= 0])
+    n_new, n_old = len(vocabulary), len(old_vocabulary)
+    state = model.state_dict()
+    missing = sorted(set(state) ^ set(old_state))
+    if missing:
+        raise ConfigError(f"{KEY}: the checkpoint's layers differ from the configured model's ({missing[:3]}); "
+                          "use the model and acceleration configs it was trained with")
+    for name, tensor in state.items():
+        old = old_state[name].to(tensor.dtype)
+        item_rows = name in ITEM_ROWS  # the first dimension follows the catalog, the others must match
+        if old.shape[item_rows:] != tensor.shape[item_rows:]:
+            raise ConfigError(f"{KEY}: {name} is {tuple(old.shape)} in the checkpoint but {tuple(tensor.shape)} in "
+                              "the configured model; use the model config it was trained with")
+        if item_rows:
+            rows = tensor.clone()
+            rows[:n_new][known] = old[:n_old][source]  # known items, at their new positions
+            rows[n_new:] = old[n_old:]  # padding (and BERT4Rec's mask token)
+            state[name] = rows
+        else:
+            state[name] = old
+    model.load_state_dict(state)
+    counts = {"known_items": int(known.sum()), "new_items": int((~known).sum()),
+              "dropped_items": int(n_old - known.sum())}
+    print(f"Warm start from {cfg.model.params.training_params.init_from}: {counts['known_items']:,} items copied, "
+          f"{counts['new_items']:,} new, {counts['dropped_items']:,} dropped", flush=True)
+    return counts
+
