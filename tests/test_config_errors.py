@@ -87,3 +87,13 @@ def test_a_bench_variant_with_a_bad_config_stops_the_bench_before_any_run(home: 
                                      "+mode.bench.variants.broken=['model.params.model_params.loss_type=SCE']"))
     assert "model.params.model_params.n_buckets" in message
     assert not (home / "results" / "bench").exists()
+
+
+def test_a_logger_that_is_not_installed_is_named_with_its_package(main_in_process):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    message = _error(main_in_process("trainer.loggers=[csv,wandb]", "mode=inspect"))
+    assert "trainer.loggers" in message and "pip install wandb" in message
+    assert "'neptune' is not one of" in _error(main_in_process("trainer.loggers=[neptune]"))

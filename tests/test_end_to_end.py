@@ -130,3 +130,24 @@ def test_unwritable_results_directory_stops_before_any_work(home: Path):
     assert result.returncode == 2
     assert "cannot write to" in result.stderr and "paths.results_dir" in result.stderr
     assert not (home / "data").exists()  # the data was not even prepared
+
+
+def test_mlflow_tracking_holds_the_config_the_epochs_metrics_and_the_result_files(home: Path):
+    from mlflow import MlflowClient
+
+    from conftest import TINY_SYNTHETIC, compose
+    from replay_accelerated.modes.train import train
+
+    summary = train(compose(home, *TINY_SYNTHETIC, "model.params.training_params.max_epochs=2",
+                            "trainer.loggers=[csv,mlflow]"))
+    client = MlflowClient(f"sqlite:///{home / 'logs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bert4rec_synthetic")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model.params.model_params.hidden_size"] == "32"
+    assert run.data.params["trainer.loggers"] == "['csv', 'mlflow']"
+    history = client.get_metric_history(run.info.run_id, "val_ndcg@10")
+    assert len(history) == summary["epochs_run"] == 2
+    assert max(point.value for point in history) == pytest.approx(summary["best_validation_ndcg@10"])
+    files = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+    assert {"run.json", "metrics_test.csv", "metrics_validation.csv"} <= files
+    assert (home / "logs" / "bert4rec_synthetic").is_dir()  # the CSV logger still writes beside it

@@ -220,6 +220,7 @@ class Trainer:  # ours
     strategy: str = "auto"  # "ddp" for several devices or nodes
     num_nodes: int = 1
     progress_bar: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # training/tracking.py
 
 
 @dataclass

@@ -29,6 +29,7 @@ from replay_accelerated.models import MODELS
 from replay_accelerated.models.bert4rec import MASKING_RULES
 from replay_accelerated.modes import MODES
 from replay_accelerated.training.precision import PRECISIONS
+from replay_accelerated.training.tracking import LOGGERS, missing_package
 
 IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own model (the baseline)
 
@@ -153,6 +154,10 @@ def _check_model(cfg: DictConfig, require) -> None:
     precision = None if training.precision is None else str(training.precision)
     require(precision in PRECISIONS, "model.params.training_params.precision",
             f"'{precision}' is not one of {[p for p in PRECISIONS if p]} or null")
+    for logger in cfg.trainer.loggers:
+        require(logger in LOGGERS, "trainer.loggers", f"'{logger}' is not one of {list(LOGGERS)}")
+        require(missing_package(logger) is None, "trainer.loggers",
+                f"{logger} is not installed; pip install {missing_package(logger)} (or drop it from the list)")
     if cfg.model.implementation == "replay":
         _check_replay(cfg, require)
 

@@ -42,6 +42,7 @@ from replay_accelerated.training.fit import fit
 from replay_accelerated.training.measurements import hardware, package_versions
 from replay_accelerated.training.precision import resolve_precision, training_device
 from replay_accelerated.training.runtime import apply_env, check_writable
+from replay_accelerated.training.tracking import build_loggers, log_files
 
 
 def run(cfg: DictConfig, origin: ConfigOrigin) -> dict:
@@ -73,6 +74,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     results_dir = Path(cfg.paths.results_dir) / save_name
 
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    loggers = []  # RePlay's baseline keeps no logs
     print(f"Data: {data.summary()}")
     if cfg.model.implementation == "replay":
         from replay_accelerated.training.replay_baseline import train_replay_baseline  # imports RePlay: only here
@@ -87,7 +89,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         run["train_flops_per_epoch"] = model_train_flops(same_shapes, cfg.model.params.model_params,
                                                          EpochShapes(**run["epoch_shapes"]))
     else:
-        run, model = fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks)
+        loggers = build_loggers(cfg)
+        run, model = fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks, loggers)
         if not run:  # another process of a multi-process run: the first one evaluates and reports
             return {}
         recommendations = None  # the steps mode only times training
@@ -118,5 +121,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
     (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    log_files(loggers, sorted(results_dir.glob("metrics_*.csv")) + [results_dir / "run.json"])
     print(f"Results written to {results_dir}")
     return summary

@@ -12,7 +12,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig
 
@@ -63,8 +63,8 @@ def check_logits_memory(loss: torch.nn.Module, shapes: EpochShapes, n_items: int
     print(f"Warning: {message}", flush=True)
 
 
-def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
-         callbacks: Sequence[L.Callback]) -> tuple[dict, SequentialRecommender | None]:
+def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Sequence[L.Callback],
+        loggers: Sequence[Logger]) -> tuple[dict, SequentialRecommender | None]:
     """Train our model with early stopping; returns what was measured and the best model, in eval mode
     (nothing in the other processes of a multi-process run; no model in the steps mode, `mode.steps`)."""
     model_params = cfg.model.params.model_params
@@ -90,8 +90,6 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     fingerprint = config_fingerprint(cfg)
-    csv_logger = CSVLogger(cfg.paths.log_dir, name=cfg.model.save_name)
-    loggers = [csv_logger, TensorBoardLogger(cfg.paths.log_dir, name=cfg.model.save_name, version=csv_logger.version)]
     schedule = {"max_epochs": training.max_epochs,
                 "callbacks": [EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint,
                               timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)),
@@ -111,7 +109,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path,
         enable_progress_bar=cfg.trainer.progress_bar,
         precision=training.precision,
         plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
-        logger=loggers,
+        logger=list(loggers),
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
