@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import compose, run_main
+from conftest import compose
 from replay_accelerated.data.formats import read_local_log
 from replay_accelerated.errors import ConfigError, DataError
 from replay_accelerated.training import runtime
@@ -55,11 +55,11 @@ def _sentinels(home: Path) -> dict[Path, str]:
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in SLOW_CASES else [])
                                   for case in BAD_FILES])
-def test_bad_file_gives_a_clear_error_and_keeps_earlier_outputs(home: Path, case: str):
+def test_bad_file_gives_a_clear_error_and_keeps_earlier_outputs(home: Path, case: str, main_in_process):
     text, words = BAD_FILES[case]
     (home / "log.csv").write_text(text)
     sentinels = _sentinels(home)
-    result = run_main(home, "dataset=local", f"dataset.path={home / 'log.csv'}", "model=bert4rec_local")
+    result = main_in_process("dataset=local", f"dataset.path={home / 'log.csv'}", "model=bert4rec_local")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
@@ -71,11 +71,12 @@ def test_bad_file_gives_a_clear_error_and_keeps_earlier_outputs(home: Path, case
     (["dataset.preprocess.min_items_per_user=1000"], ["no interactions are left", "min_items_per_user"]),
     (["dataset.preprocess.val_users_ratio=0.001"], ["validation user", "val_users_ratio"]),
 ])
-def test_protocol_that_leaves_too_few_users_is_explained(home: Path, preprocess: list[str], words: list[str]):
+def test_protocol_that_leaves_too_few_users_is_explained(home: Path, preprocess: list[str], words: list[str],
+                                                         main_in_process):
     _log(n_users=60).to_csv(home / "log.csv", index=False)
     sentinels = _sentinels(home)
-    result = run_main(home, "dataset=local", f"dataset.path={home / 'log.csv'}", "model=bert4rec_local",
-                      "dataset.preprocess.min_users_per_item=1", *preprocess)
+    result = main_in_process("dataset=local", f"dataset.path={home / 'log.csv'}", "model=bert4rec_local",
+                             "dataset.preprocess.min_users_per_item=1", *preprocess)
     assert result.returncode == 2, result.stderr[-2000:]
     assert all(word in result.stderr for word in words), result.stderr[-2000:]
     assert all(path.read_text() == content for path, content in sentinels.items())

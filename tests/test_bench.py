@@ -99,8 +99,8 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     assert "Mixed code versions/hardware" in (out / "results.md").read_text()
 
 
-def test_bench_names_unknown_variants(home: Path):
-    result = run_main(home, "bench_quick", "mode.bench.only=[fastest,nope]")
+def test_bench_names_unknown_variants(main_in_process):
+    result = main_in_process("bench_quick", "mode.bench.only=[fastest,nope]")
     assert result.returncode == 2
     assert "'mode.bench.only' names ['nope']" in result.stderr and "replay_best" in result.stderr
 
@@ -135,7 +135,8 @@ def test_replay_comparison_under_leave_one_out_with_an_item_unknown_to_training(
     assert all(run["data"]["unknown_history_items_dropped"]["test_events"] == 1 for run in runs)
 
 
-@pytest.mark.parametrize("model", ["bert4rec", pytest.param("sasrec", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two bench processes; the default suite checks the steps' trainer arguments below
+@pytest.mark.parametrize("model", ["bert4rec", "sasrec"])
 def test_the_steps_mode_times_steps_of_ours_and_replays_rows_without_quality(home: Path, model: str):
     result = run_main(home, "bench_quick", f"model={model}_synthetic", *QUICK, "mode.bench.steps=4",
                       "mode.bench.warmup_steps=2", "mode.bench.only=[replay_default,CE_fp32]",

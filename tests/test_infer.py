@@ -32,23 +32,24 @@ def _events(home: Path) -> pd.DataFrame:
     })
 
 
-def test_infer_writes_top_k_unseen_items_for_every_user(trained: Path):
+def test_infer_writes_top_k_unseen_items_for_every_user(trained: Path, home: Path, main_in_process):
     events = _events(trained)
-    events.to_csv(trained / "new.csv", index=False)
-    result = run_main(trained, "infer", *TRAIN, f"mode.infer.input={trained / 'new.csv'}", "mode.infer.k=5")
+    events.to_csv(home / "new.csv", index=False)
+    checkpoint = f"mode.infer.checkpoint={trained / 'checkpoints' / 'bert4rec_synthetic' / 'best.ckpt'}"
+    result = main_in_process("infer", *TRAIN, checkpoint, f"mode.infer.input={home / 'new.csv'}", "mode.infer.k=5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dropped 2" in result.stdout
-    top = pd.read_parquet(trained / "results" / "bert4rec_synthetic" / "recommendations_infer.parquet")
+    top = pd.read_parquet(home / "results" / "bert4rec_synthetic" / "recommendations_infer.parquet")
     assert list(top.columns) == ["user_id", "item_id", "score", "rank"]
     assert sorted(top["user_id"].unique()) == [7, 8, 9]  # user 9 knows no item and still gets a list
     assert all(ranks == [1, 2, 3, 4, 5] for ranks in top.groupby("user_id")["rank"].apply(list))
     seen = top.merge(events[["user_id", "item_id"]], on=["user_id", "item_id"])
     assert seen.empty
 
-    kept = run_main(trained, "infer", *TRAIN, f"mode.infer.input={trained / 'new.csv'}", "mode.infer.k=500",
-                    "mode.infer.remove_seen=false", f"mode.infer.output={trained / 'all.parquet'}")
+    kept = main_in_process("infer", *TRAIN, checkpoint, f"mode.infer.input={home / 'new.csv'}", "mode.infer.k=500",
+                           "mode.infer.remove_seen=false", f"mode.infer.output={home / 'all.parquet'}")
     assert kept.returncode == 0, kept.stderr[-3000:]
-    everything = pd.read_parquet(trained / "all.parquet")
+    everything = pd.read_parquet(home / "all.parquet")
     assert not everything.merge(events[["user_id", "item_id"]], on=["user_id", "item_id"]).empty
 
 
@@ -76,7 +77,7 @@ def test_infer_refuses_a_checkpoint_of_another_model_or_catalog(trained: Path):
     assert bigger.returncode == 2 and "does not fit the configured model (size mismatch" in bigger.stderr
 
 
-def test_infer_refuses_a_crafted_checkpoint_and_loads_it_only_when_trusted(trained: Path):
+def test_infer_refuses_a_crafted_checkpoint_and_loads_it_only_when_trusted(trained: Path, main_in_process):
     from test_checkpoint_safety import crafted_checkpoint
 
     _events(trained).to_csv(trained / "new.csv", index=False)
@@ -90,12 +91,12 @@ def test_infer_refuses_a_crafted_checkpoint_and_loads_it_only_when_trusted(train
     (crafted / "items.parquet").write_bytes((ours.parent / "items.parquet").read_bytes())
     command = ["infer", *TRAIN, f"mode.infer.checkpoint={crafted / 'best.ckpt'}", f"mode.infer.input={trained / 'new.csv'}"]
 
-    refused = run_main(trained, *command)
+    refused = main_in_process(*command)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "code-bearing objects" in refused.stderr and "trust_checkpoint=true" in refused.stderr
     assert not marker.exists()
 
-    trusted = run_main(trained, *command, "trust_checkpoint=true")
+    trusted = main_in_process(*command, "trust_checkpoint=true")
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert marker.exists()
 

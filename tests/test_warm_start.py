@@ -88,7 +88,8 @@ def test_fine_tuning_from_a_checkpoint_brings_frequent_new_items_into_the_top_10
     grown = pd.concat([log, followers]).sort_values(["user_id", "timestamp"], kind="stable")
     grown.to_csv(tmp_path / "new.csv", index=False)
 
-    common = [*TINY_SYNTHETIC, "dataset=local", "model=bert4rec_local", "model.params.training_params.max_epochs=6"]
+    model = [override for override in TINY_SYNTHETIC if not override.startswith("dataset.")]
+    common = [*model, "dataset=local", "model=bert4rec_local", "model.params.training_params.max_epochs=6"]
     first = run_main(tmp_path, *common, f"dataset.path={tmp_path / 'old.csv'}", "model.save_name=old")
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoints" / "old" / "best.ckpt"
