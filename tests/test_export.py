@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from replay_accelerated.acceleration.apply import ACTIVATIONS, apply_accelerations
 from replay_accelerated.config import Acceleration
 from replay_accelerated.models import Bert4Rec, SasRec
-from replay_accelerated.models.serving import NextItemScores, float_head_copy
-from replay_accelerated.modes.export import write_function
+from replay_accelerated.models.serving import NextItemScores, float_head_copy, write_function
 
 pytestmark = pytest.mark.slow  # 30 exports of a few seconds each; see pyproject
 
@@ -46,3 +45,12 @@ def test_every_model_head_and_activation_exports_with_the_same_scores(tmp_path: 
         with torch.no_grad():
             int8, float_ = model.score_next(history), served.score_next(history)
         assert (int8 - float_).abs().max() < 0.05 * float_.abs().max()
+
+
+def test_the_serving_benchmark_times_three_backends_that_agree(tmp_path: Path):
+    from replay_accelerated.benchmark.serving import measure
+
+    rows = measure("sasrec", n_items=60, hidden=16, max_seq_len=12, k=5, requests=5, batches=2, batch_size=8)
+    assert [row["backend"] for row in rows] == ["pytorch_eager", "torch_export", "onnxruntime"]
+    assert all(row["same_top_k_as_eager"] == 1.0 and 0 < row["p50_ms"] <= row["p99_ms"] for row in rows)
+    assert all(row["users_per_second_batch_8"] > 0 for row in rows)

@@ -10,11 +10,14 @@ length.
 - `CandidateScores`: (history, candidates [B, C] item ids) -> their scores [B, C];
 - `TopKUnseen`: history -> (scores [B, k], item ids [B, k]), the best k items not in the history.
 
+`write_function` writes one of them as a `torch.export` program (.pt2) and as ONNX (.onnx).
+
 A SwitchBack head is served as its float equivalent (`float_head_copy`): the int8 kernels are a training
 and GPU speed-up, and exporters know nothing of `torch._int_mm` on every backend.
 """
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -70,3 +73,30 @@ def float_head_copy(model: SequentialRecommender) -> SequentialRecommender:
     served.head = LinearHead(head.weight.shape[1], head.weight.shape[0], bias=head.bias is not None)
     served.head.load_state_dict(head.state_dict())
     return served.eval()
+
+
+def write_function(function: nn.Module, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
+    """`path`.pt2 (torch.export) and `path`.onnx of a models/serving.py function, dynamic in batch and width."""
+    model = function.model
+    example = _example_inputs(inputs, model.n_items, model.pad_id, model.max_seq_len)
+    program = torch.export.export(function.eval(), example, dynamic_shapes=_dynamic_shapes(inputs, model.max_seq_len))
+    torch.export.save(program, path.with_suffix(".pt2"))
+    # ONNX from the same program: one trace per function.
+    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=inputs,
+                                     output_names=outputs, verbose=False)
+    onnx_program.save(str(path.with_suffix(".onnx")))
+
+
+def _example_inputs(inputs: list[str], n_items: int, pad_id: int, width: int) -> tuple[torch.Tensor, ...]:
+    history = torch.randint(0, n_items, (2, width))
+    history[0, : width // 2] = pad_id
+    candidates = torch.randint(0, n_items, (2, 3))
+    return (history, candidates)[: len(inputs)]
+
+
+def _dynamic_shapes(inputs: list[str], width: int) -> dict:
+    batch = torch.export.Dim("batch", min=1)
+    shapes = {"history": {0: batch, 1: torch.export.Dim("width", min=1, max=width)}}
+    if "candidates" in inputs:
+        shapes["candidates"] = {0: batch, 1: torch.export.Dim("n_candidates", min=1)}
+    return shapes

@@ -26,7 +26,13 @@ from torch import nn
 
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import UserError
-from replay_accelerated.models.serving import CandidateScores, NextItemScores, TopKUnseen, float_head_copy
+from replay_accelerated.models.serving import (
+    CandidateScores,
+    NextItemScores,
+    TopKUnseen,
+    float_head_copy,
+    write_function,
+)
 from replay_accelerated.training.runtime import apply_env, check_writable, checkpoint_path, load_trained_model
 
 PARITY_BATCH = 8  # random histories per width in the parity check
@@ -67,33 +73,6 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> dict:
     (out_dir / "export.json").write_text(json.dumps(manifest, indent=2))
     print(f"Written to {out_dir}")
     return manifest
-
-
-def write_function(function: nn.Module, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
-    """`path`.pt2 (torch.export) and `path`.onnx of a models/serving.py function, dynamic in batch and width."""
-    model = function.model
-    example = _example_inputs(inputs, model.n_items, model.pad_id, model.max_seq_len)
-    program = torch.export.export(function.eval(), example, dynamic_shapes=_dynamic_shapes(inputs, model.max_seq_len))
-    torch.export.save(program, path.with_suffix(".pt2"))
-    # ONNX from the same program: one trace per function.
-    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, input_names=inputs,
-                                     output_names=outputs, verbose=False)
-    onnx_program.save(str(path.with_suffix(".onnx")))
-
-
-def _example_inputs(inputs: list[str], n_items: int, pad_id: int, width: int) -> tuple[torch.Tensor, ...]:
-    history = torch.randint(0, n_items, (2, width))
-    history[0, : width // 2] = pad_id
-    candidates = torch.randint(0, n_items, (2, 3))
-    return (history, candidates)[: len(inputs)]
-
-
-def _dynamic_shapes(inputs: list[str], width: int) -> dict:
-    batch = torch.export.Dim("batch", min=1)
-    shapes = {"history": {0: batch, 1: torch.export.Dim("width", min=1, max=width)}}
-    if "candidates" in inputs:
-        shapes["candidates"] = {0: batch, 1: torch.export.Dim("n_candidates", min=1)}
-    return shapes
 
 
 @torch.no_grad()

@@ -1,0 +1,112 @@
+"""Serving latency and throughput of an exported model: PyTorch eager, torch.export and onnxruntime.
+
+    python -m replay_accelerated.benchmark.serving --out docs/benchmarks/cpu_serving
+
+For each model (BERT4Rec, SASRec at the seed config: hidden 256, 2 blocks, 2 heads, max_seq_len 128) on
+the MovieLens-20M-shaped catalog (18,345 items; random weights: speed does not depend on them), the top-k
+function of `mode=export` (models/serving.py `TopKUnseen`, k = 100) is exported once and timed three ways
+on the same inputs: the PyTorch module (eager), the `torch.export` program, and the ONNX file in
+onnxruntime (CPU provider). Two loads: one user at a time (history of 50 items; latency p50 and p99 over
+`--requests` calls after a warm-up) and batches of 256 users (throughput, users per second, median of
+`--batches` calls). Every backend's outputs are checked against eager (same top-k ids) before timing.
+Writes serving.csv and serving.md (with the hardware and threads) to --out.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replay_accelerated.benchmark.rows import describe_machine
+from replay_accelerated.models import Bert4Rec, SasRec
+from replay_accelerated.models.serving import TopKUnseen, write_function
+
+MODELS = {"bert4rec": Bert4Rec, "sasrec": SasRec}
+HISTORY = 50  # items in a served user's history
+
+
+def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requests: int, batches: int,
+            batch_size: int) -> list[dict]:
+    """One row per backend: latency of single-user calls and throughput of batches."""
+    import onnxruntime
+
+    torch.manual_seed(0)
+    model = MODELS[name](n_items=n_items, max_seq_len=max_seq_len, hidden_size=hidden, block_count=2,
+                         head_count=2, dropout_rate=0.1).eval()
+    function = TopKUnseen(model, k).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model_top_k"
+        write_function(function, path, ["history"], ["scores", "item_ids"], opset=18)
+        program = torch.export.load(path.with_suffix(".pt2")).module()
+        session = onnxruntime.InferenceSession(str(path.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    backends = {
+        "pytorch_eager": lambda history: function(history),
+        "torch_export": lambda history: program(history),
+        "onnxruntime": lambda history: session.run(None, {"history": history.numpy()}),
+    }
+    one = torch.randint(0, n_items, (1, HISTORY))
+    many = torch.randint(0, n_items, (batch_size, HISTORY))
+    with torch.no_grad():
+        expected = function(many)[1].numpy()
+        rows = []
+        for backend, call in backends.items():
+            got = call(many)[1]
+            same = float(np.mean(np.asarray(got) == expected))  # share of identical top-k ids
+            latencies = _seconds(call, one, requests)
+            throughput = _seconds(call, many, batches)
+            rows.append({
+                "model": name, "backend": backend, "n_items": n_items, "hidden_size": hidden, "k": k,
+                "history": HISTORY, "p50_ms": round(1000 * np.percentile(latencies, 50), 2),
+                "p99_ms": round(1000 * np.percentile(latencies, 99), 2),
+                f"users_per_second_batch_{batch_size}": round(batch_size / statistics.median(throughput), 1),
+                "same_top_k_as_eager": round(same, 4),
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _seconds(call, inputs: torch.Tensor, repetitions: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        call(inputs)
+    times = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        call(inputs)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--items", type=int, default=18_345)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=Path("serving"))
+    arguments = parser.parse_args()
+    rows = [row for name in arguments.models
+            for row in measure(name, arguments.items, arguments.hidden, arguments.max_seq_len, arguments.k,
+                               arguments.requests, arguments.batches, arguments.batch_size)]
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(arguments.out / "serving.csv", index=False)
+    (arguments.out / "serving.md").write_text(
+        f"# Serving latency: top-{arguments.k} of {arguments.items:,} items\n\nHardware: "
+        f"{describe_machine(torch.device('cpu'))}; torch {torch.__version__}, {torch.get_num_threads()} threads. "
+        f"One user (history of {HISTORY} items): p50 and p99 over {arguments.requests} calls after 5 warm-up "
+        f"calls; batches of {arguments.batch_size}: median of {arguments.batches} calls. Random weights of the "
+        f"seed config (hidden {arguments.hidden}, 2 blocks, 2 heads, max_seq_len {arguments.max_seq_len}).\n\n"
+        + table.to_markdown(index=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
