@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from replay_accelerated.benchmark.rows import describe_machine
+from replay_accelerated.benchmark.render import write_measurements
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.formats import ITEM, USER
@@ -76,14 +76,10 @@ def main() -> None:
                                    "--one", str(n_items), str(chunk)], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    arguments.out.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(arguments.out / "evaluation_memory.csv", index=False)
-    (arguments.out / "evaluation_memory.md").write_text(
-        f"# Evaluation memory against catalog size\n\nHardware: {describe_machine(device)}; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads. {USERS} users, histories of {WIDTH}, hidden "
-        f"{HIDDEN}, top {K}, 256 users a batch; `evaluation_memory_mb`: peak during ranking minus memory before it; "
-        "item_chunk_size empty: the whole catalog at once.\n\n" + table.to_markdown(index=False) + "\n")
+    write_measurements(rows, arguments.out, "evaluation_memory", "Evaluation memory against catalog size", device,
+                       f"{USERS} users, histories of {WIDTH}, hidden {HIDDEN}, top {K}, 256 users a batch; "
+                       "`evaluation_memory_mb`: peak during ranking minus memory before it; item_chunk_size empty: "
+                       "the whole catalog at once.")
 
 
 if __name__ == "__main__":

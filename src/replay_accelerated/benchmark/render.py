@@ -1,11 +1,25 @@
-"""A bench's results as a reader sees them: `results.md` (the context of the measurement and the
-per-variant table) and `results.png` (speed-up against quality, with intervals)."""
+"""Measurements as a reader sees them: a bench's `results.md` (the context of the measurement and the
+per-variant table) and `results.png` (speed-up against quality, with intervals), and the tables of the
+standalone benchmarks (`write_measurements`)."""
 
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from replay_accelerated.benchmark.rows import describe_machine
 from replay_accelerated.benchmark.verdict import QUALITY_SHARE, TOLERANCE
+
+
+def write_measurements(rows: list[dict], out_dir: Path, stem: str, title: str, device: torch.device,
+                       setup: str) -> None:
+    """`stem`.csv and `stem`.md (title, hardware, threads, what was measured, then the table) in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out_dir / f"{stem}.csv", index=False)
+    (out_dir / f"{stem}.md").write_text(
+        f"# {title}\n\nHardware: {describe_machine(device)}; torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads. {setup}\n\n{table.to_markdown(index=False)}\n")
 
 
 def markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context: dict) -> str:

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from replay_accelerated.benchmark.rows import describe_machine
+from replay_accelerated.benchmark.render import write_measurements
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.serving import TopKUnseen, write_function
 
@@ -96,16 +95,12 @@ def main() -> None:
     rows = [row for name in arguments.models
             for row in measure(name, arguments.items, arguments.hidden, arguments.max_seq_len, arguments.k,
                                arguments.requests, arguments.batches, arguments.batch_size)]
-    arguments.out.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(arguments.out / "serving.csv", index=False)
-    (arguments.out / "serving.md").write_text(
-        f"# Serving latency: top-{arguments.k} of {arguments.items:,} items\n\nHardware: "
-        f"{describe_machine(torch.device('cpu'))}; torch {torch.__version__}, {torch.get_num_threads()} threads. "
-        f"One user (history of {HISTORY} items): p50 and p99 over {arguments.requests} calls after 5 warm-up "
-        f"calls; batches of {arguments.batch_size}: median of {arguments.batches} calls. Random weights of the "
-        f"seed config (hidden {arguments.hidden}, 2 blocks, 2 heads, max_seq_len {arguments.max_seq_len}).\n\n"
-        + table.to_markdown(index=False) + "\n")
+    write_measurements(rows, arguments.out, "serving", f"Serving latency: top-{arguments.k} of {arguments.items:,} items",
+                       torch.device("cpu"),
+                       f"One user (history of {HISTORY} items): p50 and p99 over {arguments.requests} calls after 5 "
+                       f"warm-up calls; batches of {arguments.batch_size}: median of {arguments.batches} calls. Random "
+                       f"weights of the seed config (hidden {arguments.hidden}, 2 blocks, 2 heads, max_seq_len "
+                       f"{arguments.max_seq_len}).")
 
 
 if __name__ == "__main__":
