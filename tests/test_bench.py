@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SYNTHETIC, run_main
-from replay_accelerated.modes.bench import check_same_code_and_hardware, pairwise_variants
+from replay_accelerated.benchmark.fingerprint import check_same_code_and_hardware, check_same_machine_speed
+from replay_accelerated.modes.bench import pairwise_variants
 from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY
 from replay_accelerated.benchmark.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
@@ -168,3 +169,12 @@ def test_a_steps_run_longer_than_an_epoch_is_refused_before_training():
     with pytest.raises(UserError, match=r"an epoch holds 14 batches, fewer than mode.warmup_steps \(5\) \+ "
                                         r"mode.steps \(10\); lower them"):
         timed_steps_trainer_args(10, 5, batches_per_epoch=14)
+
+
+def test_rows_measured_while_the_machine_ran_at_another_speed_are_refused(tmp_path: Path):
+    rows = [{"precision": "32-true", "matmul_flops_per_second": 237.6e9},
+            {"precision": "bf16-mixed", "matmul_flops_per_second": 2483.0e9}]
+    check_same_machine_speed(rows, 230.0e9, False, tmp_path / "results.csv")  # 3% apart: the same machine
+    with pytest.raises(UserError, match=r"237.6 GFLOP/s; it does 195.9 now \(\+21%\).*allow_mixed=true"):
+        check_same_machine_speed(rows, 195.9e9, False, tmp_path / "results.csv")
+    check_same_machine_speed(rows, 195.9e9, True, tmp_path / "results.csv")  # allowed, and marked in results.md

@@ -1,8 +1,10 @@
-"""Which code produced a bench row: a hash of the repository's src/, configs/ and pyproject.toml.
+"""Which code and machine produced a bench row, and whether rows may share a table.
 
-Rows of one results table are only comparable when they come from the same code on the same
-hardware; a git commit alone misses uncommitted edits, so the hash is of the files' contents.
-The repository is found from the installed package (an editable install points into it).
+Rows of one results table are only comparable when they come from the same code on the same hardware
+running at the same speed. The code is a hash of the repository's src/, configs/ and pyproject.toml (a
+git commit alone misses uncommitted edits, so the hash is of the files' contents; the repository is found
+from the installed package, which an editable install points into). The speed is the bench's fp32 matmul
+probe, recorded in every row: a shared or throttled VM of the same type can run 20% slower another day.
 """
 
 import hashlib
@@ -10,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import replay_accelerated
+from replay_accelerated.errors import UserError
 
 HASHED = ("src", "configs", "pyproject.toml")
 
@@ -42,3 +45,33 @@ def git_commit(root: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+SPEED_TOLERANCE = 0.10  # rows whose fp32 matmul probe differs more than this came from a machine at another speed
+
+
+def check_same_machine_speed(rows: list[dict], probe_fp32: float, allow_mixed: bool, csv_path: Path) -> None:
+    """The same hardware is not always the same speed (a shared or throttled VM): rows measured while the
+    fp32 matmul probe ran more than SPEED_TOLERANCE faster or slower than now are refused, unless allowed."""
+    probes = [row["matmul_flops_per_second"] for row in rows if str(row.get("precision")) == "32-true"]
+    far = [value for value in probes if abs(value / probe_fp32 - 1) > SPEED_TOLERANCE]
+    if far and not allow_mixed:
+        raise UserError(
+            f"{csv_path} holds rows measured while this machine multiplied fp32 matrices at {far[0] / 1e9:.1f} GFLOP/s; "
+            f"it does {probe_fp32 / 1e9:.1f} now ({far[0] / probe_fp32 - 1:+.0%}), so their times would not compare "
+            "with new ones. Finish the table when the machine runs at that speed again, use another mode.bench.name "
+            "for a fresh table, or set mode.bench.allow_mixed=true to append anyway (the table is then marked)")
+
+
+def check_same_code_and_hardware(rows: list[dict], fingerprint: str, machine: str, allow_mixed: bool,
+                                 csv_path: Path) -> None:
+    """Rows of one table must come from the same code and hardware, unless the user opts in."""
+    other = [(row.get("code_fingerprint"), row.get("hardware")) for row in rows
+             if (row.get("code_fingerprint"), row.get("hardware")) != (fingerprint, machine)]
+    if other and not allow_mixed:
+        theirs_code, theirs_machine = other[0]
+        raise UserError(
+            f"{csv_path} holds rows of code {theirs_code} on {theirs_machine}, and this run is code {fingerprint} on "
+            f"{machine}; their times and metrics would not be comparable. Use another mode.bench.name (or delete "
+            "the file) for a fresh table, or set mode.bench.allow_mixed=true to append anyway (the table is then "
+            "marked \"mixed code versions/hardware\")")

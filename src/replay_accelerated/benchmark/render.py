@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from replay_accelerated.benchmark.fingerprint import SPEED_TOLERANCE
 from replay_accelerated.benchmark.rows import describe_machine
 from replay_accelerated.benchmark.verdict import QUALITY_SHARE, TOLERANCE
 
@@ -24,14 +25,17 @@ def write_measurements(rows: list[dict], out_dir: Path, stem: str, title: str, d
 
 def markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context: dict) -> str:
     """results.md: hardware, probe, references, how to read the columns, then the table."""
-    mixed = frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
+    fp32 = frame.loc[frame["precision"].astype(str) == "32-true", "matmul_flops_per_second"]
+    speeds = f"{fp32.min() / 1e9:.0f} to {fp32.max() / 1e9:.0f} GFLOP/s fp32" if len(fp32) else "unknown speeds"
+    mixed = (frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
+             or len(fp32) and fp32.max() / fp32.min() - 1 > SPEED_TOLERANCE)
     probe = context["probe"]
     lines = [
         f"# Bench `{context['name']}`",
         "",
         *(["**Mixed code versions/hardware** (mode.bench.allow_mixed=true): rows of "
-           f"{sorted(set(frame['code_fingerprint'].astype(str)))} on {sorted(set(frame['hardware'].astype(str)))}.", ""]
-          if mixed else []),
+           f"{sorted(set(frame['code_fingerprint'].astype(str)))} on {sorted(set(frame['hardware'].astype(str)))}, "
+           f"measured at {speeds}.", ""] if mixed else []),
         f"Hardware: {context['machine']}; {context['bf16']}. Threads: "
         f"{', '.join(map(str, sorted(set(frame['threads']))))}. Code {context['code_fingerprint']} "
         f"(git {context['git_commit'] or 'unknown'}).",

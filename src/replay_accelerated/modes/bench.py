@@ -51,7 +51,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from replay_accelerated.benchmark.fingerprint import code_fingerprint, git_commit
+from replay_accelerated.benchmark.fingerprint import (
+    check_same_code_and_hardware,
+    check_same_machine_speed,
+    code_fingerprint,
+    git_commit,
+)
 from replay_accelerated.benchmark.rows import SEED_COLUMNS, describe_machine, variant_row
 from replay_accelerated.benchmark.summary import summarize
 from replay_accelerated.config import ConfigOrigin
@@ -155,6 +160,7 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
                "seeds": {name: bench.seeds.get(name, 1) for name in variants}, "status": dict(skipped)}
     print(f"Bench '{bench.name}' on {machine}; {bf16_reason}; matmul [4096, {hidden}] x [{hidden}, {4 * hidden}]: "
           f"{probe['32-true'] / 1e9:.1f} GFLOP/s fp32, {probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16", flush=True)
+    check_same_machine_speed(rows, probe["32-true"], bench.allow_mixed, csv_path)
 
     done = {(row["variant"], int(row["seed"]), row["overrides"]) for row in rows}
     runs = [(name, cfg.env.SEED + index) for name in variants if name not in skipped
@@ -210,17 +216,3 @@ def run_child(command: list[str]) -> str | None:
     if process.wait() == 0:
         return None
     return last or f"exit status {process.returncode}"
-
-
-def check_same_code_and_hardware(rows: list[dict], fingerprint: str, machine: str, allow_mixed: bool,
-                                 csv_path: Path) -> None:
-    """Rows of one table must come from the same code and hardware, unless the user opts in."""
-    other = [(row.get("code_fingerprint"), row.get("hardware")) for row in rows
-             if (row.get("code_fingerprint"), row.get("hardware")) != (fingerprint, machine)]
-    if other and not allow_mixed:
-        theirs_code, theirs_machine = other[0]
-        raise UserError(
-            f"{csv_path} holds rows of code {theirs_code} on {theirs_machine}, and this run is code {fingerprint} on "
-            f"{machine}; their times and metrics would not be comparable. Use another mode.bench.name (or delete "
-            "the file) for a fresh table, or set mode.bench.allow_mixed=true to append anyway (the table is then "
-            "marked \"mixed code versions/hardware\")")
