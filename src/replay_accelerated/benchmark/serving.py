@@ -60,8 +60,8 @@ def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requ
             throughput = _seconds(call, many, batches)
             rows.append({
                 "model": name, "backend": backend, "n_items": n_items, "hidden_size": hidden, "k": k,
-                "history": HISTORY, "p50_ms": round(1000 * np.percentile(latencies, 50), 2),
-                "p99_ms": round(1000 * np.percentile(latencies, 99), 2),
+                "history": HISTORY, "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
+                "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 2),
                 f"users_per_second_batch_{batch_size}": round(batch_size / statistics.median(throughput), 1),
                 "same_top_k_as_eager": round(same, 4),
             })
