@@ -71,6 +71,7 @@ def test_infer_refuses_a_checkpoint_of_another_model_or_catalog(trained: Path):
                              f"mode.infer.input={trained / 'new.csv'}")
     assert other_catalog.returncode == 2
     assert f"trained on {len(items)} items but items.parquet beside it lists {len(items) - 3}" in other_catalog.stderr
+    assert "model.params.training_params.init_from=<checkpoint>" in other_catalog.stderr  # the way to a new catalog
 
     bigger = run_main(trained, "infer", *TRAIN, "model.params.model_params.hidden_size=48",
                       "model.params.training_params.embedding_dim=48", f"mode.infer.input={trained / 'new.csv'}")
