@@ -35,8 +35,10 @@ def float64_reference(x, weight, bias, grad_y):
     return y.detach(), x.grad, weight.grad, bias.grad
 
 
-def check_against_reference(n_rows, hidden, n_items, device="cpu"):
+def check_against_reference(n_rows, hidden, n_items, device="cpu", fused=False):
     head = SwitchBackLinear(hidden, n_items).to(device)
+    if fused:
+        head.fuse()
     x = torch.randn(n_rows, hidden, device=device, requires_grad=True)
     grad_y = torch.randn(n_rows, n_items, device=device)
     y = head(x)
@@ -61,6 +63,32 @@ def test_shapes_not_multiples_of_8(device: str):
     # 13 rows < 17 and 37, 101 not multiples of 8: every padding branch of int8_matmul runs
     # (CUDA's _int_mm needs M > 16 and K, N multiples of 8).
     check_against_reference(n_rows=13, hidden=37, n_items=101, device=device)
+
+
+@pytest.mark.slow
+def test_fused_steps_match_float64_and_eager():
+    """torch.compile'd quantize / rescale steps: the reference's tolerances, and the eager layer's values
+    and gradients up to float32 rounding, at two row counts (one compiled program, dynamic shapes) and
+    under bf16 autocast."""
+    for n_rows in (13, 70):
+        check_against_reference(n_rows=n_rows, hidden=37, n_items=101, fused=True)
+
+    eager = SwitchBackLinear(24, 90)
+    fused = SwitchBackLinear.from_linear(eager).fuse()
+    for n_rows, autocast in [(30, False), (41, False), (30, True)]:
+        x = torch.randn(n_rows, 24, requires_grad=True)
+        x_fused = x.detach().clone().requires_grad_()
+        grad_y = torch.randn(n_rows, 90)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y, y_fused = eager(x), fused(x_fused)
+        assert y_fused.dtype == y.dtype
+        y.backward(grad_y.to(y.dtype))
+        y_fused.backward(grad_y.to(y.dtype))
+        assert relative_error(y_fused, y) < 1e-5
+        assert relative_error(x_fused.grad, x.grad) < 1e-5
+    for parameter, parameter_fused in [(eager.weight, fused.weight), (eager.bias, fused.bias)]:
+        assert relative_error(parameter_fused.grad, parameter.grad) < 1e-5
+    assert "int8, fused" in repr(fused)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -189,3 +217,17 @@ def test_initialisation_like_nn_linear():
     bound = 1 / 64 ** 0.5
     assert head.weight.abs().max() <= bound and head.bias.abs().max() <= bound
     assert head.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)  # uniform(-bound, bound)
+
+
+@pytest.mark.slow
+def test_the_head_benchmark_times_every_head_and_they_agree():
+    from replay_accelerated.benchmark.head import measure
+
+    rows = measure(n_items=90, hidden=24, rows=30, repetitions=2)
+    steps = {row["what"]: row for row in rows if row["what"].endswith("forward+backward")}
+    assert list(steps) == [f"{name} forward+backward" for name in
+                           ("linear_fp32", "linear_bf16_autocast", "switchback_eager", "switchback_fused")]
+    assert steps["linear_fp32 forward+backward"]["speed_up_vs_linear_fp32"] == 1.0
+    assert steps["switchback_eager forward+backward"]["relative_error_vs_linear_fp32"] < FORWARD_TOL
+    assert steps["switchback_fused forward+backward"]["relative_error_vs_linear_fp32"] < FORWARD_TOL
+    assert all(row["median_ms"] > 0 for row in rows) and len(rows) == 7

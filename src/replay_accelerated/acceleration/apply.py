@@ -15,7 +15,8 @@ table that `mode=inspect` and every training run print:
       tied_head: true                         -> the item embeddings as the head's weight, plus a
                                                  bias (SASRec's head is tied already: no change)
       compile: true                           -> every transformer block through torch.compile
-                                                 (dynamic shapes: batch widths vary)
+                                                 (dynamic shapes: batch widths vary), and a SwitchBack
+                                                 head's quantize / rescale steps (fused kernels)
 
 A missing key keeps its default (the reference project left attributes undefined).
 """
@@ -79,6 +80,8 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
     model.head = HEADS[settings.head](model)
     if settings.tied_head and model.head is head and not isinstance(head, TiedHead):  # validation refuses SwitchBack
         model.head = TiedHead(model.item_embedding, model.n_items)
+    if settings.compile and isinstance(model.head, SwitchBackLinear):
+        model.head.fuse()  # its quantize and rescale steps through torch.compile
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))
 

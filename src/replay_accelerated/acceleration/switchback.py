@@ -2,7 +2,9 @@
 
 After Wortsman et al. 2023, "Stable and low-precision training for large-scale vision-language
 models". bitsandbytes 0.50 dropped its SwitchBack layer, so this is our own, in plain torch
-(`torch._int_mm` for the int8 matmuls, no Triton), for CPU and CUDA.
+(`torch._int_mm` for the int8 matmuls, no hand-written kernel), for CPU and CUDA. Written as is, each
+quantize and rescale operation is one pass over memory; `SwitchBackLinear.fuse()` runs the same two
+functions through torch.compile, which fuses them into a few kernels around the int8 product.
 
 Shapes used below: M rows (tokens), K = in_features (hidden size H), N = out_features (items).
 
@@ -42,7 +44,9 @@ Candidate subsets (see `models/heads.py`):
   not int8: they differ from the full-catalog int8 logits by the int8 error (about 1e-2 relative).
 """
 
+import functools
 import math
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -105,29 +109,65 @@ def _dequantize(acc: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Ten
     return out
 
 
+def int8_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                out_dtype: torch.dtype) -> torch.Tensor:
+    """The forward product x [M, K] @ W^T [K, N] + b [N] through int8, returned as `out_dtype` [M, N]."""
+    x_q, x_scale = quantize_absmax(x, dim=1)  # int8 [M, K], float32 [M]: a scale per token
+    w_q, w_scale = quantize_absmax(weight, dim=1)  # int8 [N, K], float32 [N]: a scale per item
+    acc = int8_matmul(x_q, w_q.t())  # int32 [M, N]
+    y = _dequantize(acc, x_scale, w_scale)  # float32 [M, N]: acc[m, n] * x_scale[m] * w_scale[n]
+    if bias is not None:
+        y.add_(bias.float())  # [N], broadcast over rows
+    return y.to(out_dtype)
+
+
+def int8_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """The backward product grad_y [M, N] @ W [N, K] through int8, returned as `out_dtype` [M, K]."""
+    g_q, g_scale = quantize_absmax(grad_y, dim=1)  # int8 [M, N], float32 [M]: per token
+    w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], float32 [K]: per input feature
+    acc = int8_matmul(g_q, w_q)  # int32 [M, K]
+    return _dequantize(acc, g_scale, w_scale).to(out_dtype)  # [M, K]
+
+
+class Int8Steps(NamedTuple):
+    """The two int8 products of a SwitchBack layer: run as written (eager), or fused by torch.compile."""
+
+    logits: Callable[..., torch.Tensor]
+    grad_input: Callable[..., torch.Tensor]
+
+
+EAGER = Int8Steps(int8_logits, int8_grad_input)
+
+
+@functools.cache
+def fused_steps() -> Int8Steps:
+    """The same functions through torch.compile: quantization (absmax, divide, round, cast) and the
+    rescaling after the int32 product (two scale vectors, bias, output cast) become a few fused kernels
+    around `_int_mm`, instead of a pass over memory per operation. Compiled once per process, with
+    dynamic shapes (the number of target rows differs from batch to batch)."""
+    return Int8Steps(torch.compile(int8_logits, dynamic=True), torch.compile(int8_grad_input, dynamic=True))
+
+
 class SwitchBackMatmul(torch.autograd.Function):
     """y = x @ W^T + b with int8 forward and grad_x, high-precision grad_W (see the module docstring).
 
-    Inputs: x [M, K] (any float dtype), weight [N, K], bias [N] or None, out_dtype (the dtype of y).
-    All arithmetic is done explicitly in float32 / int8 / int32, with autocast switched off inside,
-    so it does not depend on whether the caller runs under autocast; the caller picks `out_dtype`.
+    Inputs: x [M, K] (any float dtype), weight [N, K], bias [N] or None, out_dtype (the dtype of y),
+    steps (`EAGER` or `fused_steps()`: the same arithmetic). All arithmetic is done explicitly in
+    float32 / int8 / int32, with autocast switched off inside, so it does not depend on whether the
+    caller runs under autocast; the caller picks `out_dtype`.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                out_dtype: torch.dtype) -> torch.Tensor:
+                out_dtype: torch.dtype, steps: Int8Steps) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            x_q, x_scale = quantize_absmax(x, dim=1)  # int8 [M, K], float32 [M]: a scale per token
-            w_q, w_scale = quantize_absmax(weight, dim=1)  # int8 [N, K], float32 [N]: a scale per item
-            acc = int8_matmul(x_q, w_q.t())  # int32 [M, N]
-            y = _dequantize(acc, x_scale, w_scale)  # float32 [M, N]: acc[m, n] * x_scale[m] * w_scale[n]
-            if bias is not None:
-                y.add_(bias.float())  # [N], broadcast over rows
+            y = steps.logits(x, weight, bias, out_dtype)  # [M, N]
         # Keep the input itself (in its own, high precision) for grad_W; the weight for grad_x.
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None
-        return y.to(out_dtype)  # [M, N]
+        ctx.steps = steps
+        return y
 
     @staticmethod
     @once_differentiable
@@ -139,15 +179,12 @@ class SwitchBackMatmul(torch.autograd.Function):
         # Backward may be called inside an autocast region; it must not turn the float matmul into bf16.
         with torch.autocast(grad_y.device.type, enabled=False):
             if ctx.needs_input_grad[0]:
-                g_q, g_scale = quantize_absmax(grad_y, dim=1)  # int8 [M, N], float32 [M]: per token
-                w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], float32 [K]: per input feature
-                acc = int8_matmul(g_q, w_q)  # int32 [M, K]
-                grad_x = _dequantize(acc, g_scale, w_scale).to(x.dtype)  # [M, K]
+                grad_x = ctx.steps.grad_input(grad_y, weight, x.dtype)  # [M, K]
             if ctx.needs_input_grad[1]:
                 grad_weight = (grad_y.to(high).t() @ x.to(high)).to(weight.dtype)  # [N, K]
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 grad_bias = grad_y.to(high).sum(dim=0).to(ctx.bias_dtype)  # [N]
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def _output_dtype(x: torch.Tensor) -> torch.dtype:
@@ -180,6 +217,7 @@ class SwitchBackLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(out_features, **factory))  # [n_items]
         else:
             self.register_parameter("bias", None)
+        self.fused = False  # True: the int8 steps through torch.compile (`fuse`)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -206,19 +244,27 @@ class SwitchBackLinear(nn.Module):
                 new.bias.copy_(bias.detach())
         return new
 
+    def fuse(self) -> "SwitchBackLinear":
+        """Run the quantize and rescale steps through torch.compile (`fused_steps`); same results."""
+        self.fused = True
+        return self
+
+    def _steps(self) -> Int8Steps:
+        return fused_steps() if self.fused else EAGER
+
     def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
         out_dtype = _output_dtype(hidden)
         lead = hidden.shape[:-1]  # leading shape [...]
         x = hidden.reshape(-1, self.in_features)  # [M, H]
 
         if item_ids is None:  # the whole catalog
-            logits = SwitchBackMatmul.apply(x, self.weight, self.bias, out_dtype)  # [M, n_items]
+            logits = SwitchBackMatmul.apply(x, self.weight, self.bias, out_dtype, self._steps())  # [M, n_items]
             return logits.reshape(*lead, self.out_features)
 
         if item_ids.dim() == 1:  # the same K candidates for every row: int8 on the selected rows
             weight = self.weight[item_ids]  # [K, H]; per-item scales do not depend on the other rows
             bias = None if self.bias is None else self.bias[item_ids]  # [K]
-            logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype)  # [M, K]
+            logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype, self._steps())  # [M, K]
             return logits.reshape(*lead, item_ids.shape[0])
 
         # K candidates per row: no batched int8 matmul in torch, so the float path of `score_items`.
@@ -233,4 +279,5 @@ class SwitchBackLinear(nn.Module):
 
     def extra_repr(self) -> str:
         bias = "" if self.bias is not None else ", bias=False"
-        return f"in_features={self.in_features}, out_features={self.out_features}{bias}, int8"
+        fused = ", fused" if self.fused else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}{bias}, int8{fused}"
