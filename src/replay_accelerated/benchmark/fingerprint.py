@@ -8,6 +8,7 @@ probe, recorded in every row: a shared or throttled VM of the same type can run 
 """
 
 import hashlib
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -50,17 +51,25 @@ def git_commit(root: Path | None = None) -> str | None:
 SPEED_TOLERANCE = 0.10  # rows whose fp32 matmul probe differs more than this came from a machine at another speed
 
 
-def check_same_machine_speed(rows: list[dict], probe_fp32: float, allow_mixed: bool, csv_path: Path) -> None:
-    """The same hardware is not always the same speed (a shared or throttled VM): rows measured while the
-    fp32 matmul probe ran more than SPEED_TOLERANCE faster or slower than now are refused, unless allowed."""
+def table_probe(rows: list[dict]) -> float | None:
+    """The median fp32 matmul probe of a table's rows (None without fp32 rows). One probe on a shared VM
+    varies by more than SPEED_TOLERANCE from minute to minute; the median of the table does not."""
     probes = [row["matmul_flops_per_second"] for row in rows if str(row.get("precision")) == "32-true"]
-    far = [value for value in probes if abs(value / probe_fp32 - 1) > SPEED_TOLERANCE]
-    if far and not allow_mixed:
+    return statistics.median(probes) if probes else None
+
+
+def check_same_machine_speed(rows: list[dict], probe_fp32: float, allow_mixed: bool, csv_path: Path) -> None:
+    """The same hardware is not always the same speed (a shared or throttled VM): a table whose rows were
+    measured while the fp32 matmul probe ran (in their median) more than SPEED_TOLERANCE faster or slower
+    than now is refused, unless allowed."""
+    typical = table_probe(rows)
+    if typical is not None and abs(typical / probe_fp32 - 1) > SPEED_TOLERANCE and not allow_mixed:
         raise UserError(
-            f"{csv_path} holds rows measured while this machine multiplied fp32 matrices at {far[0] / 1e9:.1f} GFLOP/s; "
-            f"it does {probe_fp32 / 1e9:.1f} now ({far[0] / probe_fp32 - 1:+.0%}), so their times would not compare "
-            "with new ones. Finish the table when the machine runs at that speed again, use another mode.bench.name "
-            "for a fresh table, or set mode.bench.allow_mixed=true to append anyway (the table is then marked)")
+            f"{csv_path} holds rows measured while this machine multiplied fp32 matrices at {typical / 1e9:.1f} "
+            f"GFLOP/s (their median); it does {probe_fp32 / 1e9:.1f} now ({typical / probe_fp32 - 1:+.0%}), so their "
+            "times would not compare with new ones. Finish the table when the machine runs at that speed again, use "
+            "another mode.bench.name for a fresh table, or set mode.bench.allow_mixed=true to append anyway (the "
+            "table is then marked)")
 
 
 def check_same_code_and_hardware(rows: list[dict], fingerprint: str, machine: str, allow_mixed: bool,

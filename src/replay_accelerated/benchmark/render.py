@@ -28,7 +28,7 @@ def markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context
     fp32 = frame.loc[frame["precision"].astype(str) == "32-true", "matmul_flops_per_second"]
     speeds = f"{fp32.min() / 1e9:.0f} to {fp32.max() / 1e9:.0f} GFLOP/s fp32" if len(fp32) else "unknown speeds"
     mixed = (frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
-             or len(fp32) and fp32.max() / fp32.min() - 1 > SPEED_TOLERANCE)
+             or len(fp32) and ((fp32 / fp32.median() - 1).abs() > SPEED_TOLERANCE).any())  # as fingerprint.py
     probe = context["probe"]
     lines = [
         f"# Bench `{context['name']}`",

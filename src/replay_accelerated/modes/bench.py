@@ -92,7 +92,7 @@ def pairwise_variants(options: dict[str, dict[str, list[str]]]) -> dict[str, lis
 
 
 def bench_variants(bench) -> dict[str, list[str]]:
-    """Variant name -> its overrides (common ones first), in the configured order."""
+    """The whole matrix: variant name -> its overrides (common ones first), in the configured order."""
     variants = {name: list(overrides) for name, overrides in bench.variants.items()}
     variants.update(pairwise_variants({option: {value: list(o) for value, o in values.items()}
                                        for option, values in bench.pairwise.items()}))
@@ -100,8 +100,7 @@ def bench_variants(bench) -> dict[str, list[str]]:
     if unknown:
         raise ConfigError(f"config key 'mode.bench.only' names {unknown}, which are not variants of bench "
                           f"'{bench.name}'; choose from {list(variants)}")
-    return {name: [*bench.common, *overrides] for name, overrides in variants.items()
-            if not bench.only or name in bench.only}
+    return {name: [*bench.common, *overrides] for name, overrides in variants.items()}
 
 
 def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], DictConfig],
@@ -141,8 +140,10 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     bench = cfg.mode.bench
     device = training_device(cfg.trainer)
     bf16_native, bf16_reason = native_bf16(device)
-    variants, skipped = resolve_variants(bench_variants(bench), lambda overrides: compose_run(origin, overrides),
-                                         device)
+    matrix = bench_variants(bench)
+    variants, skipped = resolve_variants({name: overrides for name, overrides in matrix.items()
+                                          if not bench.only or name in bench.only},
+                                         lambda overrides: compose_run(origin, overrides), device)
     out_dir = Path(cfg.paths.results_dir) / "bench" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
@@ -153,10 +154,12 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     if cfg.env.OMP_NUM_THREADS is not None:  # the probe uses the threads the runs get
         torch.set_num_threads(int(cfg.env.OMP_NUM_THREADS))
     hidden = cfg.model.params.model_params.hidden_size
-    probe = {"32-true": matmul_flops_per_second(device, hidden, bf16=False),
-             "bf16-mixed": matmul_flops_per_second(device, hidden, bf16=True) if bf16_native else math.nan}
+    # Many short timings over a few seconds: one timing on a shared VM strays by more than SPEED_TOLERANCE.
+    probe = {"32-true": matmul_flops_per_second(device, hidden, bf16=False, repetitions=15, min_seconds=0.2),
+             "bf16-mixed": matmul_flops_per_second(device, hidden, bf16=True, repetitions=15, min_seconds=0.2)
+             if bf16_native else math.nan}
     context = {"name": bench.name, "machine": machine, "bf16": bf16_reason, "probe": probe, "hidden_size": hidden,
-               "code_fingerprint": fingerprint, "git_commit": git_commit(), "order": list(variants),
+               "code_fingerprint": fingerprint, "git_commit": git_commit(), "order": list(matrix),
                "seeds": {name: bench.seeds.get(name, 1) for name in variants}, "status": dict(skipped)}
     print(f"Bench '{bench.name}' on {machine}; {bf16_reason}; matmul [4096, {hidden}] x [{hidden}, {4 * hidden}]: "
           f"{probe['32-true'] / 1e9:.1f} GFLOP/s fp32, {probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16", flush=True)
