@@ -51,6 +51,11 @@ def git_commit(root: Path | None = None) -> str | None:
 SPEED_TOLERANCE = 0.10  # rows whose fp32 matmul probe differs more than this came from a machine at another speed
 
 
+def speeds_differ(probe: float, other: float) -> bool:
+    """Whether two fp32 matmul probes came from a machine running at different speeds."""
+    return abs(probe / other - 1) > SPEED_TOLERANCE
+
+
 def table_probe(rows: list[dict]) -> float | None:
     """The median fp32 matmul probe of a table's rows (None without fp32 rows). One probe on a shared VM
     varies by more than SPEED_TOLERANCE from minute to minute; the median of the table does not."""
@@ -63,7 +68,7 @@ def check_same_machine_speed(rows: list[dict], probe_fp32: float, allow_mixed: b
     measured while the fp32 matmul probe ran (in their median) more than SPEED_TOLERANCE faster or slower
     than now is refused, unless allowed."""
     typical = table_probe(rows)
-    if typical is not None and abs(typical / probe_fp32 - 1) > SPEED_TOLERANCE and not allow_mixed:
+    if typical is not None and speeds_differ(typical, probe_fp32) and not allow_mixed:
         raise UserError(
             f"{csv_path} holds rows measured while this machine multiplied fp32 matrices at {typical / 1e9:.1f} "
             f"GFLOP/s (their median); it does {probe_fp32 / 1e9:.1f} now ({typical / probe_fp32 - 1:+.0%}), so their "

@@ -14,7 +14,6 @@ matrix products on the head's shape: `torch._int_mm` (int8, int32 accumulation) 
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -22,29 +21,14 @@ from torch import nn
 
 from replay_accelerated.acceleration.switchback import SwitchBackLinear
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.timing import step_seconds
+from replay_accelerated.training.measurements import cpu_flags
 
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # what a CPU's int8 matrix products run on
 
 
-def int8_flags() -> str:
-    """This CPU's int8 matrix-product flags, as /proc/cpuinfo names them."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            words = set(cpuinfo.read().split())
-    except OSError:
-        return "unknown"
-    return ", ".join(flag for flag in INT8_FLAGS if flag in words) or "none"
-
-
-def median_ms(step, repetitions: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+def median_ms(step, repetitions: int) -> float:
+    return 1000 * statistics.median(step_seconds(step, repetitions, warmup=3))
 
 
 def heads(n_items: int, hidden: int) -> dict:
@@ -114,8 +98,9 @@ def main() -> None:
             for row in measure(arguments.items, arguments.hidden, count, arguments.repetitions)]
     write_measurements(rows, arguments.out, "head", f"The item head alone: {arguments.items:,} items, hidden "
                        f"{arguments.hidden}", torch.device("cpu"),
-                       f"int8 flags: {int8_flags()}. Medians of {arguments.repetitions} steps after 3 warm-up "
-                       "steps (the first compiles the fused head); a step is the logits and their backward.")
+                       f"int8 flags: {', '.join(cpu_flags(INT8_FLAGS)) or 'none'}. Medians of "
+                       f"{arguments.repetitions} steps after 3 warm-up steps (the first compiles the fused head); a "
+                       "step is the logits and their backward.")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from replay_accelerated.benchmark.fingerprint import SPEED_TOLERANCE
+from replay_accelerated.benchmark.fingerprint import speeds_differ
 from replay_accelerated.benchmark.rows import describe_machine
 from replay_accelerated.benchmark.verdict import QUALITY_SHARE, TOLERANCE
 
@@ -27,8 +27,9 @@ def markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context
     """results.md: hardware, probe, references, how to read the columns, then the table."""
     fp32 = frame.loc[frame["precision"].astype(str) == "32-true", "matmul_flops_per_second"]
     speeds = f"{fp32.min() / 1e9:.0f} to {fp32.max() / 1e9:.0f} GFLOP/s fp32" if len(fp32) else "unknown speeds"
+    typical = fp32.median()  # the table's probe, as the bench's check (fingerprint.py) takes it
     mixed = (frame["code_fingerprint"].nunique() > 1 or frame["hardware"].nunique() > 1
-             or len(fp32) and ((fp32 / fp32.median() - 1).abs() > SPEED_TOLERANCE).any())  # as fingerprint.py
+             or any(speeds_differ(value, typical) for value in fp32))
     probe = context["probe"]
     lines = [
         f"# Bench `{context['name']}`",

@@ -15,13 +15,13 @@ Writes serving.csv and serving.md (with the hardware and threads) to --out.
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.timing import step_seconds
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.serving import TopKUnseen, write_function
 
@@ -57,8 +57,8 @@ def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requ
         for backend, call in backends.items():
             got = call(many)[1]
             same = float(np.mean(np.asarray(got) == expected))  # share of identical top-k ids
-            latencies = _seconds(call, one, requests)
-            throughput = _seconds(call, many, batches)
+            latencies = step_seconds(lambda: call(one), requests, warmup=5)
+            throughput = step_seconds(lambda: call(many), batches, warmup=5)
             rows.append({
                 "model": name, "backend": backend, "n_items": n_items, "hidden_size": hidden, "k": k,
                 "history": width, "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
@@ -68,17 +68,6 @@ def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requ
             })
             print(rows[-1], flush=True)
     return rows
-
-
-def _seconds(call, inputs: torch.Tensor, repetitions: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        call(inputs)
-    times = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        call(inputs)
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def main() -> None:

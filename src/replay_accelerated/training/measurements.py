@@ -261,14 +261,14 @@ def hardware() -> dict:
     }
 
 
-def cpu_flags() -> list[str]:
-    """Which of CPU_FLAGS this CPU has (from /proc/cpuinfo; none where it cannot be read)."""
+def cpu_flags(names: tuple[str, ...] = CPU_FLAGS) -> list[str]:
+    """Which of `names` (default CPU_FLAGS) this CPU has (from /proc/cpuinfo; none where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("flags"):
                     present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in present]
+                    return [flag for flag in names if flag in present]
     except OSError:
         pass
     return []
