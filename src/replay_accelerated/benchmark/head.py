@@ -63,7 +63,7 @@ def measure(n_items: int, hidden: int, rows: int, repetitions: int) -> list[dict
         error = ((logits - reference).norm() / reference.norm()).item()  # against linear_fp32
         milliseconds = median_ms(step, repetitions)
         results.append({"rows": rows, "n_items": n_items, "hidden": hidden, "what": f"{name} forward+backward",
-                        "median_ms": round(milliseconds, 2), "relative_error_vs_linear_fp32": round(error, 5)})
+                        "median_ms": round(milliseconds, 3), "relative_error_vs_linear_fp32": round(error, 5)})
         print(results[-1], flush=True)
 
     a8 = torch.randint(-127, 128, (rows, hidden), dtype=torch.int8)  # [M, H]
@@ -76,7 +76,7 @@ def measure(n_items: int, hidden: int, rows: int, repetitions: int) -> list[dict
     for name, product in products.items():
         milliseconds = median_ms(product, repetitions)
         results.append({"rows": rows, "n_items": n_items, "hidden": hidden, "what": name,
-                        "median_ms": round(milliseconds, 2),
+                        "median_ms": round(milliseconds, 3),
                         "gflop_per_second": round(2 * rows * hidden * n_items / milliseconds / 1e6, 1)})
         print(results[-1], flush=True)
     base = next(row["median_ms"] for row in results if row["what"].startswith("linear_fp32"))
