@@ -1,52 +1,68 @@
 #!/usr/bin/env bash
 # The GPU check, on a bare CUDA machine with PyTorch, in under 8 minutes:
 #   1. installs what such a machine lacks from benchmarks/wheels/ (benchmarks/fetch_wheels.sh fills it
-#      elsewhere), without dependency resolution and without network, then this project;
+#      elsewhere), without dependency resolution and without network; the project runs from src/ (PYTHONPATH);
 #   2. the CUDA tests: SwitchBack's int8 products (torch._int_mm layouts) and bf16 autocast on the GPU,
-#      and training in 16-mixed (pytest -m cuda);
-#   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay with CE
-#      and with CE_restricted in bf16, ours with CE, CCE, the SwitchBack head and the best combination;
-#      step time, tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT.
+#      training in 16-mixed (pytest -m cuda), and every loss and layer option learning on the GPU (test_learning.py);
+#   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay with CE and
+#      with CE_restricted in bf16, ours with CE, CCE, the SwitchBack head and the best combination; step time,
+#      tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT; then RePlay's best and ours at hidden
+#      size 1024, where the matrices are large enough to load the GPU (in $OUT/hidden1024).
+# A failed step is reported and the next one runs: one pass yields everything it can; the exit status is the
+# first failure's.
 # Usage: bash benchmarks/gpu_check.sh [--dry-run]
 #   --dry-run: on a CPU, tiny synthetic data and 3 steps, to check the script itself (the CUDA tests skip).
-# Environment: OUT (results folder, default docs/benchmarks/gpu_ml20m_shape), STEPS (default 200).
-set -euo pipefail
+# Environment: OUT (results folder, default docs/benchmarks/gpu_ml20m_shape), STEPS (default 200),
+#   PYTHON (default python3).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=false
 [ "${1:-}" = "--dry-run" ] && DRY_RUN=true
 OUT=${OUT:-docs/benchmarks/gpu_ml20m_shape}
 STEPS=${STEPS:-200}
+PYTHON=${PYTHON:-python3}
+export REPLAY_ACCELERATED_HOME=${REPLAY_ACCELERATED_HOME:-$PWD/.gpu_check}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 started=$(date +%s)
+status=0
+step() { echo; echo "== $1 ($(( $(date +%s) - started )) s)"; }
+failed() { echo "FAILED: $1 (status $2)"; [ "$status" != 0 ] || status=$2; }
 
-echo "== 1. install what is missing (no network, no dependency resolution)"
-# Only the wheels whose distribution is not installed: what the machine has (its torch, numpy) stays.
-mapfile -t MISSING < <(python - <<'PYTHON'
+step "1. install what is missing (no network, no dependency resolution)"
+# A wheel is installed where its distribution is missing or at another major version (replay-rec needs
+# pandas 2, and an image may hold pandas 3); what else the machine has (its torch, numpy) stays.
+mapfile -t MISSING < <("$PYTHON" - <<'PYTHON'
 import glob
 from importlib import metadata
 
 for path in sorted(glob.glob("benchmarks/wheels/*.whl")):
+    name, version = path.split("/")[-1].split("-")[:2]
     try:
-        metadata.version(path.split("/")[-1].split("-")[0])
+        if metadata.version(name).split(".")[0] == version.split(".")[0]:
+            continue
     except metadata.PackageNotFoundError:
-        print(path)
+        pass
+    print(path)
 PYTHON
 )
 if [ "${#MISSING[@]}" -gt 0 ]; then
-    pip install --quiet --no-deps --no-index "${MISSING[@]}"
+    "$PYTHON" -m pip install --quiet --no-deps --no-index --no-compile "${MISSING[@]}" || failed install $?
 fi
-pip install --quiet --no-deps --no-build-isolation -e .
-python -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.is_available() and
-           f'{torch.cuda.get_device_name()} (compute capability {torch.cuda.get_device_capability()})')"
+"$PYTHON" -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.is_available() and
+              f'{torch.cuda.get_device_name()} (compute capability {torch.cuda.get_device_capability()})')"
+"$PYTHON" -c "import replay_accelerated.cli, replay.nn" || { failed "import" $?; exit "$status"; }
 
-echo "== 2. CUDA tests"
-status=0
-python -m pytest -q -m cuda tests/test_switchback.py tests/test_learning.py || status=$?
-if [ "$status" != 0 ] && [ "$status" != 5 ]; then  # 5: nothing selected (no GPU: every CUDA case skipped)
-    echo "CUDA tests failed (status $status)"; exit "$status"
+step "2. CUDA tests"
+"$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_switchback.py tests/test_learning.py
+code=$?
+[ "$code" = 0 ] || [ "$code" = 5 ] || failed "CUDA tests" "$code"  # 5: nothing selected (no GPU: all skipped)
+if ! $DRY_RUN; then  # on the GPU (the trainer picks it): every loss, bf16 and the SwitchBack head learn
+    PARALLEL=(); "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)  # pytest-xdist, where installed
+    "$PYTHON" -m pytest -q -p no:cacheprovider -m "" "${PARALLEL[@]}" tests/test_learning.py \
+        -k "every_loss or bf16 or swichback" || failed "learning tests on the GPU" $?
 fi
 
-echo "== 3. step-limited bench"
-ROWS="[replay_CE_best_precision,replay_best,CE_fp32,CCE,swichback_head,fastest]"
+step "3. step-limited bench"
 if $DRY_RUN; then
     DATA=(dataset=synthetic dataset.generator.n_users=600 model=bert4rec_synthetic
           model.params.model_params.max_seq_len=32 model.params.model_params.hidden_size=32
@@ -55,9 +71,21 @@ if $DRY_RUN; then
 else
     DATA=(dataset=synthetic_ml20m model=bert4rec_synthetic_ml20m)
 fi
-REPLAY_ACCELERATED_HOME=${REPLAY_ACCELERATED_HOME:-$PWD/.gpu_check} replay-accelerated bench_shape "${DATA[@]}" \
-    mode.bench.name=gpu_check mode.bench.steps="$STEPS" mode.bench.warmup_steps=$(( STEPS < 20 ? 1 : 20 )) \
-    "mode.bench.only=$ROWS" trainer.progress_bar=false
-mkdir -p "$OUT"
-cp "${REPLAY_ACCELERATED_HOME:-$PWD/.gpu_check}"/results/bench/gpu_check/{results.csv,summary.csv,results.md} "$OUT"/
-echo "== done in $(( $(date +%s) - started )) s; results in $OUT"
+WARMUP=$(( STEPS < 20 ? 1 : 20 ))
+bench() {  # bench NAME ROWS [OVERRIDES...]: the bench, then its tables copied to $OUT/<subfolder>
+    local name=$1 rows=$2 target=$3; shift 3
+    "$PYTHON" -m replay_accelerated bench_shape "${DATA[@]}" "$@" mode.bench.name="$name" \
+        mode.bench.steps="$STEPS" mode.bench.warmup_steps="$WARMUP" "mode.bench.only=$rows" \
+        trainer.progress_bar=false || failed "bench $name" $?
+    mkdir -p "$target"
+    cp "$REPLAY_ACCELERATED_HOME/results/bench/$name"/{results.csv,summary.csv,results.md} "$target"/ \
+        || failed "copy of bench $name" $?
+}
+bench gpu_check "[replay_CE_best_precision,replay_best,CE_fp32,CCE,swichback_head,fastest]" "$OUT"
+
+step "4. hidden size 1024"
+bench gpu_check_hidden1024 "[replay_best,fastest]" "$OUT/hidden1024" \
+    model.params.model_params.hidden_size=1024 model.params.training_params.embedding_dim=1024
+
+step "done; results in $OUT"
+exit "$status"

@@ -65,6 +65,7 @@ def test_every_layer_and_precision_option_learns_with_ce(tmp_path: Path, model: 
     _learns(tmp_path, f"model={model}", *layers)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs a CUDA device (Lightning has no CPU fp16 AMP)")
 @pytest.mark.parametrize("model", MODELS)
 def test_fp16_mixed_precision_learns(tmp_path: Path, model: str):
