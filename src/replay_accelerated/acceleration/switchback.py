@@ -31,7 +31,8 @@ Backward weight quantization: column-wise (one absmax per input feature, over th
 W). It costs one more [K] vector and is never less accurate than tensor-wise.
 
 `torch._int_mm` shape constraints: on CPU (torch 2.13) any shape works and results are exact. On
-CUDA it requires M > 16 and K, N multiples of 8 (and a K > 0). We always PAD with zeros (on both
+CUDA torch checks M > 16 and K, N multiples of 8 (and a K > 0), and cuBLASLt on an H200 also wants M
+a multiple of 32 (see int8_matmul). We always PAD with zeros (on both
 devices, so the path the tests run on CPU is the one CUDA runs): zero padding is exact for an integer
 matmul, because padded K entries add 0 * 0 to every dot product and padded rows / columns of the
 result are sliced away. We pad after quantizing, so padding never touches a scale.
@@ -77,12 +78,14 @@ def _round_up(n: int, multiple: int) -> int:
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact int8 matmul a [M, K] @ b [K, N] -> int32 [M, N], through `torch._int_mm`.
 
-    Zero-pads to what CUDA's `_int_mm` requires (M > 16; K, N multiples of 8), on every device,
-    and slices the result back. Zero padding is exact for integers (see the module docstring).
+    Zero-pads to what CUDA's `_int_mm` accepts on every device, and slices the result back: K and N
+    multiples of 8 (torch's check), M a multiple of 32 (torch checks only M > 16, but cuBLASLt on an
+    H200 refused M = 17, 24, 40, 48... for N >= 32, and took every multiple of 32 from 32 to 256 with
+    every K, N tested). Zero padding is exact for integers (see the module docstring).
     """
     m, k = a.shape  # a: [M, K]
     n = b.shape[1]  # b: [K, N]
-    m_pad, k_pad, n_pad = max(m, 17), _round_up(k, 8), _round_up(n, 8)
+    m_pad, k_pad, n_pad = _round_up(m, 32), _round_up(k, 8), _round_up(n, 8)
     if (m_pad, k_pad) != (m, k):
         a = F.pad(a, (0, k_pad - k, 0, m_pad - m))  # [M_pad, K_pad], new rows / columns are 0
     if (k_pad, n_pad) != (k, n):
