@@ -9,19 +9,19 @@ states first and run the head on them alone: same loss, a fraction of the work.
 - `FullPositionsCrossEntropyLoss` ("CE_full_positions"): RePlay's way, kept to measure
   what the gathering saves; same value and gradients as "CE".
 
-The number of targets differs from batch to batch. oneDNN, which runs bf16 matrix products on
-a CPU, builds and caches a kernel with its own packed copy of the head's weight for every
-distinct shape, so hundreds of target counts cost gigabytes (bf16 training used about twice the peak
-memory of fp32). The gathered rows are therefore padded with zero rows to a multiple of
-TARGET_ROWS_MULTIPLE, whose labels the loss ignores: a few shapes, and at most 63 rows of extra
-head work per batch.
+The number of targets differs from batch to batch, and oneDNN (bf16 on a CPU) caches a kernel
+with its own buffers for every distinct shape: bf16 training used far more memory than fp32.
+The gathered rows are therefore padded with zero rows, whose labels the loss ignores, to a
+coarse size (acceleration/shapes.py: at most 4 sizes per power of two, a multiple of 64).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-TARGET_ROWS_MULTIPLE = 64
+from replay_accelerated.acceleration.shapes import coarse_size
+
+TARGET_ROWS_STEP = 64
 IGNORED = -100  # F.cross_entropy's ignore_index: the label of a padding row
 
 
@@ -36,7 +36,7 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module) -> torch.Tensor:
         rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
-        padding = -len(rows) % TARGET_ROWS_MULTIPLE
+        padding = coarse_size(len(rows), TARGET_ROWS_STEP) - len(rows)
         rows = F.pad(rows, (0, 0, 0, padding))  # [N + padding, H], zero rows
         positives = F.pad(positives, (0, padding), value=IGNORED)
         logits = head(rows)  # [N + padding, n_items]: the head runs on target positions only

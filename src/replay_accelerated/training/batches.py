@@ -20,13 +20,15 @@ so a run resumed at an epoch boundary sees exactly the batches of an uninterrupt
 
 import torch
 
+from replay_accelerated.acceleration.shapes import coarse_size
 from replay_accelerated.data.sequences import UserSequences
 
 MIN_WIDTH = 3  # SASRec's inputs drop the newest column; BERT4Rec's masking reads the two newest positions
-# Widths are rounded up to a multiple of 8: kernels built per shape (oneDNN's bf16 kernels on a CPU,
-# torch.compile graphs, GPU tensor-core tiles) then see at most max_seq_len / 8 + 1 shapes. With every
-# width from 3 to 129, bf16 epochs on a CPU spent their time rebuilding evicted oneDNN kernels.
-WIDTH_MULTIPLE = 8
+# Widths are rounded up to a coarse size (acceleration/shapes.py; steps of 8, at most 4 per power of two):
+# kernels built per shape (oneDNN's bf16 kernels on a CPU, torch.compile graphs, GPU tensor-core tiles)
+# then see 13 shapes up to a max_seq_len of 128. With every width from 3 to 129, bf16 epochs on a CPU
+# spent their time rebuilding evicted oneDNN kernels.
+WIDTH_STEP = 8
 POOL_BATCHES = 50  # batches per length-sorted pool: wide enough to find similar lengths, still random
 
 
@@ -43,7 +45,7 @@ class TrainingBatches(torch.utils.data.Dataset):
 
     def width(self, users: list[int]) -> int:
         longest = max(int(self.lengths[users].max()), MIN_WIDTH)
-        return min(-(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, self.sequences.shape[1])
+        return min(coarse_size(longest, WIDTH_STEP), self.sequences.shape[1])
 
     def __getitem__(self, users: list[int]) -> torch.Tensor:
         return self.sequences[users, -self.width(users):]
