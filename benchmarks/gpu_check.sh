@@ -3,7 +3,8 @@
 #   1. installs what such a machine lacks from benchmarks/wheels/ (benchmarks/fetch_wheels.sh fills it
 #      elsewhere), without dependency resolution and without network; the project runs from src/ (PYTHONPATH);
 #   2. the CUDA tests: SwitchBack's int8 products (torch._int_mm layouts) and bf16 autocast on the GPU,
-#      training in 16-mixed (pytest -m cuda), and every loss and layer option learning on the GPU (test_learning.py);
+#      training in 16-mixed (pytest -m cuda); with LEARNING_TESTS=1 also every loss, bf16 and the SwitchBack head
+#      learning on the GPU (test_learning.py; about a minute more);
 #   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay with CE and
 #      with CE_restricted in bf16, ours with CE, CCE, the SwitchBack head and the best combination; step time,
 #      tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT; then RePlay's best and ours at hidden
@@ -13,7 +14,7 @@
 # Usage: bash benchmarks/gpu_check.sh [--dry-run]
 #   --dry-run: on a CPU, tiny synthetic data and 3 steps, to check the script itself (the CUDA tests skip).
 # Environment: OUT (results folder, default docs/benchmarks/gpu_ml20m_shape), STEPS (default 200),
-#   PYTHON (default python3).
+#   PYTHON (default python3), LEARNING_TESTS (1: the learning tests on the GPU too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=false
@@ -56,7 +57,7 @@ step "2. CUDA tests"
 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_switchback.py tests/test_learning.py
 code=$?
 [ "$code" = 0 ] || [ "$code" = 5 ] || failed "CUDA tests" "$code"  # 5: nothing selected (no GPU: all skipped)
-if ! $DRY_RUN; then  # on the GPU (the trainer picks it): every loss, bf16 and the SwitchBack head learn
+if [ "${LEARNING_TESTS:-0}" = 1 ] && ! $DRY_RUN; then  # on the GPU: every loss, bf16 and the SwitchBack head learn
     PARALLEL=(); "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)  # pytest-xdist, where installed
     "$PYTHON" -m pytest -q -p no:cacheprovider -m "" "${PARALLEL[@]}" tests/test_learning.py \
         -k "every_loss or bf16 or swichback" || failed "learning tests on the GPU" $?
