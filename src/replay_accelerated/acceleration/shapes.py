@@ -15,7 +15,11 @@ at a fixed shape (every position), 407 MB at the same step time.
 STEPS_PER_OCTAVE = 4
 
 
+def round_up(size: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is at least `size`."""
+    return -(-size // multiple) * multiple
+
+
 def coarse_size(size: int, step: int) -> int:
     """`size` rounded up to a multiple of max(step, 2^floor(log2 size) / STEPS_PER_OCTAVE)."""
-    grid = max(step, (1 << (max(size, 1).bit_length() - 1)) // STEPS_PER_OCTAVE)
-    return -(-size // grid) * grid
+    return round_up(size, max(step, (1 << (max(size, 1).bit_length() - 1)) // STEPS_PER_OCTAVE))

@@ -54,6 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from replay_accelerated.acceleration.shapes import round_up
+
 INT8_MAX = 127  # symmetric int8: [-127, 127]; -128 unused, so that q and -q are both representable
 _TINY = torch.finfo(torch.float32).tiny  # smallest scale: an all-zero row gets q = 0, not 0 / 0 = NaN
 
@@ -71,10 +73,6 @@ def quantize_absmax(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tens
     return q, scale.squeeze(dim)  # scale: [R] or [C]
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact int8 matmul a [M, K] @ b [K, N] -> int32 [M, N], through `torch._int_mm`.
 
@@ -85,7 +83,7 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     m, k = a.shape  # a: [M, K]
     n = b.shape[1]  # b: [K, N]
-    m_pad, k_pad, n_pad = _round_up(m, 32), _round_up(k, 8), _round_up(n, 8)
+    m_pad, k_pad, n_pad = round_up(m, 32), round_up(k, 8), round_up(n, 8)
     if (m_pad, k_pad) != (m, k):
         a = F.pad(a, (0, k_pad - k, 0, m_pad - m))  # [M_pad, K_pad], new rows / columns are 0
     if (k_pad, n_pad) != (k, n):
