@@ -18,5 +18,7 @@ def test_coarse_size_covers_the_size_with_little_extra_work(step: int):
 def test_coarse_size_gives_few_distinct_sizes_per_power_of_two(step: int):
     for exponent in range(3, 16):
         sizes = {coarse_size(size, step) for size in range(2 ** exponent, 2 ** (exponent + 1))}
-        # a grid of max(step, 2^exponent / 4): at most 4 new sizes in the octave (its top is the next octave's first)
-        assert len(sizes - {2 ** (exponent + 1)}) <= max(STEPS_PER_OCTAVE, 2 ** exponent // step), (exponent, sizes)
+        # a grid of max(step, 2^exponent / 4): at most min(4, 2^exponent / step) new sizes in the octave (its top is
+        # the next octave's first), and one where the step is wider than the octave
+        bound = max(1, min(STEPS_PER_OCTAVE, 2 ** exponent // step))
+        assert len(sizes - {2 ** (exponent + 1)}) <= bound, (exponent, sizes)
