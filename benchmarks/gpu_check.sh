@@ -73,7 +73,7 @@ else
     DATA=(dataset=synthetic_ml20m model=bert4rec_synthetic_ml20m)
 fi
 WARMUP=$(( STEPS < 20 ? 1 : 20 ))
-bench() {  # bench NAME ROWS [OVERRIDES...]: the bench, then its tables copied to $OUT/<subfolder>
+bench() {  # bench NAME ROWS TARGET [OVERRIDES...]: the bench, then its tables copied to the folder TARGET
     local name=$1 rows=$2 target=$3; shift 3
     "$PYTHON" -m replay_accelerated bench_shape "${DATA[@]}" "$@" mode.bench.name="$name" \
         mode.bench.steps="$STEPS" mode.bench.warmup_steps="$WARMUP" "mode.bench.only=$rows" \
