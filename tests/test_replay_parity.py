@@ -2,7 +2,7 @@
 
 RePlay's model is built with fresh random weights (LayerNorm weights and biases too, so a
 swapped or misplaced norm shows), imported with `from_replay`, and both score the same
-histories in eval mode: full score matrices must agree to 1e-5.
+histories in eval mode: full score matrices must agree to 1e-5, at every history length.
 """
 
 import numpy as np
@@ -111,12 +111,74 @@ def test_sasrec_scores_equal_replay_on_full_length_histories(n_items, hidden, he
         torch.testing.assert_close(model.head(model(items)), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_padded_sasrec_differs_from_replay_only_by_the_masked_padding_keys():
-    """The one deliberate difference: RePlay attends to padding keys (their attention biases); we do not."""
+def _briefly_trained(replay, n_items: int, max_len: int):
+    """RePlay's SasRec after 30 Adam steps of its own next-item cross-entropy on random histories."""
+    optimizer = torch.optim.Adam(replay.parameters(), lr=1e-2)
+    replay.train()
+    for _ in range(30):
+        items, is_item = _histories(torch.randint(1, max_len + 1, (16,)).tolist(), max_len, n_items)
+        logits = replay._model({ITEM: items}, is_item)  # [B, L, n_items]
+        targets = is_item[:, 1:]  # position t predicts item t + 1
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1][targets], items[:, 1:][targets])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return replay.eval()
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_imported_sasrec_scores_as_replay_at_every_history_length(tmp_path, trained):
+    """RePlay's SasRec attends to its zeroed padding; the import reproduces that (padding_attention="replay"),
+    through score_next, a saved checkpoint loaded as mode=infer loads it, and the exported files."""
+    import onnxruntime
+
+    from conftest import compose
+    from replay_accelerated.models.serving import NextItemScores, write_function
+    from replay_accelerated.training.runtime import load_trained_model
+
+    n_items, hidden, heads, max_len = 31, 16, 4, 8
+    replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=2, head_count=heads, hidden_size=hidden,
+                                      max_seq_len=max_len, dropout_rate=0.2))
+    if trained:
+        replay = _briefly_trained(replay, n_items, max_len)
+    model = from_replay(replay)
+    assert model.padding_attention == "replay"
+    lengths = [1, 2, 5, max_len] * 3
+    items, is_item = _histories(lengths, max_len, n_items)
+    history = _ours(items, is_item, model)
+    with torch.no_grad():
+        expected = replay.predict({"feature_tensor": {ITEM: items}, "padding_mask": is_item})  # [B, n_items]
+        torch.testing.assert_close(model.score_next(history), expected, rtol=1e-5, atol=1e-5)
+        # A batch trimmed to its longest history scores the same: the model pads it back to max_seq_len.
+        short = torch.tensor(lengths) <= 5
+        torch.testing.assert_close(model.score_next(history[short][:, -5:]), expected[short], rtol=1e-5, atol=1e-5)
+
+    # Saved for infer, and loaded with a model config that says head_count=1 and masked padding: the
+    # checkpoint's architecture wins.
+    save_for_infer(model, np.arange(n_items), tmp_path / "imported")
+    cfg = compose(tmp_path, "model=sasrec", f"model.params.model_params.max_seq_len={max_len}",
+                  f"model.params.model_params.hidden_size={hidden}", f"model.params.training_params.embedding_dim={hidden}",
+                  "model.params.model_params.head_count=1")
+    loaded, _ = load_trained_model(cfg, str(tmp_path / "imported" / "best.ckpt"))
+    assert loaded.architecture() == {"head_count": heads, "padding_attention": "replay"}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_next(history), expected, rtol=1e-5, atol=1e-5)
+    if trained:  # the exported files (a few seconds each: once)
+        write_function(NextItemScores(loaded), tmp_path / "model", ["history"], ["scores"], opset=18)
+        program = torch.export.load(tmp_path / "model.pt2").module()
+        session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+        torch.testing.assert_close(program(history), expected, rtol=1e-5, atol=1e-5)
+        onnx = session.run(None, {"history": history[short][:, -5:].numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(onnx), expected[short], rtol=1e-5, atol=1e-5)
+
+
+def test_our_masked_sasrec_differs_from_replay_only_by_the_masked_padding_keys():
+    """Our default (padding_attention="masked") blocks padding keys, where RePlay attends to them."""
     n_items, hidden, heads, max_len = 19, 8, 2, 6
     replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=2, head_count=heads, hidden_size=hidden,
                                       max_seq_len=max_len, dropout_rate=0.2))
     model = from_replay(replay)
+    model.padding_attention = "masked"
     items, is_item = _histories([2, 3, 5], max_len, n_items)
     batch = {"feature_tensor": {ITEM: items}, "padding_mask": is_item}
     with torch.no_grad():
@@ -127,6 +189,20 @@ def test_padded_sasrec_differs_from_replay_only_by_the_masked_padding_keys():
         replay._model.masking = lambda features, padding_mask: (
             blocked, padding_mask.unsqueeze(-1), {ITEM: features[ITEM].masked_fill(~padding_mask, n_items)})
         torch.testing.assert_close(ours, replay.predict(batch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("replay_class", [ReplayBert4Rec, ReplaySasRec])
+def test_a_state_dict_without_hyper_parameters_needs_its_head_count(replay_class):
+    replay = _randomized(replay_class(_schema(13, 8), block_count=1, head_count=4, hidden_size=8, max_seq_len=5))
+    with pytest.raises(ValueError, match="head_count"):
+        from_replay({"state_dict": replay.state_dict()})
+    with pytest.raises(ValueError, match="head_count=4"):
+        from_replay(replay, head_count=2)
+    model = from_replay({"state_dict": replay.state_dict()}, head_count=4)
+    assert model.blocks[0].attention.head_count == 4
+    items = torch.randint(0, 13, (3, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(model.score_next(items), from_replay(replay).score_next(items))
 
 
 def test_import_from_a_lightning_checkpoint_file_and_unsupported_options(tmp_path):

@@ -78,6 +78,7 @@ class ModelParams:
     negative_sampling_strategy: Optional[str] = None
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
     masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
+    padding_attention: str = "masked"  # ours: SASRec's attention to padding, "masked" or "replay" (models/sasrec.py)
 
 
 @dataclass

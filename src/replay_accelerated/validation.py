@@ -27,6 +27,7 @@ from replay_accelerated.evaluation.offline import METRICS
 from replay_accelerated.losses import LOSSES, loss_params_problem
 from replay_accelerated.models import MODELS
 from replay_accelerated.models.bert4rec import MASKING_RULES
+from replay_accelerated.models.sasrec import PADDING_ATTENTION
 from replay_accelerated.modes import MODES
 from replay_accelerated.training.precision import PRECISIONS
 from replay_accelerated.training.tracking import LOGGERS, missing_package
@@ -141,6 +142,10 @@ def _check_model(cfg: DictConfig, require) -> None:
     require(0.0 < model_params.mask_prob < 1.0, f"{prefix}.mask_prob", "must be in (0, 1)")
     require(model_params.masking in MASKING_RULES, f"{prefix}.masking",
             f"'{model_params.masking}' is not one of {list(MASKING_RULES)}")
+    require(model_params.padding_attention in PADDING_ATTENTION, f"{prefix}.padding_attention",
+            f"'{model_params.padding_attention}' is not one of {list(PADDING_ATTENTION)}")
+    require(model_params.padding_attention == "masked" or cfg.model.name == "sasrec", f"{prefix}.padding_attention",
+            "only SASRec has the 'replay' setting (RePlay's BERT4Rec masks padding keys as ours does); set masked")
     require(training.embedding_dim == model_params.hidden_size, "model.params.training_params.embedding_dim",
             f"must equal model_params.hidden_size ({model_params.hidden_size}): "
             "item embeddings are the transformer's input")

@@ -15,7 +15,7 @@ import torch
 
 from replay_accelerated.errors import UserError
 
-STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items"}
+STAMP_KEY = "replay_accelerated"  # in every checkpoint: {"fingerprint", "model", "n_items", "architecture"}
 
 
 class UntrustedCheckpoint(UserError):

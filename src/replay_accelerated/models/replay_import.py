@@ -9,8 +9,12 @@ Ids: RePlay's item index i (0..cardinality-1, the tokenizer's order) is our item
 models. RePlay pads with a padding value and a padding mask; we pad with `model.pad_id`
 (= n_items, RePlay SASRec's padding row). RePlay BERT4Rec's separate `mask_embedding` becomes
 our row `mask_id`. SASRec's kernel-1 Conv1d weights [H, H, 1] become Linear weights [H, H].
-In eval mode the imported model gives RePlay's scores (BERT4Rec on any history; SASRec on
-histories of max_seq_len items, see sasrec.py for why shorter ones differ slightly).
+In eval mode the imported model gives RePlay's scores on every history: an imported SASRec
+attends to padding as RePlay's (`padding_attention="replay"`, see sasrec.py), a setting its
+checkpoint keeps (`save_for_infer`).
+
+The head count is not in the weights' shapes: it comes from the module's hyper-parameters, or from
+`head_count=` where they are missing (a bare state dict).
 """
 
 import re
@@ -57,7 +61,7 @@ SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> -> our b
 }
 
 
-def from_replay(module, tokenizer=None, trust_checkpoint: bool = False):
+def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_count: int | None = None):
     """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec`, in eval mode.
 
     `module`: the Lightning module, its checkpoint file (read as tensors and plain data only,
@@ -65,7 +69,8 @@ def from_replay(module, tokenizer=None, trust_checkpoint: bool = False):
     dict with "state_dict" and "hyper_parameters"). With `tokenizer` (RePlay's SequenceTokenizer
     the model was trained with) returns (model, item_ids): item_ids[i] is the original id of item i.
     `trust_checkpoint=True` unpickles a checkpoint file in full, running any code it carries (see
-    models/files.py): only for files from a source you trust.
+    models/files.py): only for files from a source you trust. `head_count`: RePlay's head count, needed
+    only when the hyper-parameters do not say it (they win where both do and differ: an error).
     """
     if isinstance(module, (str, Path)):
         module = read_replay_checkpoint(Path(module), trust_checkpoint)
@@ -73,16 +78,27 @@ def from_replay(module, tokenizer=None, trust_checkpoint: bool = False):
         state, hparams = module["state_dict"], dict(module.get("hyper_parameters", {}))
     else:
         state, hparams = module.state_dict(), dict(module.hparams)
-    if any(name.startswith("_model.sasrec_layers.") for name in state):
-        model, weights = _sasrec(state, hparams)
-    elif any(name.startswith("_model.transformer_blocks.") for name in state):
-        model, weights = _bert4rec(state, hparams)
-    else:
+    is_sasrec = any(name.startswith("_model.sasrec_layers.") for name in state)
+    if not is_sasrec and not any(name.startswith("_model.transformer_blocks.") for name in state):
         raise ValueError("not a RePlay Bert4Rec or SasRec: no _model.transformer_blocks.* or "
                          "_model.sasrec_layers.* weights; pass the Lightning module or its checkpoint dict")
+    hparams["head_count"] = _head_count(hparams, head_count)
+    model, weights = (_sasrec if is_sasrec else _bert4rec)(state, hparams)
     model.load_state_dict(weights)  # strict: every weight of ours is set
     model.eval()
     return model if tokenizer is None else (model, replay_item_ids(tokenizer, model.n_items))
+
+
+def _head_count(hparams: dict, head_count: int | None) -> int:
+    """The attention head count: the weights hold every head in one matrix, so it must be told."""
+    saved = hparams.get("head_count")
+    if saved is None and head_count is None:
+        raise ValueError("the RePlay model's hyper-parameters do not say its head_count, and the weights cannot "
+                         "tell it; pass from_replay(..., head_count=N) with the head_count it was trained with")
+    if saved is not None and head_count is not None and saved != head_count:
+        raise ValueError(f"head_count={head_count} was passed, but the RePlay model was trained with "
+                         f"head_count={saved}; drop the argument")
+    return saved if saved is not None else head_count
 
 
 def replay_item_ids(tokenizer, n_items: int) -> np.ndarray:
@@ -99,8 +115,9 @@ def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoin
     """Write `best.ckpt` and `items.parquet` into checkpoint_dir, as `mode=train` does; returns best.ckpt's path.
 
     `mode=infer` then reads them with `mode.infer.checkpoint=<checkpoint_dir>/best.ckpt` and a model
-    config of the same model name, max_seq_len, hidden_size, block_count and head_count, and no
-    acceleration that changes the weights' names (head=swichback_head on SASRec, tied_head on BERT4Rec).
+    config of the same model name, max_seq_len, hidden_size and block_count, and no acceleration that
+    changes the weights' names (head=swichback_head on SASRec, tied_head on BERT4Rec); the head count and
+    SASRec's padding attention come from the file (the model's `architecture()`).
     Our vocabulary is sorted by original id, so the item rows are reordered to that order.
     """
     item_ids = np.asarray(item_ids)
@@ -118,8 +135,8 @@ def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoin
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     name = "bert4rec" if isinstance(model, Bert4Rec) else "sasrec"
     path = checkpoint_dir / "best.ckpt"
-    torch.save({"state_dict": state, STAMP_KEY: {"fingerprint": None, "model": name, "n_items": model.n_items}},
-               path)
+    torch.save({"state_dict": state, STAMP_KEY: {"fingerprint": None, "model": name, "n_items": model.n_items,
+                                                 "architecture": model.architecture()}}, path)
     pd.DataFrame({"item_id": item_ids[order.numpy()]}).to_parquet(checkpoint_dir / "items.parquet", index=False)
     return path
 
@@ -148,7 +165,7 @@ def _bert4rec(state: Mapping, hparams: dict) -> tuple[Bert4Rec, dict]:
     positions = state["_model.item_embedder.position.pe.weight"]  # [max_seq_len, H]
     blocks = _block_weights(state, "_model.transformer_blocks.", BERT4REC_BLOCK)
     model = Bert4Rec(n_items=n_items, max_seq_len=len(positions), hidden_size=hidden, block_count=len(blocks),
-                     head_count=hparams.get("head_count", 4), dropout_rate=hparams.get("dropout_rate", 0.1))
+                     head_count=hparams["head_count"], dropout_rate=hparams.get("dropout_rate", 0.1))
     weights = {"item_embedding.weight": torch.cat([items, torch.zeros_like(mask), mask]),  # pad row unused
                "position_embedding.weight": positions}
     for block in blocks:
@@ -172,8 +189,8 @@ def _sasrec(state: Mapping, hparams: dict) -> tuple[SasRec, dict]:
     positions = state["_model.item_embedder.pos_emb.pe.weight"]  # [max_seq_len, H]
     blocks = _block_weights(state, "_model.sasrec_layers.", SASREC_BLOCK)
     model = SasRec(n_items=len(items) - 1, max_seq_len=len(positions), hidden_size=items.shape[1],
-                   block_count=len(blocks), head_count=hparams.get("head_count", 1),
-                   dropout_rate=hparams.get("dropout_rate", 0.2))
+                   block_count=len(blocks), head_count=hparams["head_count"],
+                   dropout_rate=hparams.get("dropout_rate", 0.2), padding_attention="replay")
     weights = {"item_embedding.weight": items, "head.item_embedding.weight": items,  # the tied head
                "position_embedding.weight": positions,
                "final_norm.weight": state["_model.output_normalization.last_layernorm.weight"],

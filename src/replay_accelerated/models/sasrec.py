@@ -12,20 +12,31 @@ them):
 Every LayerNorm has eps 1e-8; attention probabilities get dropout too; there is no dropout
 on the attention output.
 
-One deliberate difference: RePlay lets queries attend to the (zeroed) padding positions,
-whose keys and values are then the attention biases. Here padding keys are masked, as in the
-SASRec paper's code, so that a batch trimmed to its longest sequence (or bucketed by length)
-gives exactly the outputs of the full-width batch. On sequences of full length max_seq_len
-(no padding) both give the same scores; shorter sequences score slightly differently.
+Padding, `padding_attention`:
+- "masked" (our default, as the SASRec paper's code): padding keys are masked, so that a batch
+  trimmed to its longest sequence (or bucketed by length) gives exactly the outputs of the
+  full-width batch. Every query still attends to its own position, so the query just before
+  the first item (which sees no item) has a defined state: its row is zeroed like all padding,
+  so its output is the final LayerNorm's bias, a learned "empty history" state, whatever the
+  batch's padding.
+- "replay": RePlay's `SasRec` attention. Queries attend causally to every position, the zeroed
+  padding included (whose keys and values are then the attention biases), and every input is
+  padded to max_seq_len first, as RePlay's loaders do. An imported RePlay model
+  (models/replay_import.py) uses it and scores as RePlay at every history length. Trimming and
+  bucketing then save no work, since every batch runs at full width.
+On sequences of full length max_seq_len (no padding) both give the same scores.
 
-Training: the input is the sequence without its newest item and the target at each
-position is the item that follows it, at every non-padded position.
+Training (RePlay's `SasRecTrainingDataset`): the input is the sequence without its newest item
+and the target at each position is the item that follows it, wherever that next item is an item:
+the first item too, predicted from the padding position before it. A user with L <= max_seq_len
+events gives L targets.
 Prediction: the output at the newest item scores the next one.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
@@ -33,6 +44,7 @@ from replay_accelerated.models.heads import TiedHead
 from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
 
 EPS = 1e-8  # RePlay's (and the SASRec paper's) LayerNorm eps
+PADDING_ATTENTION = ("masked", "replay")  # model_params.padding_attention, see above
 
 
 class SasRecBlock(nn.Module):
@@ -59,14 +71,27 @@ class SasRec(SequentialRecommender):
     extra_tokens = 1  # padding
 
     def __init__(self, *, n_items: int, max_seq_len: int, hidden_size: int, block_count: int, head_count: int,
-                 dropout_rate: float):
+                 dropout_rate: float, padding_attention: str = "masked"):
         super().__init__(n_items, max_seq_len, hidden_size, dropout_rate)
+        if padding_attention not in PADDING_ATTENTION:
+            raise ValueError(f"padding_attention must be one of {PADDING_ATTENTION}, got {padding_attention!r}")
+        self.padding_attention = padding_attention
         self.blocks = nn.ModuleList(SasRecBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count))
         self.final_norm = nn.LayerNorm(hidden_size, eps=EPS)
         self.head = TiedHead(self.item_embedding, n_items, bias=False)  # accelerations may swap it
         self.reset_parameters()
 
+    @staticmethod
+    def task_params(model_params) -> dict:
+        return {"padding_attention": model_params.padding_attention}
+
+    def architecture(self) -> dict:
+        return {**super().architecture(), "padding_attention": self.padding_attention}
+
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        width = item_ids.shape[1]
+        if self.padding_attention == "replay":  # RePlay attends to padding: run at its full width
+            item_ids = F.pad(item_ids, (self.max_seq_len - width, 0), value=self.pad_id)  # [B, max_seq_len]
         is_token = item_ids != self.pad_id  # [B, W]
         x = self.embed(item_ids, item_scale=math.sqrt(self.item_embedding.embedding_dim))
         keep = is_token.unsqueeze(-1).to(x.dtype)  # [B, W, 1]: zero the padding rows
@@ -74,13 +99,20 @@ class SasRec(SequentialRecommender):
         allowed = self.attention_mask(is_token)  # [B, 1, W, W]
         for block in self.blocks:
             x = block(x, allowed) * keep
-        return self.final_norm(x)
+        return self.final_norm(x)[:, -width:]  # the positions of item_ids
+
+    def attention_mask(self, is_token: torch.Tensor) -> torch.Tensor:
+        if self.padding_attention == "masked":
+            return super().attention_mask(is_token)
+        width = is_token.shape[1]  # "replay": causal only, padding keys included: [1, 1, W, W]
+        return torch.ones(width, width, dtype=torch.bool, device=is_token.device).tril()[None, None]
 
     def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # sequences: [B, W + 1] left-padded; position t predicts the item at t + 1.
         inputs, next_items = sequences[:, :-1], sequences[:, 1:]  # [B, W] each
-        # Left padding: wherever the input is an item, the next one is an item too.
-        target_mask = inputs != self.pad_id
+        # A target wherever the next position holds an item, as RePlay: the first item is
+        # predicted from the padding position before it (batches keep that column, batches.py).
+        target_mask = next_items != self.pad_id
         labels = torch.where(target_mask, next_items, torch.zeros_like(next_items))
         return inputs, labels, target_mask
 

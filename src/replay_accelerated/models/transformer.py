@@ -12,7 +12,8 @@ Token ids: real items are 0..n_items-1, `pad_id = n_items` (BERT4Rec adds its ma
 after it). Sequences are left-padded, so the newest item is always in the last column, and
 batches may be trimmed to their longest sequence: positions are counted from the right, so
 the newest item always gets position max_seq_len - 1, as in RePlay's full-width batches.
-Padding keys are never attended to, so a trimmed batch gives exactly the untrimmed outputs.
+Padding keys are never attended to, so a trimmed batch gives exactly the untrimmed outputs
+(SASRec's `padding_attention: replay` excepted, which runs at full width, see sasrec.py).
 """
 
 import contextlib
@@ -111,8 +112,13 @@ class SequentialRecommender(nn.Module):
 
     @staticmethod
     def task_params(model_params) -> dict:
-        """Constructor arguments of the training task beyond the sizes (BERT4Rec's masking)."""
+        """Constructor arguments beyond the sizes (BERT4Rec's masking, SASRec's padding attention)."""
         return {}
+
+    def architecture(self) -> dict:
+        """Settings that change the outputs but not the weights' shapes. Every checkpoint stores them
+        (training/checkpoints.py), so that a checkpoint rebuilds the model it was trained as."""
+        return {"head_count": self.blocks[0].attention.head_count}
 
     def reset_parameters(self) -> None:
         """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults."""
@@ -135,8 +141,8 @@ class SequentialRecommender(nn.Module):
         allowed = is_token[:, None, None, :]  # [B, 1, 1, W]: never attend to padding
         if self.causal:
             allowed = allowed & torch.ones(width, width, dtype=torch.bool, device=is_token.device).tril()
-        # Let every position see itself, so that padding rows (whose outputs are never
-        # used) do not attend to nothing and produce NaN.
+        # Let every position see itself, so that padding rows do not attend to nothing and
+        # produce NaN: SASRec reads the one before the first item (its "empty history" state).
         return allowed | torch.eye(width, dtype=torch.bool, device=is_token.device)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,11 @@ Each user's newest max_seq_len + 1 items are padded once, up front. A batch is t
 one tensor index (no per-sample Python), cut down to the columns its longest sequence
 needs, so short-history users do not pay for 128 positions of padding. The model turns
 the batch into inputs and targets on the training device (masking for BERT4Rec, the
-next-item shift for SASRec). A batch [B, W + 1] as wide as its longest user loses nothing:
-SASRec needs the extra column for the shift, and BERT4Rec drops the oldest column only when
-the batch is max_seq_len + 1 wide (it reads the newest max_seq_len items, as RePlay).
+next-item shift for SASRec). A batch is one column wider than its longest user, up to
+max_seq_len + 1, and loses nothing: SASRec's inputs drop the newest column and keep a padding
+column before the longest user's first item, from which it predicts that item (as RePlay);
+BERT4Rec drops the oldest column only when the batch is max_seq_len + 1 wide (it reads the
+newest max_seq_len items, as RePlay).
 
 Trimming only helps when a batch holds no long history. With random batches almost
 every batch of 32 users has one, so `length_bucketing` groups users of similar length:
@@ -44,8 +46,10 @@ class TrainingBatches(torch.utils.data.Dataset):
         return len(self.sequences)
 
     def width(self, users: list[int]) -> int:
-        longest = max(int(self.lengths[users].max()), MIN_WIDTH)
-        return min(coarse_size(longest, WIDTH_STEP), self.sequences.shape[1])
+        full = self.sequences.shape[1]  # max_seq_len + 1
+        # min(longest, max_seq_len) + 1: a padding column before the longest user's first item.
+        needed = max(min(int(self.lengths[users].max()), full - 1) + 1, MIN_WIDTH)
+        return min(coarse_size(needed, WIDTH_STEP), full)
 
     def __getitem__(self, users: list[int]) -> torch.Tensor:
         return self.sequences[users, -self.width(users):]

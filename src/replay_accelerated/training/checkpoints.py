@@ -54,10 +54,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class ResumableRun(L.Callback):
     """Seeds each epoch's randomness from (seed, epoch) and stamps checkpoints with what they hold:
-    the config fingerprint, the model name and the catalog size (checked by `mode=infer`)."""
+    the config fingerprint, the model name and the catalog size (checked by `mode=infer`), and the
+    model's `architecture()` (what `mode=infer`, `embeddings` and `export` rebuild it with)."""
 
-    def __init__(self, fingerprint: str, seed: int, model_name: str, n_items: int):
-        self.stamp = {"fingerprint": fingerprint, "model": model_name, "n_items": n_items}
+    def __init__(self, fingerprint: str, seed: int, model_name: str, n_items: int, architecture: dict):
+        self.stamp = {"fingerprint": fingerprint, "model": model_name, "n_items": n_items,
+                      "architecture": architecture}
         self.seed = seed
 
     def on_train_batch_start(self, trainer, module, batch, batch_index: int) -> None:

@@ -92,7 +92,8 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     fingerprint = config_fingerprint(cfg)
     schedule = {"max_epochs": training.max_epochs,
                 "callbacks": [EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint,
-                              timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary)),
+                              timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary),
+                                                        model.architecture()),
                               *callbacks]}
     if cfg.mode.steps is not None:  # time steps only: no validation, checkpoints or resume
         step_timer = StepTimer(cfg.mode.warmup_steps, cfg.mode.steps, batches_per_epoch=len(train_loader),

@@ -2,6 +2,7 @@
 and the device, assemble the configured model with its accelerations, or load a trained one with the
 histories of the users it serves (`mode=infer`, `mode=embeddings`)."""
 
+import copy
 import os
 from pathlib import Path
 
@@ -84,8 +85,8 @@ def load_trained_model(cfg: DictConfig, checkpoint: str | None,
     """The trained model (in eval mode) and its item vocabulary, from `checkpoint_path(cfg, checkpoint)`,
     after checking they belong to the configured model; `key` names the setting in errors."""
     path = checkpoint_path(cfg, checkpoint)
-    vocabulary, state = read_checkpoint(path, cfg, key)
-    model, _ = build_accelerated_model(cfg, len(vocabulary))
+    vocabulary, state, architecture = read_trained(path, cfg, key)
+    model, _ = build_accelerated_model(as_trained(cfg, architecture, path), len(vocabulary))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -114,9 +115,30 @@ def with_every_user(histories: UserSequences, user_ids: np.ndarray) -> UserSeque
     return UserSequences(all_users, csr_offsets(lengths), histories.items)
 
 
+def as_trained(cfg: DictConfig, architecture: dict, path: Path) -> DictConfig:
+    """`cfg` with the model settings the checkpoint at `path` was trained with (its `architecture`:
+    settings that the weights' shapes do not show, such as head_count), which win over the config's."""
+    model_params = cfg.model.params.model_params
+    differing = {name: value for name, value in architecture.items() if model_params.get(name) != value}
+    if not differing:
+        return cfg
+    print(f"{path} was trained with {', '.join(f'{k}={v}' for k, v in differing.items())} "
+          f"(the config says {', '.join(f'{k}={model_params.get(k)}' for k in differing)}); built as trained")
+    cfg = copy.deepcopy(cfg)
+    for name, value in differing.items():
+        cfg.model.params.model_params[name] = value
+    return cfg
+
+
 def read_checkpoint(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[ItemVocabulary, dict]:
     """The item vocabulary and the model weights (without the `model.` prefix), after checking they belong
     to the configured model; `key` is the setting that names the checkpoint, for errors."""
+    return read_trained(checkpoint_path, cfg, key)[:2]
+
+
+def read_trained(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[ItemVocabulary, dict, dict]:
+    """`read_checkpoint`'s vocabulary and weights, and the model's stored `architecture()` (empty in
+    checkpoints written before it was stored)."""
     items_path = checkpoint_path.with_name("items.parquet")
     for path in (checkpoint_path, items_path):
         if not path.is_file():
@@ -141,4 +163,4 @@ def read_checkpoint(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[I
                         "training a model on a changed catalog: model.params.training_params.init_from=<checkpoint>)")
     state = {name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
              if name.startswith("model.")}
-    return vocabulary, state
+    return vocabulary, state, stamp.get("architecture", {})
