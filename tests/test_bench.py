@@ -1,5 +1,6 @@
-"""The benchmark: the all-pairs sweep design, time to target, and a quick bench end to end (seeds, a failing
-variant, the reference rows, verdicts, MFU and the code fingerprint)."""
+"""The benchmark: the all-pairs sweep design, time to target, a quick bench end to end (seeds, a failing
+variant, the reference rows, verdicts, MFU and the code fingerprint), the rows a rerun reuses, and the table's
+verdicts (seeds a side, the same test users)."""
 
 import itertools
 import json
@@ -10,13 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_SYNTHETIC, run_main
+from hydra import initialize_config_dir
+
+from conftest import PINNED_PRECISION, ROOT, TINY_SYNTHETIC, run_main
 from replay_accelerated.benchmark.fingerprint import check_same_code_and_hardware, check_same_machine_speed
+from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.modes.bench import pairwise_variants
-from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY
+from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY, config_hash
 from replay_accelerated.benchmark.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
 from replay_accelerated.training.measurements import timed_steps_trainer_args
+from replay_accelerated.validation import compose_run
 
 
 def test_pairwise_variants_cover_every_value_pair_with_fewer_runs_than_the_product():
@@ -73,9 +78,10 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["variant"]) == ["replay_best", "CE_fp32", "broken"]
     assert list(summary["seeds"].iloc[:2]) == [1, 2] and summary.loc[0, "speed_up_vs_best"] == 1.0
-    assert summary.loc[0, "ndcg@10_vs_best"] == "reference"
-    assert summary.loc[1, "ndcg@10_vs_best"].split(",")[0] in ("worse", "keeps") or \
-        summary.loc[1, "ndcg@10_vs_best"].startswith("inconclusive (±")
+    assert summary.loc[0, "ndcg@10_vs_best"] == "reference" and summary.loc[0, "keeps_quality"]
+    # 2 seeds against 1: no interval (one weak seed would decide it), the seeds instead; keeps_quality stays empty.
+    assert summary.loc[1, "ndcg@10_vs_best"].startswith("needs more seeds (2 vs 1), ")
+    assert pd.isna(summary.loc[1, "keeps_quality"])
     assert summary.loc[1, "test_ndcg@10"] == pytest.approx(runs.loc[1:2, "test_ndcg@10"].mean(), abs=1e-4)
     assert summary.loc[2, "status"].startswith("failed (seed 42): error: no interactions are left")
     markdown = (out / "results.md").read_text()
@@ -87,6 +93,11 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     rerun = run_main(home, *bench, "mode.bench.allow_mixed=true")
     assert rerun.stdout.count("already in") == 3  # finished rows are kept, the failed one is retried
     assert "[bench 4/4] broken seed 42:" in rerun.stdout
+    # A changed command-line override is another run: CE_fp32's rows are not reused (this one fails at once).
+    changed = run_main(home, *bench, "mode.bench.allow_mixed=true", "mode.bench.only=[CE_fp32]",
+                       "mode.bench.seeds.CE_fp32=1", "dataset.preprocess.min_items_per_user=100000")
+    assert "already in" not in changed.stdout and "[bench 1/1] CE_fp32 seed 42:" in changed.stdout
+    assert "Rows of ['CE_fp32']" in changed.stdout and "ran another config" in changed.stdout
 
     # Rows of other code are refused, unless allowed; the table then says so.
     rows = runs.to_dict(orient="records")
@@ -99,6 +110,93 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
                "git_commit": None, "order": ["replay_best", "CE_fp32"], "seeds": {}, "status": {}}
     summarize(rows, out, context)
     assert "Mixed code versions/hardware" in (out / "results.md").read_text()
+
+
+def test_a_rerun_reuses_a_row_only_for_the_same_whole_config(home: Path, monkeypatch):
+    """The key of a row (with its variant and seed) is the hash of its run's composed config, as the bench
+    composes it: any changed command-line override is a new row, the bench's own settings and the seed are not."""
+    monkeypatch.setenv("REPLAY_ACCELERATED_HOME", str(home))
+    command = ["dataset=local", f"dataset.path={home / 'a.parquet'}", "model=sasrec_local"]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+
+        def key(*overrides: str, run: tuple[str, ...] = (), seed: int = 42) -> str:
+            origin = ConfigOrigin(overrides=["mode=bench_quick", PINNED_PRECISION, *overrides])
+            return config_hash(compose_run(origin, [*run, "model.params.training_params.batch_size=64",
+                                                    f"env.SEED={seed}"]))
+
+        same = key(*command)
+        assert key(*command) == same == key(*command, "mode.bench.allow_mixed=true") == key(*command, seed=43)
+        assert key("dataset=local", f"dataset.path={home / 'b.parquet'}", "model=sasrec_local") != same
+        assert key("dataset=local", f"dataset.path={home / 'a.parquet'}", "model=bert4rec_local") != same
+        assert key(*command, "model.params.training_params.learning_rate=0.002") != same
+        assert key(*command, run=("mode.steps=4",)) != same  # mode.bench.steps: a timed run, not a trained one
+
+
+def fake_runs(folder: Path, per_user: dict[str, list[pd.DataFrame]]) -> list[dict]:
+    """results.csv rows of finished runs (seeds 42, 43, ...) whose per_user_test.parquet hold `per_user`."""
+    rows = []
+    for variant, seeds in per_user.items():
+        for seed, values in enumerate(seeds, start=42):
+            results_dir = folder / f"{variant}_seed{seed}"
+            results_dir.mkdir()
+            values.to_parquet(results_dir / "per_user_test.parquet", index=False)
+            rows.append({
+                "model": "sasrec", "variant": variant, "seed": seed, "precision": "32-true", "loss": "CE",
+                "acceleration": "none", "hardware": "cpu", "threads": 2, "code_fingerprint": "0123",
+                "matmul_flops_per_second": 1e9, "epoch_seconds_extrapolated": False,
+                "median_train_seconds_per_epoch": 1.0, "train_tokens_per_second": 1.0, "peak_memory_mb": 1.0,
+                "training_memory_mb": 1.0, "mfu": 0.1, "useful_token_share": 1.0, "epochs_run": 1,
+                "data_preparation_share": 0.1, "median_validation_seconds": 0.1,
+                "test_ndcg@10": values["ndcg@10"].mean(), "test_hitrate@10": values["hitrate@10"].mean(),
+                "results_dir": str(results_dir), "validation_history": json.dumps([{"elapsed_seconds": 1.0,
+                                                                                     "ndcg@10": 0.1}]),
+            })
+    return rows
+
+
+def test_the_table_gives_verdicts_only_with_three_seeds_a_side_on_the_same_test_users(tmp_path: Path):
+    rng = np.random.default_rng()
+
+    def seed(users: np.ndarray) -> pd.DataFrame:  # one run's per-user test values
+        hit = (rng.random(len(users)) < 0.3).astype(float)
+        return pd.DataFrame({"user_id": users, "ndcg@10": hit / rng.integers(1, 4, len(users)), "hitrate@10": hit})
+
+    users = np.arange(600)
+    one_seed = seed(users)
+    rows = fake_runs(tmp_path, {
+        "replay_best": [seed(users) for _ in range(3)],
+        "three_seeds": [seed(rng.permutation(users)) for _ in range(3)],  # the same users in another order
+        "one_seed": [one_seed],
+        "fewer_users": [seed(users[:-5]) for _ in range(3)],
+        "other_users": [seed(users + 5) for _ in range(3)],  # as many users, not the same ones
+        "mixed_seeds": [seed(users), seed(users), seed(users[5:])],
+    })
+    context = {"name": "fake", "machine": "cpu", "bf16": "", "hidden_size": 32,
+               "probe": {"32-true": 1e9, "bf16-mixed": 1e9}, "code_fingerprint": "0123", "git_commit": None,
+               "order": ["replay_best"], "seeds": {}, "status": {}}
+    table = summarize(rows, tmp_path, context).set_index("variant")
+
+    verdict = table.loc["three_seeds", "ndcg@10_vs_best"]
+    assert verdict.split(",")[0] in ("keeps", "worse") or verdict.startswith("inconclusive (±"), verdict
+    assert table.loc["three_seeds", "keeps_quality"] in (True, False)
+    best = " / ".join(f"{run['ndcg@10'].mean():.3g}" for run in
+                      (pd.read_parquet(tmp_path / f"replay_best_seed{s}" / "per_user_test.parquet") for s in (42, 43, 44)))
+    assert table.loc["one_seed", "ndcg@10_vs_best"].startswith("needs more seeds (1 vs 3), ")
+    assert table.loc["one_seed", "ndcg@10_vs_best"].endswith(f"; seeds {one_seed['ndcg@10'].mean():.3g} vs {best}")
+    assert pd.isna(table.loc["one_seed", "keeps_quality"])  # no interval, no claim either way
+    for variant, users_named in [
+        ("fewer_users", "`fewer_users` seed 42 and `replay_best` seed 42 were scored on different test users "
+                        "(595 and 600, 595 shared)"),
+        ("other_users", "`other_users` seed 42 and `replay_best` seed 42 were scored on different test users "
+                        "(600 and 600, 595 shared)"),
+        ("mixed_seeds", "`mixed_seeds` seed 42 and `mixed_seeds` seed 44 were scored on different test users "
+                        "(600 and 595, 595 shared)"),
+    ]:
+        for metric in ("ndcg@10", "hitrate@10"):
+            assert table.loc[variant, f"{metric}_vs_best"] == f"no verdict: {users_named}; rerun them on the same " \
+                                                              "data and split", (variant, metric)
+        assert pd.isna(table.loc[variant, "keeps_quality"])
+    assert "needs more seeds" in (tmp_path / "results.md").read_text()
 
 
 def test_bench_names_unknown_variants(main_in_process):

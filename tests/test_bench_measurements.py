@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import compose
 from replay_accelerated.benchmark import fingerprint
+from replay_accelerated.benchmark.rows import variant_row
 from replay_accelerated.training.flops import (
     EpochShapes,
     epoch_shapes,
@@ -15,7 +18,13 @@ from replay_accelerated.training.flops import (
 )
 from replay_accelerated.config import ModelParams
 from replay_accelerated.models import build_model
-from replay_accelerated.training import measurements
+from replay_accelerated.training import measurements, precision
+
+PRECISION = "model.params.training_params.precision"
+BF16_PARAMETERS = ["acceleration=none", "acceleration.model.acceleration_config.dtype=bf16"]  # under 32-true
+# Every way a variant asks for bf16: name -> overrides (and one that does not).
+BF16_VARIANTS = {"bf16_mixed": [f"{PRECISION}=bf16-mixed"], "bf16_true": [f"{PRECISION}=bf16-true"],
+                 "bf16_parameters": BF16_PARAMETERS}
 
 
 class TwoBlocks(nn.Module):
@@ -48,7 +57,7 @@ def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
     shapes = epoch_shapes(batches, model.training_example, pad)
     assert (shapes.batches, shapes.tokens, shapes.attention_pairs) == (2, 12, 2 * 16 + 16)
     assert shapes.real_tokens == 2 + 4 + 1  # inputs are the sequences without their last item
-    assert shapes.targets == 2 + 4 + 1  # SASRec: every real input predicts the next item
+    assert shapes.targets == 3 + 4 + 2  # SASRec: every real next item is a target, the first one too
     assert train_flops_per_epoch(model, shapes, 8, 30) > 0
 
 
@@ -92,3 +101,32 @@ def test_training_memory_is_what_the_window_added_and_the_peak_keeps_what_came_b
     del during
     assert 190 <= used["training_memory_mb"] <= 260
     assert used["peak_memory_mb"] >= 300
+
+
+@pytest.mark.parametrize("flags", [(), ("amx_bf16",)])
+def test_the_bench_skips_every_variant_that_computes_in_bf16_without_native_support(monkeypatch, tmp_path: Path,
+                                                                                    flags: tuple):
+    from replay_accelerated.modes.bench import resolve_variants
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", *flags])
+    variants = {"fp32": ["acceleration=none"], **BF16_VARIANTS}
+    _, skipped = resolve_variants(variants, lambda overrides: compose(tmp_path, *overrides), torch.device("cpu"))
+    assert list(skipped) == ([] if flags else list(BF16_VARIANTS))
+    assert all(reason.startswith("skipped: no native bf16 on ") for reason in skipped.values())
+
+
+@pytest.mark.parametrize("variant", ["fp32", *BF16_VARIANTS])
+def test_the_mfu_of_a_row_that_computes_in_bf16_is_measured_against_the_bf16_probe(tmp_path: Path, variant: str):
+    overrides = BF16_VARIANTS.get(variant, [])
+    run = {"config": OmegaConf.to_container(compose(tmp_path, *overrides), resolve=True), "model": "bert4rec",
+           "implementation": "replay_accelerated", "hardware": {"cpu_threads": 2},
+           "epoch_shapes": {"real_tokens": 800, "tokens": 1000, "targets": 100},
+           "timed_steps": 10, "step_seconds": 0.2, "extrapolated_train_seconds_per_epoch": 2.0,
+           "train_samples_per_second": 10.0, "train_tokens_per_second": 400.0,
+           "train_flops_per_epoch": 8e9, "peak_memory_mb": 100, "training_memory_mb": 50}
+    probe = {"32-true": 1e10, "bf16-mixed": 4e10}
+    context = {"machine": "a CPU", "code_fingerprint": "abc", "git_commit": "def"}
+    row = variant_row(variant, 42, overrides, run, tmp_path, probe, context)
+    expected = probe["32-true" if variant == "fp32" else "bf16-mixed"]
+    assert row["matmul_flops_per_second"] == expected
+    assert row["mfu"] == round(8e9 / 2.0 / expected, 4)

@@ -161,6 +161,27 @@ def test_embeddings_reproduce_the_ranking_of_infer(trained: Path, home: Path, ma
         assert scores[row, best] == pytest.approx(expected["score"].to_numpy(), abs=1e-4)
 
 
+
+def test_embeddings_stream_users_with_the_same_vectors_for_any_batch_size():
+    from omegaconf import OmegaConf
+
+    from replay_accelerated.config import ModelParams
+    from replay_accelerated.data.sequences import UserSequences, csr_offsets
+    from replay_accelerated.models import build_model
+    from replay_accelerated.modes.embeddings import user_vectors
+
+    model = build_model("sasrec", 50, OmegaConf.structured(ModelParams(hidden_size=16, head_count=2,
+                                                                       max_seq_len=8))).eval()
+    rng = np.random.default_rng()
+    lengths = rng.integers(0, 20, 30)  # some empty, some longer than max_seq_len
+    histories = UserSequences(np.arange(30), csr_offsets(lengths), rng.integers(0, 50, lengths.sum()))
+    with torch.no_grad():  # before streaming: every history padded at once
+        expected = model.user_vectors(histories.padded(model.max_seq_len, model.pad_id)).numpy()
+    for batch_size in (1, 7, len(histories)):
+        vectors = user_vectors(model, histories, batch_size)
+        assert vectors.shape == expected.shape and vectors.dtype == np.float32
+        np.testing.assert_allclose(vectors, expected, atol=1e-5, rtol=0)
+
 def test_export_writes_onnx_and_torch_export_files_that_score_as_the_model(trained: Path, home: Path,
                                                                             main_in_process):
     import onnxruntime

@@ -19,9 +19,13 @@ def _cpu_with(monkeypatch, *flags: str) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", *flags])
 
 
-def _cuda_with(monkeypatch, bf16: bool) -> torch.device:
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4" if not bf16 else "NVIDIA A100")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+def _cuda_with(monkeypatch, capability: tuple[int, int]) -> torch.device:
+    """A GPU of this compute capability as torch reports it: bf16 is native from 8.0 (Ampere), and plain
+    `is_bf16_supported()` is true below it too, because torch emulates bf16 there."""
+    name = "Tesla T4" if capability < (8, 0) else "NVIDIA A100"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability >= (8, 0))
     return torch.device("cuda")
 
 
@@ -35,11 +39,23 @@ def test_auto_on_a_cpu_is_bf16_only_with_native_support(monkeypatch, flags: tupl
     assert precision.native_bf16(CPU)[0] == (expected == "bf16-mixed")
 
 
-@pytest.mark.parametrize("bf16, ours, replay", [(True, "bf16-mixed", "bf16-mixed"), (False, "16-mixed", "32-true")])
-def test_auto_on_a_gpu_is_bf16_else_fp16_for_our_models(monkeypatch, bf16: bool, ours: str, replay: str):
-    device = _cuda_with(monkeypatch, bf16)
+@pytest.mark.parametrize("capability, ours, replay", [((8, 0), "bf16-mixed", "bf16-mixed"),
+                                                      ((7, 5), "16-mixed", "32-true")])
+def test_auto_on_a_gpu_is_bf16_only_where_native_else_fp16_for_our_models(monkeypatch, capability: tuple, ours: str,
+                                                                           replay: str):
+    device = _cuda_with(monkeypatch, capability)
     assert precision.resolve_precision("auto", device)[0] == ours
     assert precision.resolve_precision("auto", device, fp16=False)[0] == replay  # RePlay's rows: no 16-mixed
+
+
+def test_explicit_bf16_on_a_gpu_that_only_emulates_it_warns(monkeypatch, capsys):
+    device = _cuda_with(monkeypatch, (7, 5))
+    monkeypatch.setattr(precision, "_warned", set())
+    # No GPU here: the probe's slow-down is made up.
+    monkeypatch.setattr(precision, "matmul_flops_per_second", lambda device, hidden, bf16, **kwargs: 1 if bf16 else 4)
+    assert precision.resolve_precision("bf16-mixed", device) == ("bf16-mixed", "configured")
+    assert capsys.readouterr().out.startswith("Warning: bf16 precision without native support (no native bf16 on "
+                                              "Tesla T4): a bf16 matrix product runs 4.0x slower")
 
 
 def test_an_explicit_precision_is_kept_and_emulated_bf16_warns_once_with_the_measured_slowdown(monkeypatch, capsys):

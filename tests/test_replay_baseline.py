@@ -137,3 +137,58 @@ def test_replay_accepts_its_supported_settings(tmp_path):
     cfg = compose(tmp_path, "model.implementation=replay", "model.params.model_params.loss_type=CE_restricted",
                   "model.params.training_params.precision=bf16-mixed", "acceleration=none", "trainer.devices=1")
     assert cfg.model.params.model_params.loss_type == "CE_restricted"
+
+
+def test_replay_nn_baseline_trains_and_recommends_unseen_known_items(splits: Splits):
+    """RePlay's newer API (replay.nn's SasRec through ParquetModule) returns what the deprecated one does."""
+    model_params = OmegaConf.structured(ModelParams(hidden_size=16, max_seq_len=20))
+    training_params = OmegaConf.structured(TrainingParams(embedding_dim=16, batch_size=64, num_workers=0,
+                                                          precision="32-true"))
+
+    result = train_replay_baseline("sasrec", splits, model_params, training_params, KS, seed=0, max_epochs=1,
+                                   implementation="replay_nn")
+
+    assert {"best_validation_ndcg@10", "epochs_run", "train_seconds_per_epoch", "train_samples_per_second",
+            "validation_history", "peak_memory_mb", "training_memory_mb", "data_preparation_share", "padding_share",
+            "epoch_shapes", "recommendations"} <= set(result)
+    assert result["epochs_run"] == 1 and [entry["epoch"] for entry in result["validation_history"]] == [1]
+    assert result["validation_history"][0]["ndcg@10"] == result["best_validation_ndcg@10"]
+    assert 0.0 < result["best_validation_ndcg@10"] <= 1.0
+    train_users = splits.train_events["user_id"].nunique()
+    assert result["train_samples_per_second"][0] == pytest.approx(train_users / result["train_seconds_per_epoch"][0],
+                                                                   rel=0.02)
+    shapes = result["epoch_shapes"]  # padded to max_seq_len, the full CE scoring every position
+    assert shapes["tokens"] == shapes["targets"] == train_users * 20 and 0 < shapes["real_tokens"] < shapes["tokens"]
+
+    for split, events, ground_truth in (("validation", splits.validation_events, splits.validation_gt),
+                                        ("test", splits.test_events, splits.test_gt)):
+        recommendations = result["recommendations"][split]
+        assert list(recommendations.columns) == ["user_id", "item_id", "score", "rank"]
+        assert set(recommendations["user_id"]) == set(events["user_id"]) & set(ground_truth["user_id"])
+        assert set(recommendations["item_id"]) <= set(splits.train_events["item_id"]) | set(
+            splits.validation_events["item_id"])
+        assert (recommendations.groupby("user_id")["rank"].max() == max(KS)).all()
+        assert np.isfinite(recommendations["score"]).all()
+        seen = recommendations.merge(events[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"])
+        assert seen.empty, f"{len(seen)} {split} recommendations of items the user has already seen"
+    table = metric_table(result["recommendations"]["test"], splits.test_gt, splits.train_events, ["ndcg"], KS)
+    assert ((table >= 0) & (table <= 1)).all().all()
+
+
+def test_replay_nn_rows_are_sasrec_only_and_described_apart(tmp_path):
+    from replay_accelerated.benchmark.rows import describe_acceleration
+    from replay_accelerated.modes.bench import missing_replay_model
+
+    with pytest.raises(ConfigError, match="config key 'model.implementation'.*no bert4rec"):
+        compose(tmp_path, "model=bert4rec", "model.implementation=replay_nn")
+    with pytest.raises(ConfigError, match="config key 'model.params.model_params.loss_type'"):
+        compose(tmp_path, "model=sasrec", "model.implementation=replay_nn", "model.params.model_params.loss_type=CCE")
+    cfg = compose(tmp_path, "model=sasrec", "model.implementation=replay_nn", "acceleration=none",
+                  "model.params.training_params.precision=bf16-mixed")
+    assert cfg.model.implementation == "replay_nn"
+    assert describe_acceleration({"model": {"implementation": "replay_nn"}}) == "RePlay 0.22 replay.nn"
+    # A bench of both models keeps the rows, skipped on BERT4Rec (mode/bench.yaml).
+    overrides = ["model.implementation=replay_nn", "model.params.model_params.loss_type=CE"]
+    assert "has no bert4rec" in missing_replay_model(overrides, "bert4rec")
+    assert missing_replay_model(overrides, "sasrec") is None
+    assert missing_replay_model(["model.implementation=replay"], "bert4rec") is None

@@ -272,3 +272,151 @@ def test_saved_import_is_read_by_infer_with_original_ids(tmp_path, replay_class)
     # Column j of `reloaded` is original id vocabulary.item_ids[j]; of `imported`, item_ids[j].
     torch.testing.assert_close(reloaded, imported[:, [mapping[item] for item in vocabulary.item_ids]])
     assert isinstance(vocabulary, ItemVocabulary) and list(vocabulary.item_ids) == sorted(originals)
+
+
+# RePlay 0.22's newer API: replay.nn.sequential.SasRec (a torch module, trained in replay.nn.lightning's
+# LightningModule), padded with the item cardinality, as its SequenceEmbedding expects.
+
+def _nn_schema(n_items: int, hidden: int, padding_value: int | None = None) -> TensorSchema:
+    return TensorSchema(TensorFeatureInfo(
+        name=ITEM, feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
+        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], cardinality=n_items,
+        padding_value=n_items if padding_value is None else padding_value, embedding_dim=hidden))
+
+
+def _replay_nn_sasrec(n_items: int, hidden: int, heads: int, blocks: int, max_len: int, dropout: float = 0.2):
+    from replay.nn.sequential import SasRec as ReplayNnSasRec
+
+    replay = _randomized(ReplayNnSasRec.from_params(_nn_schema(n_items, hidden), embedding_dim=hidden, num_heads=heads,
+                                                    num_blocks=blocks, max_sequence_length=max_len, dropout=dropout))
+    with torch.no_grad():  # its padding row stays zero (the embedding's padding_idx), whatever the training
+        replay.body.embedder.feature_embedders[ITEM].emb.weight[n_items] = 0
+    return replay
+
+
+def _nn_histories(lengths: list[int], width: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histories as replay.nn reads them: padded with n_items (our pad_id too), and the mask (True: item)."""
+    items, is_item = _histories(lengths, width, n_items)
+    return torch.where(is_item, items, n_items), is_item
+
+
+def _briefly_trained_nn(replay, n_items: int, max_len: int):
+    """replay.nn's SasRec after 30 Adam steps of its own loss (CE) on random next-item batches."""
+    optimizer = torch.optim.Adam(replay.parameters(), lr=1e-2)
+    replay.train()
+    for _ in range(30):
+        items, is_item = _nn_histories(torch.randint(1, max_len + 2, (16,)).tolist(), max_len + 1, n_items)
+        loss = replay(feature_tensors={ITEM: items[:, :-1]}, padding_mask=is_item[:, :-1],
+                      positive_labels=items[:, 1:, None], target_padding_mask=is_item[:, 1:, None])["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return replay.eval()
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_imported_replay_nn_sasrec_scores_as_its_forward_inference_at_every_history_length(tmp_path, trained):
+    """replay.nn's SasRec differs from the deprecated one: its final LayerNorm eps (1e-5) and its padding rows;
+    the import reproduces both (padding_attention="replay_nn"), saved for infer too."""
+    from conftest import compose
+    from replay_accelerated.training.runtime import load_trained_model
+
+    n_items, hidden, heads, max_len = 31, 16, 4, 8
+    replay = _replay_nn_sasrec(n_items, hidden, heads, 2, max_len)
+    if trained:
+        replay = _briefly_trained_nn(replay, n_items, max_len)
+    model = from_replay(replay)
+    assert model.architecture() == {"head_count": heads, "padding_attention": "replay_nn"}
+    assert model.final_norm.eps == 1e-5  # replay.nn's, where the deprecated SasRec's is 1e-8
+    lengths = [1, 2, 5, max_len] * 3
+    items, is_item = _nn_histories(lengths, max_len, n_items)
+    with torch.no_grad():
+        expected = replay.forward_inference({ITEM: items}, is_item)["logits"]  # [B, n_items]
+        torch.testing.assert_close(model.score_next(items), expected, rtol=1e-5, atol=1e-5)
+        short = torch.tensor(lengths) <= 5  # a batch trimmed to its longest history scores the same
+        torch.testing.assert_close(model.score_next(items[short][:, -5:]), expected[short], rtol=1e-5, atol=1e-5)
+
+    save_for_infer(model, np.arange(n_items), tmp_path / "imported")
+    cfg = compose(tmp_path, "model=sasrec", f"model.params.model_params.max_seq_len={max_len}",
+                  f"model.params.model_params.hidden_size={hidden}",
+                  f"model.params.training_params.embedding_dim={hidden}", "model.params.model_params.head_count=1")
+    loaded, _ = load_trained_model(cfg, str(tmp_path / "imported" / "best.ckpt"))
+    assert loaded.architecture() == model.architecture()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_next(items), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_replay_nn_training_outputs_differ_from_masked_only_at_padding_positions():
+    """In training (dropout off), every position's logits equal replay.nn's, padding positions too, among them
+    the one before the first item, which predicts it; our default ("masked") zeroes the padding rows, which
+    changes only those positions; the final eps alone moves the scores too."""
+    n_items, hidden, heads, max_len = 23, 8, 2, 7
+    replay = _replay_nn_sasrec(n_items, hidden, heads, 3, max_len, dropout=0.0)
+    model = from_replay(replay)
+    items, is_item = _nn_histories([1, 2, 5, max_len, 3, 6], max_len, n_items)
+    replay.train()
+    model.train()
+    with torch.no_grad():
+        expected = replay.get_logits(replay.body({ITEM: items}, is_item))  # [B, L, n_items]
+        torch.testing.assert_close(model.head(model(items)), expected, rtol=1e-5, atol=1e-5)
+        model.padding_attention = "masked"
+        masked = model.head(model(items))
+        torch.testing.assert_close(masked[is_item], expected[is_item], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(masked[~is_item], expected[~is_item], atol=1e-2)
+        model.padding_attention = "replay_nn"
+        model.final_norm.eps = 1e-8
+        assert not torch.allclose(model.head(model(items))[is_item], expected[is_item], rtol=0, atol=1e-6)
+
+
+def test_replay_nn_sasrec_imports_from_its_lightning_module_checkpoint_and_state_dicts(tmp_path):
+    from replay.nn.lightning import LightningModule
+    from replay.nn.lightning.optimizer import OptimizerFactory
+
+    n_items, hidden, heads, max_len = 11, 8, 2, 4
+    replay = _replay_nn_sasrec(n_items, hidden, heads, 2, max_len)
+    wrapper = LightningModule(replay, optimizer_factory=OptimizerFactory(learning_rate=0.01))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(wrapper)
+    trainer.save_checkpoint(tmp_path / "replay_nn.ckpt")  # holds its optimizer factory, not its head count
+    items, is_item = _nn_histories([1, 3, 4], max_len, n_items)
+    with torch.no_grad():
+        expected = replay.eval().forward_inference({ITEM: items}, is_item)["logits"]
+        for source, count in ((wrapper, None), (tmp_path / "replay_nn.ckpt", heads), (replay.state_dict(), heads),
+                              ({"state_dict": wrapper.state_dict()}, heads)):
+            torch.testing.assert_close(from_replay(source, head_count=count).score_next(items), expected,
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="head_count"):
+        from_replay(replay.state_dict())
+    with pytest.raises(ValueError, match="head_count=2"):
+        from_replay(wrapper, head_count=4)
+
+
+def test_replay_nn_sasrec_our_model_cannot_reproduce_is_refused():
+    from replay.nn.agg import SumAggregator
+    from replay.nn.embedding import SequenceEmbedding
+    from replay.nn.loss import CE
+    from replay.nn.mask import DefaultAttentionMask
+    from replay.nn.sequential import PositionAwareAggregator, SasRecBody, SasRecTransformerLayer
+    from replay.nn.sequential import SasRec as ReplayNnSasRec
+
+    n_items, hidden = 11, 8
+
+    def built(activation: str = "relu", padding_value: int = n_items, hidden_dim: int | None = None,
+              eps: float = 1e-5):
+        schema = _nn_schema(n_items, hidden, padding_value)
+        return ReplayNnSasRec(SasRecBody(
+            embedder=SequenceEmbedding(schema),
+            embedding_aggregator=PositionAwareAggregator(SumAggregator(hidden), 4, 0.1),
+            attn_mask_builder=DefaultAttentionMask(ITEM, 2),
+            encoder=SasRecTransformerLayer(hidden, 2, 1, 0.1, activation=activation, hidden_dim=hidden_dim),
+            output_normalization=torch.nn.LayerNorm(hidden, eps=eps)), loss=CE(ignore_index=padding_value))
+
+    assert isinstance(from_replay(built()), SasRec)
+    with pytest.raises(ValueError, match="hidden_dim"):
+        from_replay(built(hidden_dim=2 * hidden).state_dict(), head_count=2)
+    with pytest.raises(ValueError, match="GELU"):
+        from_replay(built(activation="gelu"))
+    with pytest.raises(ValueError, match="eps=1e-08"):
+        from_replay(built(eps=1e-8))
+    with pytest.warns(UserWarning, match="padding value"), pytest.raises(ValueError, match="padding_value"):
+        from_replay(built(padding_value=0))

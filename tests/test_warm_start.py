@@ -71,6 +71,21 @@ def test_a_checkpoint_of_other_sizes_is_refused_naming_the_key(tmp_path: Path):
         warm_start(bigger, ItemVocabulary(np.arange(30)), _cfg("sasrec", checkpoint))
 
 
+def test_ids_of_another_type_match_nothing_and_are_refused_naming_both_types(tmp_path: Path):
+    checkpoint = _saved(SasRec(n_items=30, **SIZES), np.arange(100, 130).astype(str).astype(object), tmp_path / "old")
+    with pytest.raises(ConfigError, match="none of this dataset's 30 items is among the checkpoint's 30: the "
+                                          "checkpoint's items.parquet holds item ids of type str, this dataset's of "
+                                          "type int64; .* or drop model.params.training_params.init_from"):
+        warm_start(SasRec(n_items=30, **SIZES), ItemVocabulary(np.arange(100, 130)), _cfg("sasrec", checkpoint))
+
+
+def test_a_checkpoint_of_another_catalog_is_refused_naming_both_sizes(tmp_path: Path):
+    checkpoint = _saved(SasRec(n_items=30, **SIZES), np.arange(30), tmp_path / "old")
+    with pytest.raises(ConfigError, match="none of this dataset's 20 items is among the checkpoint's 30 \\(item ids "
+                                          "of type int64 in both\\); point .* to a checkpoint trained on this catalog"):
+        warm_start(SasRec(n_items=20, **SIZES), ItemVocabulary(np.arange(500, 520)), _cfg("sasrec", checkpoint))
+
+
 @pytest.mark.slow  # two trainings and an infer run; see pyproject
 def test_fine_tuning_from_a_checkpoint_brings_frequent_new_items_into_the_top_10(tmp_path: Path):
     """Train on a log, then go on training (init_from) on the log with new items that follow every item

@@ -4,9 +4,12 @@ Both run `configs/config.yaml` through Hydra, so presets (`--config-name <preset
 and overrides (`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the
 same. An argument naming a file of `configs/mode/` is a shortcut: `replay-accelerated
 bench_quick` is `replay-accelerated mode=bench_quick`. Mistakes the user can fix (config, data) print one
-paragraph and exit with status 2, without a traceback.
+paragraph and exit with status 2, without a traceback; so do the errors of input files, the file
+system and devices (`input_errors.py`). A run stopped by SIGTERM (SLURM, Kubernetes, `timeout`) stops
+as Ctrl+C does, keeping its end-of-epoch checkpoints, and exits with status 143, as a shell reports it.
 """
 
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +20,19 @@ from omegaconf import DictConfig
 from replay_accelerated import modes
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.errors import UserError
+from replay_accelerated.input_errors import as_user_error
 from replay_accelerated.validation import validate
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl+C's KeyboardInterrupt: Lightning then stops training gracefully (and stops a
+    DDP run's other processes) and exits, leaving the last end-of-epoch checkpoint to resume from."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -32,12 +47,34 @@ def run(cfg: DictConfig) -> None:
         group_choices=dict(hydra_cfg.runtime.choices),
         overrides=list(hydra_cfg.overrides.task),
     )
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cfg = validate(cfg, origin)
+        if cfg.validate_only:
+            print(f"The command is valid (mode={cfg.mode.name}); validate_only=true: nothing was run")
+            return
         modes.run(cfg, origin)  # imports the mode's module (and torch) only now that the config is good
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _stop(error)
+    except (Terminated, SystemExit) as stop:
+        # Inside training Lightning turns the interruption into sys.exit(1); the exception it handled says why.
+        if isinstance(stop, Terminated) or isinstance(stop.__context__, Terminated):
+            print("error: stopped by SIGTERM; no results were written, and the checkpoints of finished epochs are "
+                  "kept: run the same command again to resume", file=sys.stderr)
+            sys.exit(SIGTERM_EXIT)
+        raise
+    except Exception as error:
+        user_error = as_user_error(error)
+        if user_error is None:  # a programming error: its traceback is the useful report
+            raise
+        _stop(user_error)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(error: UserError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _relative(path: Path) -> str:

@@ -55,6 +55,7 @@ class Dataset:
     source: str = MISSING  # ours: which loader reads the data
     path: Optional[str] = None  # ours: the file of the local and sequences sources
     separator: Optional[str] = None  # ours: for local text files
+    encoding: str = "utf-8"  # ours: of local text files (e.g. latin-1, cp1252)
     url: Optional[str] = None  # ours: download mirror
     checksum: Optional[str] = None  # ours: "md5:..." or "sha256:..."
     feature_schema: FeatureSchema = field(default_factory=FeatureSchema)
@@ -78,7 +79,7 @@ class ModelParams:
     negative_sampling_strategy: Optional[str] = None
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
     masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
-    padding_attention: str = "masked"  # ours: SASRec's attention to padding, "masked" or "replay" (models/sasrec.py)
+    padding_attention: str = "masked"  # ours: SASRec's padding, "masked", "replay" or "replay_nn" (models/sasrec.py)
 
 
 @dataclass
@@ -101,11 +102,17 @@ class Params:
     training_params: TrainingParams = field(default_factory=TrainingParams)
 
 
+# The `model.implementation` values that train RePlay 0.22's own model (the baselines) instead of ours, by RePlay's
+# API, with how results name them: the deprecated replay.models.nn.sequential, or the newer replay.nn (SASRec only;
+# training/replay_baseline.py).
+REPLAY_IMPLEMENTATIONS = {"replay": "RePlay 0.22", "replay_nn": "RePlay 0.22 replay.nn"}
+
+
 @dataclass
 class Model:
     name: str = MISSING
     save_name: str = MISSING
-    implementation: str = "replay_accelerated"  # ours: "replay" trains RePlay 0.22's own model instead
+    implementation: str = "replay_accelerated"  # ours: "replay" / "replay_nn" train RePlay 0.22's own model instead
     params: Params = field(default_factory=Params)
 
 
@@ -266,6 +273,7 @@ class Config:
     evaluation: Evaluation = field(default_factory=Evaluation)
     optuna: Optuna = field(default_factory=Optuna)
     trust_checkpoint: bool = False  # ours: true loads model files that hold code-bearing objects (see README)
+    validate_only: bool = False  # ours: true composes and validates the command as its mode would, then stops
 
 
 @dataclass
@@ -284,7 +292,7 @@ class ConfigOrigin:
 
     def file_of(self, key: str) -> str:
         """The file (or the command line) that set `key`, e.g. `configs/model/x.yaml`."""
-        for override in self.overrides:
+        for override in reversed(self.overrides):  # a key given twice: Hydra applies the last
             if override.lstrip("+~").split("=")[0] == key:
                 return f"the command-line override '{override}'"
         group, _, rest = key.partition(".")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
-from replay_accelerated.config import AccelerationConfig, Config, ConfigOrigin
+from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config, ConfigOrigin
 from replay_accelerated.data.catalog import CATALOG
 from replay_accelerated.data.split import PROTOCOLS
 from replay_accelerated.data.sources import FILE_SOURCES, ORDER_ONLY_SOURCES, SOURCES
@@ -28,11 +28,11 @@ from replay_accelerated.losses import LOSSES, loss_params_problem
 from replay_accelerated.models import MODELS
 from replay_accelerated.models.bert4rec import MASKING_RULES
 from replay_accelerated.models.sasrec import PADDING_ATTENTION
-from replay_accelerated.modes import MODES
+from replay_accelerated.modes import DATA_MODES, MODES
 from replay_accelerated.training.precision import PRECISIONS
 from replay_accelerated.training.tracking import LOGGERS, missing_package
 
-IMPLEMENTATIONS = ("replay_accelerated", "replay")  # ours, or RePlay 0.22's own model (the baseline)
+IMPLEMENTATIONS = ("replay_accelerated", *REPLAY_IMPLEMENTATIONS)  # ours, or RePlay 0.22's own model (the baselines)
 
 
 def validate(cfg: DictConfig, origin: ConfigOrigin) -> DictConfig:
@@ -79,8 +79,11 @@ def _check_replay(cfg: DictConfig, require) -> None:
     from replay_accelerated.training import replay_baseline  # imports RePlay (seconds): only for its rows
 
     model_params, training = cfg.model.params.model_params, cfg.model.params.training_params
-    prefix, why = "model.params.model_params", "with model.implementation=replay"
-    supported = replay_baseline.LOSS_TYPES[cfg.model.name]
+    prefix, why = "model.params.model_params", f"with model.implementation={cfg.model.implementation}"
+    models = replay_baseline.LOSS_TYPES[cfg.model.implementation]
+    require(cfg.model.name in models, "model.implementation",
+            f"RePlay 0.22's API '{cfg.model.implementation}' has no {cfg.model.name}; use model.implementation=replay")
+    supported = models.get(cfg.model.name, ())
     require(model_params.loss_type in supported, f"{prefix}.loss_type",
             f"RePlay 0.22's {cfg.model.name} has no '{model_params.loss_type}' loss; "
             f"use one of {list(supported)} {why}")
@@ -145,7 +148,7 @@ def _check_model(cfg: DictConfig, require) -> None:
     require(model_params.padding_attention in PADDING_ATTENTION, f"{prefix}.padding_attention",
             f"'{model_params.padding_attention}' is not one of {list(PADDING_ATTENTION)}")
     require(model_params.padding_attention == "masked" or cfg.model.name == "sasrec", f"{prefix}.padding_attention",
-            "only SASRec has the 'replay' setting (RePlay's BERT4Rec masks padding keys as ours does); set masked")
+            "only SASRec has the RePlay settings (RePlay's BERT4Rec masks padding keys as ours does); set masked")
     require(training.embedding_dim == model_params.hidden_size, "model.params.training_params.embedding_dim",
             f"must equal model_params.hidden_size ({model_params.hidden_size}): "
             "item embeddings are the transformer's input")
@@ -163,7 +166,7 @@ def _check_model(cfg: DictConfig, require) -> None:
         require(logger in LOGGERS, "trainer.loggers", f"'{logger}' is not one of {list(LOGGERS)}")
         require(missing_package(logger) is None, "trainer.loggers",
                 f"{logger} is not installed; pip install {missing_package(logger)} (or drop it from the list)")
-    if cfg.model.implementation == "replay":
+    if cfg.model.implementation in REPLAY_IMPLEMENTATIONS:
         _check_replay(cfg, require)
 
 
@@ -253,7 +256,7 @@ def _check_dataset(cfg: DictConfig, require) -> None:
         problem = generator_problem(cfg.dataset.generator)
         require(problem is None, "dataset.generator", problem or "")
     source, preprocess = cfg.dataset.source, cfg.dataset.preprocess
-    if source in FILE_SOURCES:
+    if source in FILE_SOURCES and cfg.mode.name in DATA_MODES:
         require(cfg.dataset.path is not None, "dataset.path", "name your interactions file: dataset.path=/path/to/file")
     if source in CATALOG:
         require(cfg.dataset.path is None, "dataset.path",
@@ -272,7 +275,7 @@ def _check_dataset(cfg: DictConfig, require) -> None:
 
 def _check_loss(cfg: DictConfig, require) -> None:
     """The parameters the configured loss needs (losses/__init__.py)."""
-    if cfg.model.implementation != "replay":  # RePlay's own losses: _check_replay
+    if cfg.model.implementation not in REPLAY_IMPLEMENTATIONS:  # RePlay's own losses: _check_replay
         key, problem = loss_params_problem(cfg.model.params.model_params) or ("", None)
         require(problem is None, f"model.params.model_params.{key}", problem or "")
 

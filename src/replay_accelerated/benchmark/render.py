@@ -9,7 +9,7 @@ import torch
 
 from replay_accelerated.benchmark.fingerprint import speeds_differ
 from replay_accelerated.benchmark.rows import describe_machine
-from replay_accelerated.benchmark.verdict import QUALITY_SHARE, TOLERANCE
+from replay_accelerated.benchmark.verdict import MIN_SEEDS, QUALITY_SHARE, TOLERANCE
 
 
 def write_measurements(rows: list[dict], out_dir: Path, stem: str, title: str, device: torch.device,
@@ -47,11 +47,12 @@ def markdown(table: pd.DataFrame, frame: pd.DataFrame, references: dict, context
         f"References: `{references['best']}` (headline, `_vs_best`) and `{references['default'] or '-'}` "
         "(`_vs_default`). Epoch seconds: medians over epochs after the first, without validation, then the "
         "median over seeds; metrics: means over seeds.",
-        "Verdicts: paired bootstrap over test users of the per-user difference (seeds averaged per user), "
-        "relative to the reference's mean, 95% interval: worse (all below 0), keeps (lower bound above -2%), "
-        f"else inconclusive (± half-width). keeps_quality: no verdict against `{references['best']}` is worse and "
-        f"mean test NDCG@10 >= {QUALITY_SHARE:.0%} of it.",
-        "Variants with a single seed (`seeds` = 1) carry the noise of one run.",
+        "Verdicts: two-level bootstrap of the relative difference of means (each row's seeds resampled, then "
+        "the test users, the same for both rows), 95% interval: keeps (lower bound above "
+        f"-{TOLERANCE:.0%}), else worse (all below 0), else inconclusive (± half-width); with fewer than "
+        f"{MIN_SEEDS} seeds on a side: needs more seeds (the per-seed means); rows scored on different test "
+        f"users: no verdict. keeps_quality: every verdict against `{references['best']}` given, none worse, and "
+        f"mean test NDCG@10 >= {QUALITY_SHARE:.0%} of it; empty where a verdict is missing.",
         *(["Steps mode (`mode.bench.steps`): each row timed `timed_steps` training steps after a warm-up; "
            "`median_train_seconds_per_epoch` is **extrapolated** from the step time (`epoch_seconds_extrapolated`), "
            "and quality is not measured."] if frame["epoch_seconds_extrapolated"].fillna(False).astype(bool).any()
@@ -78,14 +79,18 @@ def plot(table: pd.DataFrame, differences: pd.Series | None, path: Path, title: 
         if differences is None or not isinstance(differences[index], tuple) or pd.isna(row["speed_up_vs_best"]):
             continue
         point, low, high = (100 * value for value in differences[index])
-        axes.errorbar([row["speed_up_vs_best"]], [point], yerr=[[point - low], [high - point]], fmt="o", capsize=3)
+        if pd.isna(low):  # too few seeds for an interval: the point alone, hollow
+            axes.plot([row["speed_up_vs_best"]], [point], "o", fillstyle="none")
+        else:
+            axes.errorbar([row["speed_up_vs_best"]], [point], yerr=[[point - low], [high - point]], fmt="o",
+                          capsize=3)
         axes.annotate(row["variant"], (row["speed_up_vs_best"], point), textcoords="offset points", xytext=(5, 5),
                       fontsize=8)
     axes.axhline(0, color="gray", linestyle="--", linewidth=0.8, label=f"reference ({reference})")
     axes.axhline(-100 * TOLERANCE, color="gray", linestyle=":", linewidth=0.8, label=f"-{TOLERANCE:.0%}")
     axes.axvline(1.0, color="gray", linewidth=0.5)
     axes.set_xlabel(f"speed-up over {reference} (median train seconds per epoch)")
-    axes.set_ylabel(f"test NDCG@10 vs {reference}, % (paired 95% interval)")
+    axes.set_ylabel(f"test NDCG@10 vs {reference}, % (95% interval; hollow: too few seeds)")
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()

@@ -1,14 +1,17 @@
 """One row of a bench's results.csv: what one training run (a variant with one seed) measured."""
 
 import dataclasses
+import hashlib
 import json
 import statistics
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from replay_accelerated.config import AccelerationConfig
+from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig
 from replay_accelerated.training.measurements import cpu_flags, hardware, median_after_first_epoch
+from replay_accelerated.training.precision import computes_in_bf16
 
 SEED_COLUMNS = [
     "model", "variant", "seed", "implementation", "precision", "loss", "acceleration", "hardware", "threads",
@@ -20,7 +23,7 @@ SEED_COLUMNS = [
     "peak_memory_mb", "training_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
     "test_ndcg@10", "test_ndcg@10_low", "test_ndcg@10_high",
     "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high",
-    "results_dir", "overrides", "validation_history",
+    "results_dir", "overrides", "config_hash", "validation_history",
 ]
 STEPS_ONLY = ["timed_steps", "step_seconds"]  # filled in the steps mode only...
 EPOCHS_ONLY = ["epochs_run", "median_validation_seconds", "data_preparation_share", "padding_share",  # ...and not
@@ -34,6 +37,14 @@ def describe_machine(device: torch.device) -> str:
         major, minor = torch.cuda.get_device_capability(device)
         return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
     return f"{hardware()['cpu']} (flags: {', '.join(cpu_flags()) or 'none of avx2, avx512f, avx512_bf16, amx_bf16'})"
+
+
+def config_hash(config: DictConfig) -> str:
+    """What a rerun reuses a row by, with its variant and seed: a hash of the run's whole config, resolved, except
+    `env.SEED` (the row's own column), so a changed `dataset.path`, `model=` or any other override starts new rows."""
+    container = OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+    container["env"].pop("SEED", None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_dir: Path, probe: dict,
@@ -60,7 +71,7 @@ def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_d
                      entry["validation_seconds"] for entry in run["validation_history"]), 3),
                  "train_samples_per_second": round(median_after_first_epoch(run["train_samples_per_second"]), 1),
                  "train_tokens_per_second": round(shapes["real_tokens"] / epoch_seconds, 1)}
-    matmul = probe["bf16-mixed" if str(precision).startswith("bf16") else "32-true"]
+    matmul = probe["bf16-mixed" if computes_in_bf16(config) else "32-true"]  # bf16 parameters count too
     return {
         "model": run["model"],
         "variant": name,
@@ -106,8 +117,8 @@ def _quality(run: dict) -> dict:
 
 def describe_acceleration(config: dict) -> str:
     """What differs from the plain model, e.g. "act_fn=selu, head=swichback_head, length_bucketing"."""
-    if config["model"]["implementation"] == "replay":
-        return "RePlay 0.22"
+    if config["model"]["implementation"] in REPLAY_IMPLEMENTATIONS:
+        return REPLAY_IMPLEMENTATIONS[config["model"]["implementation"]]
     parts = []
     settings = (config["acceleration"] or {}).get("model", {}).get("acceleration_config", {})
     defaults = dataclasses.asdict(AccelerationConfig())

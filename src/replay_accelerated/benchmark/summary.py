@@ -2,7 +2,8 @@
 
 Two references: `replay_best` (RePlay's best on this machine, the headline) and `replay_default`
 (RePlay as configured by default). Without a `replay_best` row the first finished variant is the
-headline reference; without a `replay_default` row those columns stay empty.
+headline reference; without a `replay_default` row those columns stay empty. A verdict needs each row's seeds
+scored on the same test users (verdict.py resamples seeds and users); rows of other test users get none.
 """
 
 import json
@@ -10,22 +11,29 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from replay_accelerated.benchmark.render import markdown, plot
 from replay_accelerated.benchmark.verdict import QUALITY_SHARE, paired_verdict
 
-REFERENCES = {"best": "replay_best", "default": "replay_default"}
+REFERENCES = {"best": "replay_best", "default": "replay_default",
+              # RePlay's newer replay.nn API (SASRec only): its own pair, columns `_vs_nn_best` and `_vs_nn_default`,
+              # empty without those rows
+              "nn_best": "replay_nn_best", "nn_default": "replay_nn_default"}
 METRICS = ("ndcg@10", "hitrate@10")  # the paired verdicts of every variant
 TABLE_COLUMNS = [
     "variant", "seeds", "precision", "loss", "acceleration", "epochs_run", "timed_steps",
     "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "epoch_seconds_per_seed", "step_seconds",
-    "train_tokens_per_second", "speed_up_vs_best", "speed_up_vs_default",
-    "peak_memory_mb", "training_memory_mb", "memory_ratio_vs_best", "memory_ratio_vs_default", "mfu",
+    "train_tokens_per_second", "speed_up_vs_best", "speed_up_vs_default", "speed_up_vs_nn_best",
+    "speed_up_vs_nn_default",
+    "peak_memory_mb", "training_memory_mb", "memory_ratio_vs_best", "memory_ratio_vs_default",
+    "memory_ratio_vs_nn_best", "memory_ratio_vs_nn_default", "mfu",
     "useful_token_share",
     "data_preparation_share", "median_validation_seconds",
     "test_ndcg@10", "test_ndcg@10_per_seed", "test_hitrate@10", "ndcg_ratio",
     "ndcg@10_vs_best", "hitrate@10_vs_best", "ndcg@10_vs_default", "hitrate@10_vs_default",
+    "ndcg@10_vs_nn_best", "hitrate@10_vs_nn_best", "ndcg@10_vs_nn_default", "hitrate@10_vs_nn_default",
     "time_to_target_seconds", "keeps_quality", "status",
 ]
 
@@ -39,7 +47,7 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
     references = {role: name if name in runs else None for role, name in REFERENCES.items()}
     references["best"] = references["best"] or order[0]
     trained = [name for name in order if not _extrapolated(runs[name])]  # the others ran in the steps mode
-    per_user = {name: _per_user_mean(runs[name]) for name in trained}
+    per_user = {name: _per_user(name, runs[name]) for name in trained}
 
     table = []
     for name in order:
@@ -82,7 +90,7 @@ def summarize(rows: list[dict], out_dir: Path, context: dict) -> pd.DataFrame:
 
 
 def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], references: dict,
-             per_user: dict[str, pd.DataFrame]) -> dict:
+             per_user: dict[str, list[tuple[str, pd.DataFrame]]]) -> dict:
     """A trained variant's quality columns: means over seeds, paired verdicts against the references."""
     row = {
         "epochs_run": round(seeds["epochs_run"].mean(), 1),
@@ -92,23 +100,30 @@ def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], refe
         "test_ndcg@10_per_seed": _per_seed(seeds["test_ndcg@10"]),
         "test_hitrate@10": round(seeds["test_hitrate@10"].mean(), 4),
     }
+    against_best = []  # the verdicts against the headline reference, None where none could be given
     for role, reference in references.items():
         if reference is None or reference not in per_user:
             continue
+        if name == reference:
+            row.update({f"{metric}_vs_{role}": "reference" for metric in METRICS})
+            continue
+        refusal = _different_users(per_user[name] + per_user[reference])
         for metric in METRICS:
-            if name == reference:
-                row[f"{metric}_vs_{role}"] = "reference"
-                continue
-            both = per_user[name].join(per_user[reference], how="inner", lsuffix="_variant", rsuffix="_reference")
-            verdict = paired_verdict(both[f"{metric}_variant"].to_numpy(), both[f"{metric}_reference"].to_numpy())
-            row[f"{metric}_vs_{role}"] = verdict.describe()
-            if role == "best" and metric == "ndcg@10":
-                row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
+            verdict = None if refusal else paired_verdict(_seed_matrix(per_user[name], metric),
+                                                          _seed_matrix(per_user[reference], metric))
+            row[f"{metric}_vs_{role}"] = refusal or verdict.describe()
+            if role == "best":
+                against_best.append(verdict)
+                if metric == "ndcg@10" and verdict is not None:  # the plot's point (and interval, if any)
+                    row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
     best = runs[references["best"]]
     if references["best"] in per_user:
         row["ndcg_ratio"] = round(row["test_ndcg@10"] / best["test_ndcg@10"].mean(), 3)
-        row["keeps_quality"] = bool(row["ndcg_ratio"] >= QUALITY_SHARE and not any(
-            str(row.get(f"{metric}_vs_best", "")).startswith("worse") for metric in METRICS))
+        # Keeping quality is a claim about the interval: without one (too few seeds, other test users) it stays
+        # empty, rather than read from a mean ratio that one weak seed can move by 15%.
+        if all(verdict is not None and verdict.seed_means is None for verdict in against_best):
+            row["keeps_quality"] = bool(row["ndcg_ratio"] >= QUALITY_SHARE
+                                        and not any(verdict.label == "worse" for verdict in against_best))
         row["time_to_target_seconds"] = _time_to_target(seeds, best)
     return row
 
@@ -118,10 +133,27 @@ def _extrapolated(seeds: pd.DataFrame) -> bool:
     return bool(seeds["epoch_seconds_extrapolated"].fillna(False).astype(bool).iloc[0])
 
 
-def _per_user_mean(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per-user test NDCG@10 and HitRate@10 averaged over a variant's seeds, indexed by user."""
-    frames = [pd.read_parquet(Path(directory) / "per_user_test.parquet") for directory in seeds["results_dir"]]
-    return pd.concat(frames).groupby("user_id")[list(METRICS)].mean()
+def _per_user(name: str, seeds: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Each seed's per-user test NDCG@10 and HitRate@10, sorted by user, with the run's name for messages."""
+    return [(f"`{name}` seed {seed}", pd.read_parquet(Path(directory) / "per_user_test.parquet")
+             .set_index("user_id")[list(METRICS)].sort_index())
+            for seed, directory in zip(seeds["seed"], seeds["results_dir"])]
+
+
+def _different_users(per_seed: list[tuple[str, pd.DataFrame]]) -> str:
+    """Why no verdict: the first run whose test users (count and ids) differ from the first run's; '' if none."""
+    first_name, first = per_seed[0]
+    for name, values in per_seed[1:]:
+        if not values.index.equals(first.index):
+            shared = len(first.index.intersection(values.index))
+            return (f"no verdict: {first_name} and {name} were scored on different test users ({len(first)} and "
+                    f"{len(values)}, {shared} shared); rerun them on the same data and split")
+    return ""
+
+
+def _seed_matrix(per_seed: list[tuple[str, pd.DataFrame]], metric: str) -> np.ndarray:
+    """[seeds, users]: a row's per-user values of `metric`, users in the same order for every run."""
+    return np.stack([values[metric].to_numpy() for _, values in per_seed])
 
 
 def _per_seed(values: pd.Series) -> str:

@@ -10,10 +10,14 @@ everything. Ids stay as published: integers where the file has integers, text ot
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
+import os
+import sys
 import tarfile
+import warnings
 import zipfile
 from array import array
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from replay_accelerated.errors import DataError
+from replay_accelerated.errors import ConfigError, DataError
 
 # The canonical interaction frame: every reader returns these columns.
 USER, ITEM, RATING, TIMESTAMP = "user_id", "item_id", "rating", "timestamp"
@@ -279,20 +283,43 @@ def _ids(tokens: np.ndarray) -> np.ndarray:
 
 # Your own files (`dataset=local`, and the input and candidates of `mode=infer`).
 
+# Characters that separate the fields of text tables, each as `dataset.separator` takes it (a tab as
+# `\t`, which pandas reads as a regular expression matching a tab).
+SEPARATOR_LIKE = {";": ";", "|": "|", "\t": "\\t", ",": ","}
+EXACT_FLOAT_INTEGERS = 2**53  # float64 holds every integer below this one exactly
+
+
+def local_file(path: str, key: str = "dataset.path") -> Path:
+    """The file that `path` names, or a DataError saying what it is instead: a folder, nothing, unreadable."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        names = sorted(child.name for child in file.iterdir() if child.is_file())
+        holds = f" (it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+        raise DataError(f"{key} names the folder {file}{holds}, where a file is needed; set {key} to the "
+                        "interactions file inside it")
+    if not file.is_file():
+        raise DataError(f"interactions file {file} does not exist; set {key} to your file")
+    if not os.access(file, os.R_OK):
+        raise _unreadable(file, key)
+    return file
+
+
+def _unreadable(path: Path, key: str) -> DataError:
+    return DataError(f"cannot read {path}: permission denied; give yourself read access (chmod u+r '{path}'), "
+                     f"or point {key} to a copy you can read")
+
+
 def read_local_log(path: Path, schema, separator: str | None = None, key: str = "dataset.path",
-                   pairs_only: bool = False) -> pd.DataFrame:
+                   pairs_only: bool = False, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV/TSV/parquet log and rename its columns from `feature_schema` to the canonical ones.
 
     key: the config key that names the file, for errors. pairs_only: a file of (user, item) pairs (the
-    candidates of `mode=infer`), of which only those two columns are read."""
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        separator = separator or SEPARATORS.get(path.suffix.lower(), ",")
-        try:
-            frame = pd.read_csv(path, sep=separator, engine="python" if len(separator) > 1 else "c")
-        except pd.errors.EmptyDataError:
-            frame = pd.DataFrame()
+    candidates of `mode=infer`), of which only those two columns are read. encoding: of a text file.
+    Rows without a user or item id are dropped, and counted in a warning."""
+    separator = separator or SEPARATORS.get(path.suffix.lower(), ",")
+    if separator == "\\t":  # a tab, as the command line writes it (dataset.separator='\t')
+        separator = "\t"
+    frame = _read_table(path, separator, encoding, key)
     if frame.empty:
         raise DataError(f"file {path} is empty; point {key} to a file with rows")
 
@@ -301,29 +328,122 @@ def read_local_log(path: Path, schema, separator: str | None = None, key: str = 
         wanted[schema.timestamp_column] = (TIMESTAMP, "timestamp_column")
     if schema.rating_column is not None and not pairs_only:
         wanted[schema.rating_column] = (RATING, "rating_column")
-    for column, (_, key) in wanted.items():
+    for column, (_, setting) in wanted.items():
         if column not in frame.columns:
-            raise DataError(
-                f"column '{column}' missing in {path.name} (it has {list(frame.columns)}); "
-                f"set dataset.feature_schema.{key} to the right column name"
-            )
+            raise DataError(_missing_column(column, setting, list(frame.columns), path, separator))
+    frame = _drop_empty_ids(frame[list(wanted)], [schema.query_column, schema.item_column], path, key)
     _check_rows(frame, list(wanted), path)
-    frame = frame[list(wanted)].rename(columns={column: canonical for column, (canonical, _) in wanted.items()})
+    frame = frame.rename(columns={column: canonical for column, (canonical, _) in wanted.items()})
     if pairs_only:
         return frame[[USER, ITEM]]
     frame[TIMESTAMP] = _as_seconds(frame[TIMESTAMP], path)
-    if RATING not in frame.columns:
-        frame[RATING] = 1.0
+    frame[RATING] = _ratings(frame[RATING], path) if RATING in frame.columns else 1.0
     return frame[[USER, ITEM, RATING, TIMESTAMP]]
+
+
+def _read_table(path: Path, separator: str, encoding: str, key: str) -> pd.DataFrame:
+    """The whole file as a frame (an empty one for an empty text file), or a DataError naming it and the fix."""
+    parquet = path.suffix == ".parquet"
+    if not parquet:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigError(f"dataset.encoding '{encoding}' is not an encoding Python knows; set it to the "
+                              f"encoding of {path.name}, e.g. utf-8, latin-1 or cp1252") from None
+    try:
+        if parquet:
+            return pd.read_parquet(path)
+        with warnings.catch_warnings():
+            # A row with more fields than the header: pandas warns and drops the extra fields (without
+            # index_col=False it would take the first column as the index); here it is an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, sep=separator, encoding=encoding, index_col=False,
+                               engine="python" if len(separator) > 1 else "c")
+    except PermissionError:
+        raise _unreadable(path, key) from None
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as error:
+        raise DataError(_undecodable(path, error, encoding, key)) from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        reason = ("a row has more fields than the header line" if isinstance(error, pd.errors.ParserWarning)
+                  else str(error).strip().removeprefix("Error tokenizing data. "))
+        raise DataError(f"{path} cannot be read as a table of fields separated by {separator!r} ({reason}); every "
+                        "row needs as many fields as the header line: fix that row (a field holding the separator "
+                        "needs quotes), or set dataset.separator to the file's separator") from None
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        if not parquet:
+            raise
+        reason = str(error).removeprefix("Could not open Parquet input source '<Buffer>': ")
+        raise DataError(f"{path} is not a readable parquet file ({reason}); it may be truncated or not parquet at "
+                        f"all: write it again, or point {key} to another file") from None
+
+
+def _undecodable(path: Path, error: UnicodeDecodeError, encoding: str, key: str) -> str:
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    if head.startswith(b"PAR1"):
+        return f"{path} is a parquet file; give it the .parquet suffix so that it is read as one"
+    if b"\x00" in head:  # text in the encodings people use for tables holds no NUL byte
+        return (f"{path} is not a text file (it holds binary data); point {key} to a CSV or TSV file, or to a "
+                "parquet file named *.parquet")
+    return (f"{path} is not {encoding} text (byte {error.object[error.start:error.start + 1]!r} cannot be decoded); "
+            "set dataset.encoding to the file's encoding, e.g. dataset.encoding=latin-1 (or cp1252 for files "
+            "of Windows programs), or save the file as UTF-8")
+
+
+def _missing_column(column: str, setting: str, columns: list, path: Path, separator: str) -> str:
+    problem = f"column '{column}' missing in {path.name} (it has {columns})"
+    if len(columns) == 1:  # one column whose name holds another separator: the file uses that one
+        counts = {char: str(columns[0]).count(char) for char in SEPARATOR_LIKE if char != separator}
+        likely = max(counts, key=counts.get)
+        if counts[likely]:
+            return (f"{problem}: its fields seem separated by {likely!r}, not {separator!r}; set "
+                    f"dataset.separator='{SEPARATOR_LIKE[likely]}'")
+    return f"{problem}; set dataset.feature_schema.{setting} to the right column name"
+
+
+def _where(path: Path, row) -> str:
+    """Where the frame's row label `row` is in the file: a line of a text file (after the header), a parquet row."""
+    return f"row {row + 1}" if path.suffix == ".parquet" else f"line {row + 2}"
+
+
+def _bad_rows(bad: pd.Series, values: pd.Series, path: Path) -> str:
+    """How many rows `bad` marks, and the first one's value, quoted, and place in the file."""
+    row, count = bad.idxmax(), int(bad.sum())
+    return f"on {count:,} row{'s' if count > 1 else ''}, the first '{values[row]}' on {_where(path, row)}"
+
+
+def _drop_empty_ids(frame: pd.DataFrame, id_columns: list[str], path: Path, key: str) -> pd.DataFrame:
+    """`frame` without the rows that have no user or item id (no sequence can hold them), counted in a warning.
+
+    pandas reads an integer column with empty values as float64 (12 as 12.0): such a column gets its
+    integers back, so that ids keep their type through the vocabulary, checkpoints and recommendations."""
+    empty = frame[id_columns].isna()
+    if not empty.any(axis=None):
+        return frame
+    holed = [column for column in id_columns if empty[column].any()]
+    empty = empty.any(axis=1)
+    print(f"Warning: dropped {int(empty.sum()):,} rows of {path} ({key}) that have an empty user or item id "
+          f"(the first on {_where(path, empty.idxmax())})", file=sys.stderr)
+    frame = frame[~empty].copy()
+    for column in holed:
+        ids = frame[column]
+        if pd.api.types.is_float_dtype(ids) and (ids == np.floor(ids)).all():
+            if (ids.abs() >= EXACT_FLOAT_INTEGERS).any():
+                raise DataError(f"the ids of column '{column}' in {path.name} are too long to be read exactly from "
+                                "a column with empty values (pandas reads it as floats); delete the rows with an "
+                                "empty id from the file")
+            frame[column] = ids.astype("int64")
+    return frame
 
 
 def _check_rows(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     """No repeated header line and no id column mixing Python types (e.g. 12 and '12' from CSV chunks)."""
     repeats = (frame[columns].astype(str) == pd.Series(columns, index=columns)).all(axis=1)
     if repeats.any():
-        line = int(repeats.to_numpy().argmax()) + 2  # 1-based, after the header line
-        raise DataError(f"line {line} of {path.name} repeats the header (files concatenated with their headers?); "
-                        "delete the repeated header lines")
+        raise DataError(f"{_where(path, repeats.idxmax())} of {path.name} repeats the header (files concatenated "
+                        "with their headers?); delete the repeated header lines")
     for column in columns[:2]:  # user and item ids
         values = frame[column]
         if values.dtype == object:
@@ -337,19 +457,54 @@ def _check_rows(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
 
 
 def _as_seconds(timestamps: pd.Series, path: Path) -> pd.Series:
-    """Integer or datetime timestamps as int64 seconds (datetime strings are parsed)."""
-    if pd.api.types.is_numeric_dtype(timestamps) and not timestamps.isna().any():
-        return timestamps.astype("int64")
+    """Numeric or datetime timestamps as int64 seconds (datetime strings are parsed).
+
+    A missing or unreadable timestamp stops the run, quoted with its line, so that it can be found."""
+    missing = timestamps.isna()
+    if missing.any():
+        raise DataError(f"{int(missing.sum()):,} timestamps in {path.name} are missing (the first on "
+                        f"{_where(path, missing.idxmax())}); fill or drop those rows")
+    values = timestamps
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        # Text: numbers or dates, whichever reads more of them; the values that neither reads are quoted.
+        values = pd.to_numeric(timestamps, errors="coerce")
+        if values.isna().any():
+            dates = _dates(timestamps, path)
+            values = dates if dates.notna().sum() > values.notna().sum() else values
+        unreadable = values.isna()
+        if unreadable.any():
+            raise DataError(
+                f"timestamps in {path.name} are neither numbers nor dates {_bad_rows(unreadable, timestamps, path)}; "
+                "fix or drop those rows (dates in one format, e.g. 2024-01-31 12:00:00), or set "
+                "dataset.feature_schema.timestamp_column to a numeric or datetime column"
+            )
+    if pd.api.types.is_datetime64_any_dtype(values):
+        epoch = pd.Timestamp("1970-01-01", tz=values.dt.tz)  # works for naive and zoned dates
+        return (values - epoch) // pd.Timedelta(seconds=1)
+    infinite = ~np.isfinite(values.astype("float64"))
+    if infinite.any():
+        raise DataError(f"timestamps in {path.name} are infinite {_bad_rows(infinite, timestamps, path)}; fix or drop "
+                        "those rows")
+    return values.astype("int64")
+
+
+def _dates(texts: pd.Series, path: Path) -> pd.Series:
+    """`texts` as datetimes, NaT where one does not read as a date in the format of the others."""
     try:
-        parsed = pd.to_datetime(timestamps)
-    except (ValueError, TypeError) as error:
-        raise DataError(
-            f"timestamps in {path.name} are neither numbers nor dates ({error}); "
-            "set dataset.feature_schema.timestamp_column to a numeric or datetime column"
-        ) from None
-    if parsed.isna().any():
-        raise DataError(
-            f"{int(parsed.isna().sum())} timestamps in {path.name} are missing; fill or drop those rows"
-        )
-    epoch = pd.Timestamp("1970-01-01", tz=parsed.dt.tz)  # works for naive and zoned dates
-    return (parsed - epoch) // pd.Timedelta(seconds=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format": each is parsed on its own
+            return pd.to_datetime(texts, errors="coerce")
+    except (ValueError, TypeError) as error:  # e.g. dates of several time zones
+        raise DataError(f"the timestamps in {path.name} cannot be read as dates ({error}); write them in one "
+                        "format and time zone, or as unix seconds") from None
+
+
+def _ratings(ratings: pd.Series, path: Path) -> pd.Series:
+    """The rating column as numbers, or a DataError quoting the first that is not one."""
+    numbers = pd.to_numeric(ratings, errors="coerce")
+    unreadable = numbers.isna() & ratings.notna()
+    if unreadable.any():
+        raise DataError(f"ratings in {path.name} are not numbers {_bad_rows(unreadable, ratings, path)}; write them "
+                        "as numbers (e.g. 4 or 4.5), or set dataset.feature_schema.rating_column=null if the log has "
+                        "no ratings")
+    return numbers

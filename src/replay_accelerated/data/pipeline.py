@@ -4,15 +4,19 @@ The splits and encoded sequences are written under
 `paths.data_dir/cache/<dataset name>-<key>/`, where the key hashes the source's
 fingerprint (file checksum or generator settings), the feature schema and the
 preprocessing config. A changed file or config gets a new key and is rebuilt; an
-unchanged one loads from parquet in seconds. `manifest.json` is written last and holds
-the sha256 of every cache file: a cache interrupted halfway is never read, and a file
-that is missing, truncated or changed is reported and the cache rebuilt.
+unchanged one loads from parquet in seconds. The cache is written in a temporary folder
+beside its place and renamed to it when complete, so a failed or interrupted build leaves
+no half-written cache. `manifest.json` holds the sha256 of every cache file: a manifest
+or file that is missing, truncated or changed is reported and the cache rebuilt.
 """
 
 import hashlib
 import json
+import os
+import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +25,15 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.split import SPLIT_NAMES, Splits, split_interactions
+from replay_accelerated.data.split import SPLIT_NAMES, Splits, rating_filter, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
 
-PROTOCOL_VERSION = 3  # bump when the preprocessing code changes what it produces
+PROTOCOL_VERSION = 4  # bump when the preprocessing code changes what it produces
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = {"sha256", "dropped_test_users", "unknown_history_items"}  # what loading the cache reads
+CACHE_FILES = ("items.parquet", *(f"{name}.parquet" for name in SPLIT_NAMES),
+               *(f"sequences_{name}.parquet" for name in SPLIT_NAMES))
 
 
 @dataclass
@@ -60,11 +68,13 @@ class PreparedData:
     # Events of each history split whose item the vocabulary does not know, dropped from the
     # histories (leave-one-out test histories hold the validation targets, which may be new).
     unknown_history_items: dict[str, int]
+    rating_filter: str  # split.rating_filter: which rows the rating filter kept
 
     def summary(self) -> dict:
         return {
             "fingerprint": self.fingerprint,
             "cache_dir": str(self.cache_dir),
+            "rating_filter": self.rating_filter,
             "items": len(self.vocabulary),
             "train_users": len(self.train),
             "train_events": int(len(self.train.items)),
@@ -80,14 +90,16 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
     fingerprint = source_fingerprint(dataset, data_dir)
     settings = {
         "fingerprint": fingerprint,
+        "reader": {"separator": dataset.separator, "encoding": dataset.encoding},
         "feature_schema": OmegaConf.to_container(dataset.feature_schema),
         "preprocess": OmegaConf.to_container(dataset.preprocess),
         "protocol_version": PROTOCOL_VERSION,
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(data_dir) / "cache" / f"{dataset.name}-{key}"
-    if _cache_intact(cache_dir):
-        manifest = json.loads((cache_dir / "manifest.json").read_text())
+    rated = dataset.feature_schema.rating_column is not None
+    manifest = _intact_manifest(cache_dir)
+    if manifest is not None:
         splits = Splits(**{name: pd.read_parquet(cache_dir / f"{name}.parquet") for name in SPLIT_NAMES},
                         dropped_test_users=manifest["dropped_test_users"])
         unknown = manifest["unknown_history_items"]
@@ -100,7 +112,7 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
     else:
         started = time.perf_counter()
         log = load_interactions(dataset, data_dir)
-        splits = split_interactions(log, dataset.preprocess)
+        splits = split_interactions(log, dataset.preprocess, rated)
         vocabulary = ItemVocabulary.fit(splits.train_events, splits.validation_events)
         sequences = {name: UserSequences.from_events(frame, vocabulary) for name, frame in splits.as_dict().items()}
         # from_events drops the events of unknown items: what is missing from a split's sequences.
@@ -117,6 +129,7 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         fingerprint=fingerprint,
         cache_dir=cache_dir,
         unknown_history_items=unknown,
+        rating_filter=rating_filter(dataset.preprocess, rated),
     )
     if dataset.preprocess.protocol == "global_time" and len(prepared.validation) < FEW_VALIDATION_USERS:
         print(f"Warning: early stopping rests on {len(prepared.validation)} validation users, so validation NDCG@10 "
@@ -130,32 +143,49 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
 
 def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: ItemVocabulary, sequences: dict,
                  unknown: dict[str, int]) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in splits.as_dict().items():
-        frame.to_parquet(cache_dir / f"{name}.parquet", index=False)
-        sequences[name].to_frame().to_parquet(cache_dir / f"sequences_{name}.parquet", index=False)
-    pd.DataFrame({"item_id": vocabulary.item_ids}).to_parquet(cache_dir / "items.parquet", index=False)
-    counts = {name: len(frame) for name, frame in splits.as_dict().items()}
-    files = {path.name: file_checksum(path) for path in sorted(cache_dir.glob("*.parquet"))}
-    manifest = {**settings, "rows": counts, "dropped_test_users": splits.dropped_test_users,
-                "unknown_history_items": unknown, "sha256": files}
-    (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    """Write the cache into a temporary folder beside `cache_dir` and rename it to `cache_dir` when complete."""
+    building = cache_dir.with_name(f".{cache_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    building.mkdir(parents=True)
+    try:
+        for name, frame in splits.as_dict().items():
+            frame.to_parquet(building / f"{name}.parquet", index=False)
+            sequences[name].to_frame().to_parquet(building / f"sequences_{name}.parquet", index=False)
+        pd.DataFrame({"item_id": vocabulary.item_ids}).to_parquet(building / "items.parquet", index=False)
+        counts = {name: len(frame) for name, frame in splits.as_dict().items()}
+        files = {name: file_checksum(building / name) for name in sorted(CACHE_FILES)}
+        manifest = {**settings, "rows": counts, "dropped_test_users": splits.dropped_test_users,
+                    "unknown_history_items": unknown, "sha256": files}
+        (building / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        shutil.rmtree(cache_dir, ignore_errors=True)  # a damaged cache (_intact_manifest said so)
+        try:
+            os.rename(building, cache_dir)
+        except OSError:
+            if not (cache_dir / MANIFEST).is_file():
+                raise
+            # Another run of the same data has just renamed its cache into place: the same files, kept.
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # gone after the rename; a failed build's files otherwise
 
 
-def _cache_intact(cache_dir: Path) -> bool:
-    """Whether the cache is complete and every file has the checksum its manifest recorded."""
-    manifest = cache_dir / "manifest.json"
-    if not manifest.is_file():
-        return False
-    recorded = json.loads(manifest.read_text()).get("sha256", {})
-    expected = {f"{name}.parquet" for name in SPLIT_NAMES} | {f"sequences_{name}.parquet" for name in SPLIT_NAMES}
-    expected.add("items.parquet")
-    for name in sorted(expected):
-        path = cache_dir / name
-        if name not in recorded or not path.is_file() or file_checksum(path) != recorded[name]:
-            print(f"Cache file {path} is missing or damaged (checksum differs from {manifest.name}); "
+def _intact_manifest(cache_dir: Path) -> dict | None:
+    """The manifest of a complete cache whose every file has the checksum it recorded; None otherwise,
+    with a warning when the cache is there but damaged."""
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        complete = isinstance(manifest, dict) and MANIFEST_KEYS <= manifest.keys()
+    except ValueError:  # truncated (bytes that are not UTF-8 raise UnicodeDecodeError, a ValueError too)
+        complete = False
+    if not complete:
+        print(f"Cache manifest {path} is truncated or damaged; rebuilding the cache", file=sys.stderr)
+        return None
+    recorded = manifest["sha256"]
+    for name in sorted(CACHE_FILES):
+        file = cache_dir / name
+        if name not in recorded or not file.is_file() or file_checksum(file) != recorded[name]:
+            print(f"Cache file {file} is missing or damaged (checksum differs from {MANIFEST}); "
                   "rebuilding the cache", file=sys.stderr)
-            manifest.unlink()
-            return False
-    return True
-
+            return None
+    return manifest

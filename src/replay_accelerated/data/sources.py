@@ -16,9 +16,8 @@ from omegaconf import OmegaConf
 
 from replay_accelerated.data.catalog import CATALOG, catalog_file, load_catalog, source_of
 from replay_accelerated.data.download import file_checksum, remembered_checksum
-from replay_accelerated.data.formats import item_sequences, read_local_log
+from replay_accelerated.data.formats import item_sequences, local_file, read_local_log
 from replay_accelerated.data.synthetic import generate_interactions
-from replay_accelerated.errors import DataError
 
 # `dataset.source`: the generator, your own files, and the public datasets of data/catalog.py.
 FILE_SOURCES = ("local", "sequences")  # read `dataset.path`
@@ -38,7 +37,7 @@ def source_fingerprint(dataset, data_dir: Path) -> str:
         settings = json.dumps(OmegaConf.to_container(dataset.generator), sort_keys=True)
         return "synthetic:" + hashlib.sha256(settings.encode()).hexdigest()
     if dataset.source in FILE_SOURCES:
-        path = _existing(dataset.path)
+        path = local_file(dataset.path)
         return "sha256:" + file_checksum(path)
     checksum = dataset.checksum or source_of(dataset.source).checksum
     if checksum is not None:
@@ -52,14 +51,9 @@ def load_interactions(dataset, data_dir: Path) -> pd.DataFrame:
     if dataset.source == "synthetic":
         return generate_interactions(dataset.generator)
     if dataset.source == "local":
-        return read_local_log(_existing(dataset.path), dataset.feature_schema, dataset.separator)
+        return read_local_log(local_file(dataset.path), dataset.feature_schema, dataset.separator,
+                              encoding=dataset.encoding)
     if dataset.source == "sequences":
-        return item_sequences(_existing(dataset.path))
+        return item_sequences(local_file(dataset.path))
     return load_catalog(dataset.source, data_dir, url=dataset.url, checksum=dataset.checksum)
 
-
-def _existing(path: str) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"interactions file {file} does not exist; set dataset.path to your file")
-    return file

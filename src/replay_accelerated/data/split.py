@@ -3,7 +3,8 @@
 Input: an interaction log with columns user_id, item_id, rating, timestamp.
 `dataset.preprocess.protocol` chooses the split; both filter first:
 
-1. keep rating > min_rating; MinCountFilter on items, then on users.
+1. keep rating > min_rating (unless the log has no ratings: `feature_schema.rating_column: null`);
+   MinCountFilter on items, then on users.
 
 `global_time` (default) is the reference project's protocol:
 
@@ -59,9 +60,12 @@ class Splits:
         return {name: getattr(self, name) for name in SPLIT_NAMES}
 
 
-def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
-    """Filter `log` and split it by `preprocess.protocol`; `preprocess` is the `dataset.preprocess` config."""
-    filtered = _filter(log, preprocess)
+def split_interactions(log: pd.DataFrame, preprocess, rated: bool = True) -> Splits:
+    """Filter `log` and split it by `preprocess.protocol`; `preprocess` is the `dataset.preprocess` config.
+
+    rated: whether the log has ratings; one without them has rating 1.0 on every row, which the rating
+    filter (`min_rating: 3`) would remove whole, so it is not filtered by rating."""
+    filtered = _filter(log, preprocess, rated)
     protocol = preprocess.protocol
     if protocol == "leave_one_out":
         splits = _leave_one_out_splits(filtered)
@@ -73,15 +77,25 @@ def split_interactions(log: pd.DataFrame, preprocess) -> Splits:
     return Splits(**tidy, dropped_test_users=splits.dropped_test_users)
 
 
-def _filter(log: pd.DataFrame, preprocess) -> pd.DataFrame:
+def rating_filter(preprocess, rated: bool) -> str:
+    """The rating filter in words, for the data summary and errors."""
+    if not rated:
+        return "none: the log has no ratings (dataset.feature_schema.rating_column is null)"
+    if preprocess.min_rating is None:
+        return "none (dataset.preprocess.min_rating is null)"
+    return f"rating > {preprocess.min_rating}"
+
+
+def _filter(log: pd.DataFrame, preprocess, rated: bool) -> pd.DataFrame:
     filtered = log
-    if preprocess.min_rating is not None and RATING in log.columns:
+    if rated and preprocess.min_rating is not None and RATING in log.columns:
         filtered = filtered[filtered[RATING] > preprocess.min_rating]
     filtered = MinCountFilter(preprocess.min_users_per_item, groupby_column=ITEM).transform(filtered)
     filtered = MinCountFilter(preprocess.min_items_per_user, groupby_column=USER).transform(filtered)
     if filtered.empty:
         raise DataError(
-            f"no interactions are left after filtering {len(log):,} rows (rating > {preprocess.min_rating}, "
+            f"no interactions are left after filtering {len(log):,} rows (rating filter: "
+            f"{rating_filter(preprocess, rated)}, "
             f"items with >= {preprocess.min_users_per_item} users, users with >= {preprocess.min_items_per_user} "
             "items); lower dataset.preprocess.min_rating, min_users_per_item or min_items_per_user"
         )
@@ -133,6 +147,13 @@ def _global_time_splits(filtered: pd.DataFrame, preprocess) -> Splits:
     after_threshold = test_gt[TIMESTAMP] >= raw_test[TIMESTAMP].min()
     dropped = int((~after_threshold).sum())
     test_gt = test_gt[after_threshold]
+    if test_gt.empty:
+        raise DataError(
+            f"the global_time split leaves no test users: none of the {len(test_users):,} users with events after the "
+            f"split time (the latest {100 * preprocess.global_split_ratio:g}% of events) has training events before it "
+            "(validation users are not tested); set dataset.preprocess.protocol=leave_one_out to test each user on the "
+            "end of their own history, or change dataset.preprocess.global_split_ratio to move the split time"
+        )
     test_events = test_events[test_events[USER].isin(test_gt[USER].unique())]
     return Splits(train_events, validation_events, validation_gt, test_events, test_gt, dropped)
 

@@ -5,16 +5,23 @@
     scores = model.score_next(history)                    # history [B, W] left-padded with model.pad_id
     save_for_infer(model, item_ids, "checkpoints/imported")  # best.ckpt + items.parquet
 
+Both RePlay APIs: `replay.models.nn.sequential.Bert4Rec` / `SasRec` (Lightning modules, deprecated
+in 0.22) and the newer `replay.nn.sequential.SasRec` (a torch module, trained inside
+`replay.nn.lightning.LightningModule`; either, their state dicts or a checkpoint file).
+
 Ids: RePlay's item index i (0..cardinality-1, the tokenizer's order) is our item i, for both
 models. RePlay pads with a padding value and a padding mask; we pad with `model.pad_id`
 (= n_items, RePlay SASRec's padding row). RePlay BERT4Rec's separate `mask_embedding` becomes
 our row `mask_id`. SASRec's kernel-1 Conv1d weights [H, H, 1] become Linear weights [H, H].
 In eval mode the imported model gives RePlay's scores on every history: an imported SASRec
-attends to padding as RePlay's (`padding_attention="replay"`, see sasrec.py), a setting its
-checkpoint keeps (`save_for_infer`).
+attends to padding as RePlay's (`padding_attention="replay"`, see sasrec.py), one of `replay.nn`
+as that one in training (`padding_attention="replay_nn"`, its final LayerNorm's eps too), a
+setting its checkpoint keeps (`save_for_infer`).
 
-The head count is not in the weights' shapes: it comes from the module's hyper-parameters, or from
-`head_count=` where they are missing (a bare state dict).
+The head count is not in the weights' shapes: it comes from the module (its hyper-parameters, or
+`replay.nn`'s attention layers), or from `head_count=` where neither is there (a bare state dict).
+A bare `replay.nn` state dict is taken as `SasRec.from_params` builds it: ReLU feed-forward, final
+LayerNorm eps 1e-5, padding as the embedding's last row.
 """
 
 import re
@@ -27,7 +34,7 @@ import torch
 
 from replay_accelerated.models.bert4rec import Bert4Rec
 from replay_accelerated.models.heads import TiedHead
-from replay_accelerated.models.sasrec import SasRec
+from replay_accelerated.models.sasrec import REPLAY_NN_FINAL_EPS, SasRec
 from replay_accelerated.models.transformer import SequentialRecommender
 from replay_accelerated.models.files import STAMP_KEY, load_checkpoint
 
@@ -45,7 +52,10 @@ BERT4REC_BLOCK = {  # RePlay's Bert4RecModel.transformer_blocks.{i}.<key> -> our
     "pff_norm.weight": "feed_forward_norm.weight",
     "pff_norm.bias": "feed_forward_norm.bias",
 }
-SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> -> our blocks.{i}.<value>
+# replay.nn's SasRec (prefixed `model.` in its LightningModule): the weight that tells it.
+REPLAY_NN_POSITIONS = "body.embedding_aggregator.pe.weight"
+SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> (replay.nn: body.encoder.<list>.{i}.<key>)
+                  # -> our blocks.{i}.<value>
     "attention_layers.in_proj_weight": "attention.qkv.weight",
     "attention_layers.in_proj_bias": "attention.qkv.bias",
     "attention_layers.out_proj.weight": "attention.out.weight",
@@ -62,28 +72,34 @@ SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> -> our b
 
 
 def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_count: int | None = None):
-    """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec`, in eval mode.
+    """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec` (either API), in eval mode.
 
-    `module`: the Lightning module, its checkpoint file (read as tensors and plain data only,
-    RePlay's schema and default factories allowed), or that checkpoint as loaded by torch.load (a
-    dict with "state_dict" and "hyper_parameters"). With `tokenizer` (RePlay's SequenceTokenizer
-    the model was trained with) returns (model, item_ids): item_ids[i] is the original id of item i.
-    `trust_checkpoint=True` unpickles a checkpoint file in full, running any code it carries (see
-    models/files.py): only for files from a source you trust. `head_count`: RePlay's head count, needed
-    only when the hyper-parameters do not say it (they win where both do and differ: an error).
+    `module`: the Lightning module (or `replay.nn`'s torch module), its checkpoint file (read as
+    tensors and plain data only, RePlay's schema and default factories allowed), that checkpoint as
+    loaded by torch.load (a dict with "state_dict" and "hyper_parameters"), or a bare state dict. With
+    `tokenizer` (RePlay's SequenceTokenizer the model was trained with) returns (model, item_ids):
+    item_ids[i] is the original id of item i. `trust_checkpoint=True` unpickles a checkpoint file in
+    full, running any code it carries (see models/files.py): only for files from a source you trust.
+    `head_count`: RePlay's head count, needed only when the module does not say it (it wins where both
+    do and differ: an error).
     """
     if isinstance(module, (str, Path)):
         module = read_replay_checkpoint(Path(module), trust_checkpoint)
+    network = None  # the module itself, where given: replay.nn keeps some settings there only
     if isinstance(module, Mapping):
-        state, hparams = module["state_dict"], dict(module.get("hyper_parameters", {}))
+        state, hparams = module.get("state_dict", module), dict(module.get("hyper_parameters", {}))
     else:
-        state, hparams = module.state_dict(), dict(module.hparams)
-    is_sasrec = any(name.startswith("_model.sasrec_layers.") for name in state)
-    if not is_sasrec and not any(name.startswith("_model.transformer_blocks.") for name in state):
-        raise ValueError("not a RePlay Bert4Rec or SasRec: no _model.transformer_blocks.* or "
-                         "_model.sasrec_layers.* weights; pass the Lightning module or its checkpoint dict")
-    hparams["head_count"] = _head_count(hparams, head_count)
-    model, weights = (_sasrec if is_sasrec else _bert4rec)(state, hparams)
+        network, state, hparams = module, module.state_dict(), dict(getattr(module, "hparams", {}))
+    nn_prefix = next((name[:-len(REPLAY_NN_POSITIONS)] for name in state if name.endswith(REPLAY_NN_POSITIONS)), None)
+    if nn_prefix is not None:
+        model, weights = _replay_nn_sasrec(state, nn_prefix, network, head_count)
+    else:
+        is_sasrec = any(name.startswith("_model.sasrec_layers.") for name in state)
+        if not is_sasrec and not any(name.startswith("_model.transformer_blocks.") for name in state):
+            raise ValueError("not a RePlay Bert4Rec or SasRec: no _model.transformer_blocks.*, "
+                             "_model.sasrec_layers.* or body.encoder.* weights; pass the module or its checkpoint")
+        hparams["head_count"] = _head_count(hparams, head_count)
+        model, weights = (_sasrec if is_sasrec else _bert4rec)(state, hparams)
     model.load_state_dict(weights)  # strict: every weight of ours is set
     model.eval()
     return model if tokenizer is None else (model, replay_item_ids(tokenizer, model.n_items))
@@ -147,10 +163,14 @@ def read_replay_checkpoint(path: Path, trust: bool = False, map_location="cpu") 
     from replay.data import FeatureHint, FeatureSource, FeatureType
     from replay.data.nn import TensorFeatureInfo, TensorFeatureSource, TensorSchema
     from replay.models.nn.optimizer_utils import FatLRSchedulerFactory, FatOptimizerFactory
+    from replay.nn.lightning.optimizer import OptimizerFactory
+    from replay.nn.lightning.scheduler import LRSchedulerFactory
 
-    # The hyper-parameters RePlay saves: its tensor schema and its default optimizer/scheduler factories.
+    # The hyper-parameters RePlay saves: its tensor schema and its default optimizer/scheduler factories
+    # (replay.nn's LightningModule saves only its factories).
     torch.serialization.add_safe_globals([TensorSchema, TensorFeatureInfo, TensorFeatureSource, FeatureHint,
-                                          FeatureSource, FeatureType, FatOptimizerFactory, FatLRSchedulerFactory])
+                                          FeatureSource, FeatureType, FatOptimizerFactory, FatLRSchedulerFactory,
+                                          OptimizerFactory, LRSchedulerFactory])
     return load_checkpoint(path, trust, map_location)
 
 
@@ -196,14 +216,70 @@ def _sasrec(state: Mapping, hparams: dict) -> tuple[SasRec, dict]:
                "final_norm.weight": state["_model.output_normalization.last_layernorm.weight"],
                "final_norm.bias": state["_model.output_normalization.last_layernorm.bias"]}
     for block in blocks:
-        # Conv1d(H, H, kernel_size=1) weights [H, H, 1] are Linear(H, H) weights [H, H].
-        weights.update({name: value.squeeze(-1) if value.dim() == 3 else value for name, value in block.items()})
+        weights.update(_linear_feed_forward(block))
     used = {"_model.item_embedder.item_emb.weight", "_model.item_embedder.pos_emb.pe.weight",
             "_model.output_normalization.last_layernorm.weight", "_model.output_normalization.last_layernorm.bias",
             # The tied head holds the embedder too: the same tensors under a second name.
             "_model._head._item_embedder.item_emb.weight", "_model._head._item_embedder.pos_emb.pe.weight"}
     _check_all_used(state, used | _block_names(state, "_model.sasrec_layers."), "SasRec")
     return model, weights
+
+
+def _replay_nn_sasrec(state: Mapping, prefix: str, network, head_count: int | None) -> tuple[SasRec, dict]:
+    """replay.nn's SasRec (`prefix`: "" for the torch module, "model." in its LightningModule). `network`, the
+    module where given, tells what the weights cannot: head count, activation, final eps, padding row, dropout."""
+    body = prefix + "body."
+    embeddings = [name for name in state if name.startswith(f"{body}embedder.feature_embedders.")]
+    if len(embeddings) != 1 or not embeddings[0].endswith(".emb.weight"):
+        raise ValueError(f"RePlay SasRec with features besides the item id ({embeddings}) cannot be imported: "
+                         "our SASRec reads item ids only")
+    items = state[embeddings[0]]  # [n_items + 1, H]: the padding row last (from_params' padding_value)
+    settings = {"head_count": None, "dropout_rate": 0.3}  # SasRec.from_params' default dropout
+    if network is not None:
+        settings = _replay_nn_settings(getattr(network, "model", network).body, len(items))
+    blocks = _block_weights(state, f"{body}encoder.", SASREC_BLOCK)
+    if blocks and blocks[0]["blocks.0.feed_forward.up.weight"].shape[:2] != (items.shape[1],) * 2:
+        raise ValueError("RePlay SasRec with hidden_dim != embedding_dim cannot be imported: our SASRec's "
+                         "feed-forward keeps the hidden size")
+    model = SasRec(n_items=len(items) - 1, max_seq_len=len(state[prefix + REPLAY_NN_POSITIONS]),
+                   hidden_size=items.shape[1], block_count=len(blocks),
+                   head_count=_head_count({"head_count": settings["head_count"]}, head_count),
+                   dropout_rate=settings["dropout_rate"], padding_attention="replay_nn")
+    weights = {"item_embedding.weight": items, "head.item_embedding.weight": items,  # the tied head
+               "position_embedding.weight": state[prefix + REPLAY_NN_POSITIONS],
+               "final_norm.weight": state[f"{body}output_normalization.weight"],
+               "final_norm.bias": state[f"{body}output_normalization.bias"]}
+    for block in blocks:
+        weights.update(_linear_feed_forward(block))
+    used = {embeddings[0], prefix + REPLAY_NN_POSITIONS, f"{body}output_normalization.weight",
+            f"{body}output_normalization.bias"}
+    # The loss's own tensors, if any, only serve training.
+    _check_all_used(state, used | _block_names(state, f"{body}encoder.") | _block_names(state, prefix + "loss."),
+                    "SasRec")
+    return model, weights
+
+
+def _replay_nn_settings(body, n_embeddings: int) -> dict:
+    """What a replay.nn SasRecBody holds beyond its weights; stops on what our SASRec does not implement."""
+    encoder = body.encoder
+    attention = encoder.attention_layers[0]
+    activation = encoder.forward_layers[0].activation
+    padding_row = body.embedder.feature_embedders[body.embedder.feature_names[0]].emb.padding_idx
+    for problem, fix in (
+            (not isinstance(activation, torch.nn.ReLU), f"its feed-forward activation is {activation}, ours ReLU"),
+            (not isinstance(body.output_normalization, torch.nn.LayerNorm)
+             or body.output_normalization.eps != REPLAY_NN_FINAL_EPS,
+             f"its output normalization is {body.output_normalization}, ours LayerNorm, eps {REPLAY_NN_FINAL_EPS}"),
+            (padding_row != n_embeddings - 1, f"its padding row is {padding_row}, ours the last one "
+             f"({n_embeddings - 1}): set the item's padding_value to its cardinality")):
+        if problem:
+            raise ValueError(f"this RePlay SasRec cannot be imported: {fix}")
+    return {"head_count": attention.num_heads, "dropout_rate": body.embedding_aggregator.dropout.p}
+
+
+def _linear_feed_forward(block: dict) -> dict:
+    """Conv1d(H, H, kernel_size=1) weights [H, H, 1] are Linear(H, H) weights [H, H]."""
+    return {name: value.squeeze(-1) if value.dim() == 3 else value for name, value in block.items()}
 
 
 def _block_weights(state: Mapping, prefix: str, renames: dict[str, str]) -> list[dict]:

@@ -9,8 +9,9 @@ them):
                 FeedForward: Linear(H, H) -> ReLU -> dropout -> Linear(H, H) (RePlay's kernel-1 Conv1d)
     hidden = LN(x);  logits = hidden @ item_embedding[:n_items].T   (tied head, no bias)
 
-Every LayerNorm has eps 1e-8; attention probabilities get dropout too; there is no dropout
-on the attention output.
+Every LayerNorm has eps 1e-8 (the final one 1e-5 with padding_attention "replay_nn", as RePlay's
+newer `replay.nn` SasRec: torch's default); attention probabilities get dropout too; there is
+no dropout on the attention output.
 
 Padding, `padding_attention`:
 - "masked" (our default, as the SASRec paper's code): padding keys are masked, so that a batch
@@ -24,7 +25,16 @@ Padding, `padding_attention`:
   padded to max_seq_len first, as RePlay's loaders do. An imported RePlay model
   (models/replay_import.py) uses it and scores as RePlay at every history length. Trimming and
   bucketing then save no work, since every batch runs at full width.
-On sequences of full length max_seq_len (no padding) both give the same scores.
+- "replay_nn": RePlay 0.22's newer `replay.nn.sequential.SasRec` (DefaultAttentionMask) in
+  training mode, its final LayerNorm eps (1e-5) too. Queries at items attend as in "masked";
+  padding rows are not zeroed: the
+  padding item embedding is zero (its `padding_idx`) and a padding row holds its position
+  embedding, and a padding query attends to nothing (RePlay's fully masked row), so its
+  attention output is the output projection's bias. Only the padding positions differ from
+  "masked", among them the one before the first item, which predicts the first item in
+  training. (In eval mode RePlay's padding queries attend to themselves and to later items,
+  through its finite mask value; no score reads them.) Trimming keeps the outputs.
+On sequences of full length max_seq_len (no padding) all three give the same scores.
 
 Training (RePlay's `SasRecTrainingDataset`): the input is the sequence without its newest item
 and the target at each position is the item that follows it, wherever that next item is an item:
@@ -44,7 +54,8 @@ from replay_accelerated.models.heads import TiedHead
 from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
 
 EPS = 1e-8  # RePlay's (and the SASRec paper's) LayerNorm eps
-PADDING_ATTENTION = ("masked", "replay")  # model_params.padding_attention, see above
+REPLAY_NN_FINAL_EPS = 1e-5  # replay.nn's final LayerNorm: torch's default eps
+PADDING_ATTENTION = ("masked", "replay", "replay_nn")  # model_params.padding_attention, see above
 
 
 class SasRecBlock(nn.Module):
@@ -58,10 +69,14 @@ class SasRecBlock(nn.Module):
         self.feed_forward = FeedForward(hidden_size, hidden_size, dropout_rate, nn.ReLU())
         self.feed_forward_dropout = Dropout(dropout_rate)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, silent: torch.Tensor | None = None) -> torch.Tensor:
+        # silent: [B, W, 1] bool or None, True at queries that attend to nothing ("replay_nn" padding)
         query = self.attention_norm(x)  # [B, W, H]
+        attended = self.attention(query, allowed, context=x)
+        if silent is not None:  # no key: zero attention weights, so only the output projection's bias is left
+            attended = torch.where(silent, self.attention.out.bias, attended)
         # The residual adds the normalised queries, not x: RePlay's (and the paper's) choice.
-        x = query + self.attention(query, allowed, context=x)
+        x = query + attended
         y = self.feed_forward_norm(x)
         return y + self.feed_forward_dropout(self.feed_forward(y))
 
@@ -77,7 +92,8 @@ class SasRec(SequentialRecommender):
             raise ValueError(f"padding_attention must be one of {PADDING_ATTENTION}, got {padding_attention!r}")
         self.padding_attention = padding_attention
         self.blocks = nn.ModuleList(SasRecBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count))
-        self.final_norm = nn.LayerNorm(hidden_size, eps=EPS)
+        self.final_norm = nn.LayerNorm(hidden_size, eps=REPLAY_NN_FINAL_EPS if padding_attention == "replay_nn"
+                                       else EPS)
         self.head = TiedHead(self.item_embedding, n_items, bias=False)  # accelerations may swap it
         self.reset_parameters()
 
@@ -93,16 +109,22 @@ class SasRec(SequentialRecommender):
         if self.padding_attention == "replay":  # RePlay attends to padding: run at its full width
             item_ids = F.pad(item_ids, (self.max_seq_len - width, 0), value=self.pad_id)  # [B, max_seq_len]
         is_token = item_ids != self.pad_id  # [B, W]
-        x = self.embed(item_ids, item_scale=math.sqrt(self.item_embedding.embedding_dim))
-        keep = is_token.unsqueeze(-1).to(x.dtype)  # [B, W, 1]: zero the padding rows
-        x = self.embedding_dropout(x) * keep
+        is_item = is_token.unsqueeze(-1).to(self.item_embedding.weight.dtype)  # [B, W, 1]
+        item_scale = math.sqrt(self.item_embedding.embedding_dim)
         allowed = self.attention_mask(is_token)  # [B, 1, W, W]
-        for block in self.blocks:
-            x = block(x, allowed) * keep
+        if self.padding_attention == "replay_nn":  # padding rows kept: their position embedding, silent queries
+            x = self.embedding_dropout(self.embed(item_ids, item_scale=item_scale * is_item))
+            silent = ~is_token.unsqueeze(-1)  # [B, W, 1]
+            for block in self.blocks:
+                x = block(x, allowed, silent)
+        else:  # padding rows zeroed after every step
+            x = self.embedding_dropout(self.embed(item_ids, item_scale=item_scale)) * is_item
+            for block in self.blocks:
+                x = block(x, allowed) * is_item
         return self.final_norm(x)[:, -width:]  # the positions of item_ids
 
     def attention_mask(self, is_token: torch.Tensor) -> torch.Tensor:
-        if self.padding_attention == "masked":
+        if self.padding_attention != "replay":
             return super().attention_mask(is_token)
         width = is_token.shape[1]  # "replay": causal only, padding keys included: [1, 1, W, W]
         return torch.ones(width, width, dtype=torch.bool, device=is_token.device).tril()[None, None]

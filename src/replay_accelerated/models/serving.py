@@ -8,7 +8,12 @@ length.
 
 - `NextItemScores`: history -> scores of every item [B, n_items];
 - `CandidateScores`: (history, candidates [B, C] item ids) -> their scores [B, C];
-- `TopKUnseen`: history -> (scores [B, k], item ids [B, k]), the best k items not in the history.
+- `TopKUnseen`: (history, seen [B, S] item ids) -> (scores [B, k], item ids [B, k]), the best k items the
+  user has not seen, as `mode=infer` ranks them (`evaluation/ranking.top_k_unseen`): `seen` holds every item
+  the user has seen, older than the history too (padded with `pad_id` anywhere; the history's own items are
+  removed either way; left out, in PyTorch, only those), ties go to the larger item index (replay-rec's
+  order: (score, item) descending), and a user with fewer than k unseen items gets item -1 (score -inf) in
+  the places left.
 
 `write_function` writes one of them as a `torch.export` program (.pt2) and as ONNX (.onnx).
 
@@ -54,13 +59,40 @@ class TopKUnseen(_Serving):
         super().__init__(model)
         self.k = min(k, model.n_items)
 
-    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, history: torch.Tensor, seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.model.head(self.user_vectors(history)).float()  # [B, n_items]
-        # One extra column takes the padding tokens (pad_id = n_items), so that history can index it.
+        # One extra column takes the padding tokens (pad_id = n_items), so that history and seen can index it.
         scores = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)  # [B, n_items + 1]
-        scores = scores.scatter(1, history, float("-inf"))[:, :-1]  # the history's items never come back
-        top_scores, top_items = scores.topk(self.k, dim=1)  # [B, k] each
-        return top_scores, top_items
+        removed = history if seen is None else torch.cat([history, seen], dim=1)  # [B, W + S]
+        scores = scores.scatter(1, removed, float("-inf"))[:, :-1]  # seen items never come back
+        top_scores, top_items = top_k_larger_index_first(scores, self.k)  # [B, k] each
+        return top_scores, top_items.masked_fill(top_scores == float("-inf"), -1)  # -1: no unseen item left
+
+
+def top_k_larger_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (scores, indices) of each row of `scores` [B, n], ordered by (score, index) descending:
+    among equal scores the larger index first, as replay-rec ranks items.
+
+    torch.topk returns tied values in an unspecified order (on the CPU it varies; ONNX's TopK takes the
+    smaller index first) and a stable sort of the whole catalog costs ten times a topk, so ties are
+    settled with topks whose order never depends on it: one for the scores, one for the indices of the
+    items tied with the k-th score (which fill the last places), and one over unique integer keys for
+    the order inside each run of equal scores.
+    """
+    n = scores.shape[1]
+    top_scores, top_items = scores.topk(k, dim=1)  # [B, k]: the right scores; tied items in any order
+    kth = top_scores[:, -1:]  # [B, 1]
+    # Items tied with the k-th score, largest index first (int32: half the bytes of int64, exact for any catalog).
+    index = torch.arange(n, dtype=torch.int32, device=scores.device)
+    tied_items = torch.where(scores == kth, index, -1).topk(k, dim=1).values.long()  # [B, k]
+    first_tied = k - (top_scores == kth).sum(dim=1, keepdim=True)  # [B, 1]: the first place of the k-th score
+    place = torch.arange(k, device=scores.device)  # [k]
+    from_tied = tied_items.gather(1, (place - first_tied).clamp(min=0))  # [B, k]
+    top_items = torch.where(place < first_tied, top_items, from_tied)
+    # Runs of equal scores numbered 0, 1, ... down the list; the key (run, then the larger index) is unique.
+    new_run = torch.cat([torch.zeros_like(top_items[:, :1]), (top_scores[:, 1:] != top_scores[:, :-1]).long()], dim=1)
+    order = (top_items - new_run.cumsum(dim=1) * (n + 1)).topk(k, dim=1).indices  # [B, k]
+    return top_scores, top_items.gather(1, order)
 
 
 def float_head_copy(model: SequentialRecommender) -> SequentialRecommender:
@@ -90,13 +122,14 @@ def write_function(function: nn.Module, path: Path, inputs: list[str], outputs: 
 def _example_inputs(inputs: list[str], n_items: int, pad_id: int, width: int) -> tuple[torch.Tensor, ...]:
     history = torch.randint(0, n_items, (2, width))
     history[0, : width // 2] = pad_id
-    candidates = torch.randint(0, n_items, (2, 3))
-    return (history, candidates)[: len(inputs)]
+    others = {"candidates": torch.randint(0, n_items, (2, 3)), "seen": torch.randint(0, n_items, (2, width + 3))}
+    others["seen"][0, width:] = pad_id
+    return (history, *(others[name] for name in inputs[1:]))
 
 
 def _dynamic_shapes(inputs: list[str], width: int) -> dict:
     batch = torch.export.Dim("batch", min=1)
     shapes = {"history": {0: batch, 1: torch.export.Dim("width", min=1, max=width)}}
-    if "candidates" in inputs:
-        shapes["candidates"] = {0: batch, 1: torch.export.Dim("n_candidates", min=1)}
+    for name in inputs[1:]:  # candidates [B, C] or seen [B, S]: any number of items
+        shapes[name] = {0: batch, 1: torch.export.Dim(f"n_{name}", min=1)}
     return shapes

@@ -20,6 +20,8 @@ MODES = (
     "optimize",  # an Optuna search over training runs
     "bench",  # a matrix of training runs, compared
 )
+# The modes that read the training data (`dataset.*`); the others read a checkpoint and their own input.
+DATA_MODES = ("train", "inspect", "optimize", "bench")
 
 
 def run(cfg: DictConfig, origin) -> Any:

@@ -20,8 +20,10 @@ Values that depend on the model and the machine are written `best` and resolved 
   the table does not depend on the machine that reads it;
 - `model.params.model_params.loss_type=best`: RePlay's fastest exact full-softmax loss for the
   model, CE_restricted for BERT4Rec (the head only at masked positions), CE for SASRec.
-A variant that would run bf16 without native support is skipped (emulated bf16 is slower than
-fp32 and says nothing), and marked so in results.md.
+A variant that would run bf16 without native support, through its precision or its parameters'
+`dtype` (training/precision.computes_in_bf16), is skipped (emulated bf16 is slower than fp32 and says
+nothing), and marked so in results.md; so is a variant of a RePlay API without the bench's model
+(`model.implementation=replay_nn` on BERT4Rec: replay.nn has none).
 
 Every variant's config is validated before the first one starts. Each (variant, seed) then
 runs as its own `mode=train` process, so that its peak memory is its own, and reads back that
@@ -30,11 +32,14 @@ run's `run.json` and `per_user_test.parquet`.
 Outputs in `paths.results_dir/bench/<bench name>/`:
 - `results.csv`: one row per finished (variant, seed), appended as soon as it finishes, so an
   interrupted bench keeps its rows and a rerun skips them (delete a row to rerun it; failed
-  rows are never written, so a rerun retries them). Every row carries the code fingerprint
-  and the hardware; rows of other code or hardware are refused unless `mode.bench.allow_mixed`;
+  rows are never written, so a rerun retries them). A row is reused by its variant, seed and
+  `config_hash` (the run's whole config): a changed command replaces that variant's rows. Every
+  row carries the code fingerprint and the hardware; rows of other code or hardware are refused
+  unless `mode.bench.allow_mixed`;
 - `summary.csv` and `results.md`: one row per variant (seeds aggregated), the ratios against
   the two reference rows `replay_best` (the headline) and `replay_default`, the paired quality
-  verdicts (verdict.py) and the model FLOP utilization (training/flops.py);
+  verdicts over seeds and users (verdict.py; at least 3 seeds a side) and the model FLOP
+  utilization (training/flops.py);
 - `results.png`: speed-up over replay_best against the relative test NDCG@10 difference.
 """
 
@@ -57,11 +62,17 @@ from replay_accelerated.benchmark.fingerprint import (
     code_fingerprint,
     git_commit,
 )
-from replay_accelerated.benchmark.rows import SEED_COLUMNS, describe_machine, variant_row
+from replay_accelerated.benchmark.rows import SEED_COLUMNS, config_hash, describe_machine, variant_row
 from replay_accelerated.benchmark.summary import summarize
-from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
-from replay_accelerated.training.precision import auto_precision, matmul_flops_per_second, native_bf16, training_device
+from replay_accelerated.training.precision import (
+    auto_precision,
+    computes_in_bf16,
+    matmul_flops_per_second,
+    native_bf16,
+    training_device,
+)
 from replay_accelerated.validation import compose_run
 
 BEST = "best"
@@ -112,7 +123,7 @@ def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], Di
         key, _, value = override.partition("=")
         if value == BEST:
             if key == PRECISION_KEY:
-                value, _ = auto_precision(device, fp16=without_best.model.implementation != "replay")
+                value, _ = auto_precision(device, fp16=without_best.model.implementation not in REPLAY_IMPLEMENTATIONS)
             elif key == LOSS_KEY:
                 value = REPLAY_BEST_LOSS[without_best.model.name]
             else:
@@ -122,15 +133,34 @@ def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], Di
     return resolved, compose_variant(resolved)
 
 
+def missing_replay_model(overrides: list[str], model_name: str) -> str | None:
+    """Why a variant of a RePlay API that lacks `model_name` is skipped (replay.nn has no BERT4Rec), else None:
+    the matrix of both models (mode/bench.yaml) keeps such rows, which run where they apply."""
+    implementation = next((override.partition("=")[2] for override in reversed(overrides)
+                           if override.startswith("model.implementation=")), None)
+    if implementation not in REPLAY_IMPLEMENTATIONS:
+        return None
+    from replay_accelerated.training.replay_baseline import LOSS_TYPES  # imports RePlay: only for its rows
+
+    return None if model_name in LOSS_TYPES[implementation] else (
+        f"skipped: {REPLAY_IMPLEMENTATIONS[implementation]} has no {model_name}")
+
+
 def resolve_variants(variants: dict[str, list[str]], compose_variant: Callable[[list[str]], DictConfig],
-                     device: torch.device) -> tuple[dict[str, list[str]], dict[str, str]]:
+                     device: torch.device, model_name: str | None = None
+                     ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Every variant's overrides with `best` resolved and validated (config mistakes surface now, not hours
-    into the bench), and the variants skipped: name -> why (bf16 without native support)."""
+    into the bench), and the variants skipped: name -> why (bf16 without native support; a RePlay API
+    without the command's `model_name`)."""
     bf16_native, bf16_reason = native_bf16(device)
     resolved, skipped = {}, {}
     for name, overrides in variants.items():
+        missing = model_name and missing_replay_model(overrides, model_name)
+        if missing:
+            skipped[name] = missing
+            continue
         resolved[name], variant_cfg = resolve_best(overrides, compose_variant, device)
-        if str(variant_cfg.model.params.training_params.precision).startswith("bf16") and not bf16_native:
+        if computes_in_bf16(variant_cfg) and not bf16_native:  # bf16 precision or bf16 parameters
             skipped[name] = f"skipped: {bf16_reason}"
     return resolved, skipped
 
@@ -143,7 +173,7 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     matrix = bench_variants(bench)
     variants, skipped = resolve_variants({name: overrides for name, overrides in matrix.items()
                                           if not bench.only or name in bench.only},
-                                         lambda overrides: compose_run(origin, overrides), device)
+                                         lambda overrides: compose_run(origin, overrides), device, cfg.model.name)
     out_dir = Path(cfg.paths.results_dir) / "bench" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
@@ -165,18 +195,28 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
           f"{probe['32-true'] / 1e9:.1f} GFLOP/s fp32, {probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16", flush=True)
     check_same_machine_speed(rows, probe["32-true"], bench.allow_mixed, csv_path)
 
-    done = {(row["variant"], int(row["seed"]), row["overrides"]) for row in rows}
+    timing = [] if bench.steps is None else [f"mode.steps={bench.steps}", f"mode.warmup_steps={bench.warmup_steps}"]
+    # A row is reused for the same variant, seed and whole config (config_hash): not only the same variant
+    # overrides, since a changed `dataset.path` or `model=` on the command line changes the run as much.
+    hashes = {name: config_hash(compose_run(origin, [*timing, *overrides])) for name, overrides in variants.items()
+              if name not in skipped}
+    stale = {row["variant"] for row in rows if row["variant"] in hashes
+             and row.get("config_hash") != hashes[row["variant"]]}
+    if stale:  # one table row must not mix seeds of two configs, and a new run writes to the old one's folder
+        print(f"Rows of {sorted(stale)} in {csv_path} ran another config (the command changed, or they predate "
+              "config_hash): this command's runs replace them", flush=True)
+        rows = [row for row in rows if row["variant"] not in stale or row.get("config_hash") == hashes[row["variant"]]]
+    done = {(row["variant"], int(row["seed"]), row["config_hash"]) for row in rows if row["variant"] in hashes}
     runs = [(name, cfg.env.SEED + index) for name in variants if name not in skipped
             for index in range(context["seeds"][name])]
     for number, (name, seed) in enumerate(runs, start=1):
         step = f"[bench {number}/{len(runs)}] {name} seed {seed}"
         overrides = variants[name]
-        if (name, seed, json.dumps(overrides)) in done:
+        if (name, seed, hashes[name]) in done:
             print(f"{step}: already in {csv_path}, skipped")
             continue
         print(f"\n{step}: {' '.join(overrides) or '(no overrides)'}", flush=True)
         save_name = f"{cfg.model.save_name}_{bench.name}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}_seed{seed}"
-        timing = [] if bench.steps is None else [f"mode.steps={bench.steps}", f"mode.warmup_steps={bench.warmup_steps}"]
         command = [sys.executable, "-m", "replay_accelerated", "--config-name", origin.config_name,
                    *origin.run_overrides(), "mode=train", *timing, *overrides, f"env.SEED={seed}",
                    f"model.save_name={save_name}"]
@@ -188,7 +228,8 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
             continue
         results_dir = Path(cfg.paths.results_dir) / save_name
         run = json.loads((results_dir / "run.json").read_text())
-        rows.append(variant_row(name, seed, overrides, run, results_dir, probe, context))
+        rows.append({**variant_row(name, seed, overrides, run, results_dir, probe, context),
+                     "config_hash": hashes[name]})
         pd.DataFrame(rows).reindex(columns=SEED_COLUMNS).to_csv(csv_path, index=False)
         summarize(rows, out_dir, context)
         quality = f"test NDCG@10 {rows[-1]['test_ndcg@10']}" if "test_ndcg@10" in rows[-1] else "extrapolated"

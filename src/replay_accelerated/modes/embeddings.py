@@ -12,17 +12,31 @@ biases are the item head's weight rows and bias. Written as parquet, with origin
 Any index that ranks by inner product (plus the bias, e.g. as one more dimension with a constant 1 on
 the user's side) then reproduces the model's ranking. A SwitchBack head's vectors are its float master
 weights; the model itself scores through int8, so its scores differ from these by the quantization error.
+
+Both files are written under temporary names and renamed into place together, only when both are complete
+(outputs.atomic_path): a failed write (a full disk) leaves the earlier pair there as it was.
 """
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.data.formats import ITEM, USER
-from replay_accelerated.training.runtime import apply_env, check_writable, load_trained_model, read_histories
+from replay_accelerated.data.sequences import UserSequences
+from replay_accelerated.evaluation.ranking import user_range
+from replay_accelerated.models.transformer import SequentialRecommender
+from replay_accelerated.outputs import atomic_path, check_output_path, writing
+from replay_accelerated.training.runtime import (
+    apply_env,
+    check_input_file,
+    check_writable,
+    load_trained_model,
+    read_histories,
+)
 
 BATCH_SIZE = 256  # users per forward pass
 
@@ -32,24 +46,33 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> tuple[pd.DataFrame, pd.DataFra
     apply_env(cfg.env)
     out_dir = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "embeddings")
     check_writable(cfg.paths)
+    check_output_path(out_dir, "mode.embeddings.output", folder=True)
+    check_input_file(settings.input, "mode.embeddings.input")
     model, vocabulary = load_trained_model(cfg, settings.checkpoint, "mode.embeddings.checkpoint")
-    histories = read_histories(cfg, settings.input, vocabulary)
+    histories = read_histories(cfg, settings.input, vocabulary, "mode.embeddings.input")
 
     weight = model.head.weight.detach().float()  # [n_items, H]
     bias = model.head.bias.detach().float() if model.head.bias is not None else torch.zeros(len(weight))
     items = pd.DataFrame({ITEM: vocabulary.item_ids, "vector": list(weight.numpy()), "bias": bias.numpy()})
 
-    padded = histories.padded(model.max_seq_len, model.pad_id)  # [U, W]
-    with torch.no_grad():
-        vectors = [model.user_vectors(padded[start : start + BATCH_SIZE]).float()
-                   for start in range(0, len(padded), BATCH_SIZE)]
-    user_vectors = torch.cat(vectors) if vectors else torch.zeros(0, weight.shape[1])  # [U, H]
-    users = pd.DataFrame({USER: histories.user_ids, "vector": list(user_vectors.numpy())})
+    users = pd.DataFrame({USER: histories.user_ids, "vector": list(user_vectors(model, histories))})  # rows: views
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items.to_parquet(out_dir / "items.parquet", index=False)
-    users.to_parquet(out_dir / "users.parquet", index=False)
+    with (writing(out_dir, "mode.embeddings.output"), atomic_path(out_dir / "items.parquet") as items_file,
+          atomic_path(out_dir / "users.parquet") as users_file):
+        items.to_parquet(items_file, index=False)
+        users.to_parquet(users_file, index=False)
     print(f"Vectors of {len(items):,} items and {len(users):,} users ({weight.shape[1]} dimensions) written to "
           f"{out_dir}; score = user vector . item vector + item bias")
     return items, users
 
+
+@torch.no_grad()
+def user_vectors(model: SequentialRecommender, histories: UserSequences, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The user vectors [U, H] (float32) of `histories`, `batch_size` users at a time: each batch is padded
+    when it is taken and its vectors written into the one output array (no padded copy of every history)."""
+    vectors = np.empty((len(histories), model.head.weight.shape[1]), dtype=np.float32)
+    for start in range(0, len(histories), batch_size):
+        stop = min(start + batch_size, len(histories))
+        history = user_range(histories, start, stop).padded(model.max_seq_len, model.pad_id)  # [B, W]
+        vectors[start:stop] = model.user_vectors(history).float().numpy()
+    return vectors

@@ -11,10 +11,16 @@ file `dataset=local` reads, with the same `dataset.feature_schema`) and writes
 - Users are scored from what remains; a user with no known item gets the model's
   recommendations for an empty history.
 - Seen items are removed unless `mode.infer.remove_seen=false`.
+- Among equal scores the larger item id ranks first, the order replay-rec's metrics use
+  (evaluation/ranking.py); users are scored a batch at a time (evaluation/offline.recommend).
 - `mode.infer.candidates` ranks only given items (RePlay's `candidates_to_score`): a list of item ids
   for every user, or a file of (user, item) pairs with `dataset.feature_schema`'s column names, each
   user among their own. Candidates the model does not know (and pairs of users not in the input) are
   counted and dropped; a user left with fewer than k candidates gets fewer recommendations.
+
+The output is written under a temporary name and renamed over `mode.infer.output` only when complete
+(outputs.atomic_path): a failed write (a full disk) leaves the earlier file there as it was. The input,
+candidates and output paths are checked before the model is loaded.
 """
 
 from pathlib import Path
@@ -29,8 +35,10 @@ from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
 from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import recommend
+from replay_accelerated.outputs import atomic_path, check_output_path, writing
 from replay_accelerated.training.runtime import (
     apply_env,
+    check_input_file,
     check_writable,
     load_trained_model,
     read_histories,
@@ -43,6 +51,10 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     apply_env(cfg.env)
     output = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "recommendations_infer.parquet")
     check_writable(cfg.paths)
+    check_output_path(output, "mode.infer.output")
+    check_input_file(settings.input, "mode.infer.input")
+    if isinstance(settings.candidates, str):
+        check_input_file(settings.candidates, "mode.infer.candidates")
     model, vocabulary = load_trained_model(cfg, settings.checkpoint)
     histories = read_histories(cfg, settings.input, vocabulary)
     candidates = _candidates(settings.candidates, cfg, vocabulary, histories.user_ids)
@@ -50,8 +62,8 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     recommendations = recommend(model.next_item_scores, EvaluationUsers(histories, no_truth), vocabulary, settings.k,
                                 model.max_seq_len, remove_seen=settings.remove_seen,
                                 item_chunk_size=cfg.evaluation.item_chunk_size, candidates=candidates)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    recommendations.to_parquet(output, index=False)
+    with writing(output, "mode.infer.output"), atomic_path(output) as temporary:
+        recommendations.to_parquet(temporary, index=False)
     print(f"Top-{settings.k} recommendations for {len(histories):,} users written to {output}")
     return recommendations
 
@@ -72,9 +84,10 @@ def _candidates(setting, cfg: DictConfig, vocabulary: ItemVocabulary,
               "the model does not know")
         return np.unique(encoded[encoded >= 0])
     pairs = read_local_log(Path(setting), cfg.dataset.feature_schema, cfg.dataset.separator,
-                           key="mode.infer.candidates", pairs_only=True)
+                           key="mode.infer.candidates", pairs_only=True, encoding=cfg.dataset.encoding)
     known = (vocabulary.encode(pairs[ITEM]) >= 0) & pairs[USER].isin(user_ids)
     print(f"Candidates: {int(known.sum()):,} (user, item) pairs from {setting}; dropped {int((~known).sum()):,} "
           "with an item the model does not know or a user not in mode.infer.input")
     per_user = UserSequences.from_events(pairs[known].drop_duplicates().sort_values(USER, kind="stable"), vocabulary)
     return with_every_user(per_user, user_ids)
+

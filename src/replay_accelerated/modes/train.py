@@ -1,10 +1,12 @@
 """`mode=train`: prepare data, train with early stopping (training/fit.py), evaluate the best model
 (evaluation/report.py), write results.
 
-Outputs (`<save_name>` from the model config):
+Outputs (`<save_name>` from the model config), written in the `unfinished/` folder of each output
+folder and moved over the earlier run's files only when the whole run has succeeded (a run that fails
+or is stopped leaves them as they were); one run at a time writes a save name's folders (a lock):
 - `paths.checkpoint_dir/<save_name>/best.ckpt`, `last.ckpt` (every epoch; re-running the
-  command after a crash resumes from it, see training/checkpoints.py) and `items.parquet` (the item
-  vocabulary);
+  command after a crash resumes from `unfinished/last.ckpt`, see training/checkpoints.py),
+  `items.parquet` (the item vocabulary) and `complete.json`;
 - `paths.log_dir/<save_name>/` CSV and TensorBoard logs;
 - `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
   (metrics x k), `recommendations_test.parquet` (top-k with original ids),
@@ -18,13 +20,14 @@ Outputs (`<save_name>` from the model config):
 run.json then holds the step time, samples/s, tokens/s, memory and the epoch time extrapolated
 from them, and nothing is validated, checkpointed or evaluated.
 
-`model.implementation=replay` trains RePlay 0.22's own model on the same data instead
-(training/replay_baseline.py) and writes the same test outputs and run.json: the
-baseline row of every benchmark.
+`model.implementation=replay` (or `replay_nn`: RePlay's newer replay.nn API, SASRec only) trains
+RePlay 0.22's own model on the same data instead (training/replay_baseline.py) and writes the same
+test outputs and run.json: the baseline rows of every benchmark.
 """
 
 import copy
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +36,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.training.flops import EpochShapes, model_train_flops
-from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, ConfigOrigin
 from replay_accelerated.data.pipeline import prepare_data
 from replay_accelerated.evaluation.offline import recommend
 from replay_accelerated.evaluation.report import write_report
@@ -41,7 +44,9 @@ from replay_accelerated.models import build_model
 from replay_accelerated.training.fit import fit
 from replay_accelerated.training.measurements import hardware, package_versions
 from replay_accelerated.training.precision import resolve_precision, training_device
-from replay_accelerated.training.runtime import apply_env, check_writable
+from replay_accelerated.outputs import FolderLock
+from replay_accelerated.training.checkpoints import UNFINISHED, config_fingerprint, mark_complete, publish
+from replay_accelerated.training.runtime import apply_env, check_writable, first_process
 from replay_accelerated.training.tracking import build_loggers, log_files
 
 
@@ -55,7 +60,8 @@ def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, dict]:
     the training device, training/precision.py), and the choice: configured, used and why (for run.json)."""
     training = cfg.model.params.training_params
     configured = training.precision
-    used, why = resolve_precision(configured, training_device(cfg.trainer), fp16=cfg.model.implementation != "replay")
+    used, why = resolve_precision(configured, training_device(cfg.trainer),
+                                  fp16=cfg.model.implementation not in REPLAY_IMPLEMENTATIONS)
     print(f"Precision: {used} ({why})", flush=True)
     cfg = copy.deepcopy(cfg)
     cfg.model.params.training_params.precision = used
@@ -66,23 +72,40 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Run the whole training job; returns the run summary that is also written to run.json.
 
     `callbacks` join our model's Lightning callbacks (`mode=optimize` adds its pruning one)."""
+    save_name = cfg.model.save_name
+    check_writable(cfg.paths, save_name)
+    if not first_process():  # a DDP run's other processes: the first one holds the folders
+        return _train(cfg, callbacks)
+    # One run at a time writes a save name's folders: a second one stops here, before any work.
+    change = "set another model.save_name (or paths.*)"
+    with (FolderLock(Path(cfg.paths.checkpoint_dir) / save_name, change),
+          FolderLock(Path(cfg.paths.results_dir) / save_name, change)):
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
     started = time.perf_counter()
-    check_writable(cfg.paths)
     apply_env(cfg.env)
     cfg, precision = with_resolved_precision(cfg)
     save_name = cfg.model.save_name
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir) / save_name
     results_dir = Path(cfg.paths.results_dir) / save_name
+    # Results are written here, and moved over the earlier run's only when this run has succeeded.
+    unfinished_results = results_dir / UNFINISHED
+    shutil.rmtree(unfinished_results, ignore_errors=True)  # a failed run's partial results: nothing resumes them
 
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
     loggers = []  # RePlay's baseline keeps no logs
     print(f"Data: {data.summary()}")
-    if cfg.model.implementation == "replay":
+    if cfg.model.implementation in REPLAY_IMPLEMENTATIONS:
         from replay_accelerated.training.replay_baseline import train_replay_baseline  # imports RePlay: only here
 
-        print(f"Training RePlay 0.22's own {cfg.model.name} (the baseline) on this split")
+        print(f"Training {REPLAY_IMPLEMENTATIONS[cfg.model.implementation]}'s own {cfg.model.name} (the baseline) "
+              "on this split")
         run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
                                     cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED,
-                                    trainer=cfg.trainer, steps=cfg.mode.steps, warmup_steps=cfg.mode.warmup_steps)
+                                    trainer=cfg.trainer, steps=cfg.mode.steps, warmup_steps=cfg.mode.warmup_steps,
+                                    implementation=cfg.model.implementation)
         recommendations = run.pop("recommendations", None)
         # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
         same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params)
@@ -90,7 +113,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
                                                          EpochShapes(**run["epoch_shapes"]))
     else:
         loggers = build_loggers(cfg)
-        run, model = fit(cfg, data, Path(cfg.paths.checkpoint_dir) / save_name, callbacks, loggers)
+        run, model = fit(cfg, data, checkpoint_dir, callbacks, loggers)
         if not run:  # another process of a multi-process run: the first one evaluates and reports
             return {}
         recommendations = None  # the steps mode only times training
@@ -112,15 +135,23 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         "versions": package_versions(),
     }
     if recommendations is not None:
-        summary.update(write_report(recommendations, data, cfg, results_dir))
+        summary.update(write_report(recommendations, data, cfg, unfinished_results))
     else:
-        results_dir.mkdir(parents=True, exist_ok=True)
+        unfinished_results.mkdir(parents=True, exist_ok=True)
         print(f"Timed {run['timed_steps']} steps after {run['warmup_steps']}: {run['step_seconds']} s a step, "
               f"{run['train_tokens_per_second']} tokens/s, an epoch extrapolated to "
               f"{run['extrapolated_train_seconds_per_epoch']} s; training memory {run['training_memory_mb']} MB")
+    if "best_checkpoint" in summary:  # where it will lie once published
+        summary["best_checkpoint"] = str(checkpoint_dir / Path(summary["best_checkpoint"]).name)
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["config"] = OmegaConf.to_container(cfg, resolve=True)
-    (results_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    (unfinished_results / "run.json").write_text(json.dumps(summary, indent=2))
+
+    # The run succeeded: its files replace the earlier run's, results first, the completion mark last.
+    publish(unfinished_results)
+    if (checkpoint_dir / UNFINISHED).is_dir():  # our model's checkpoints (not RePlay's or the steps mode)
+        publish(checkpoint_dir / UNFINISHED)
+        mark_complete(checkpoint_dir, config_fingerprint(cfg), summary["epochs_run"])
     log_files(loggers, sorted(results_dir.glob("metrics_*.csv")) + [results_dir / "run.json"])
     print(f"Results written to {results_dir}")
     return summary

@@ -2,11 +2,14 @@
 
 - Every checkpoint is written to a temporary file and then renamed over the old one
   (`AtomicCheckpointIO`): a process killed while writing leaves the previous file intact.
-- `last.ckpt` is written after every validation, `best.ckpt` when validation NDCG@10 improves.
+- A run trains in the `unfinished/` folder of its checkpoint folder: `last.ckpt` is written there
+  after every validation, `best.ckpt` when validation NDCG@10 improves. Only a run that finished
+  moves its files (and its results, modes/train.py) over the earlier run's (`publish`) and writes
+  `complete.json`: a run that fails or is stopped leaves every file of the earlier run as it was.
 - Each checkpoint carries the fingerprint of the configuration that trains it (data, model,
-  accelerations, seed). Re-running the same command after a crash resumes from `last.ckpt`;
-  a checkpoint of another configuration, or one that cannot be read, is never used.
-- A run that finished writes `complete.json`; the next run with that save name trains anew.
+  accelerations, seed). Re-running the same command after a crash or a stop resumes from
+  `unfinished/last.ckpt`; a checkpoint of another configuration, or one that cannot be read, is never
+  used. A finished run leaves no `unfinished/`, so the next run with that save name trains anew.
 - With several processes (DDP) every process takes the same decision: the first one removes
   a `last.ckpt` it will not resume from before the others start.
 
@@ -28,13 +31,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
+from replay_accelerated.outputs import write_text_atomic
 from replay_accelerated.training.batches import epoch_seed
 
 LAST = "last.ckpt"
 COMPLETE = "complete.json"
-# Bumped when a model's layers change, so that a last.ckpt of older layers is never resumed
-# (2: SASRec as RePlay's SasRec).
-ARCHITECTURE_VERSION = 2
+UNFINISHED = "unfinished"  # the folder a run writes in until it has finished
+# Bumped when a model's layers or training targets change, so that a last.ckpt of older ones is never
+# resumed (2: SASRec as RePlay's SasRec; 3: SASRec's first item is a target too).
+ARCHITECTURE_VERSION = 3
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to `<path>.tmp`, then rename: a checkpoint file is always complete or absent. Read through
     `load_checkpoint`, so that Lightning's resume loads plain data only unless the file is trusted."""
@@ -90,10 +95,6 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, trust: bool = Fals
     if not last.is_file():
         return None
     # Training anew removes the old last.ckpt, so that no process of this run can resume from it.
-    if (checkpoint_dir / COMPLETE).is_file():
-        print(f"{checkpoint_dir} holds a finished run; training anew")
-        last.unlink()
-        return None
     try:
         saved = load_checkpoint(last, trust).get(STAMP_KEY, {}).get("fingerprint")
     except UntrustedCheckpoint:
@@ -111,10 +112,14 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, trust: bool = Fals
     return last
 
 
-def mark_started(checkpoint_dir: Path) -> None:
-    (checkpoint_dir / COMPLETE).unlink(missing_ok=True)
+def publish(unfinished: Path) -> None:
+    """Move every file of a finished run's `unfinished` folder over the earlier run's files in the folder
+    above it, then remove it. Each move is one rename."""
+    for path in sorted(unfinished.iterdir()):
+        os.replace(path, unfinished.parent / path.name)
+    unfinished.rmdir()
 
 
 def mark_complete(checkpoint_dir: Path, fingerprint: str, epochs: int) -> None:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / COMPLETE).write_text(json.dumps({"fingerprint": fingerprint, "epochs": epochs}))
+    """The mark of a finished run, written last, after its files were published."""
+    write_text_atomic(checkpoint_dir / COMPLETE, json.dumps({"fingerprint": fingerprint, "epochs": epochs}))

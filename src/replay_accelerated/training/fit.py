@@ -25,11 +25,10 @@ from replay_accelerated.models import SequentialRecommender
 from replay_accelerated.models.files import load_checkpoint
 from replay_accelerated.training.batches import padding_share, training_loader
 from replay_accelerated.training.checkpoints import (
+    UNFINISHED,
     AtomicCheckpointIO,
     ResumableRun,
     config_fingerprint,
-    mark_complete,
-    mark_started,
     resume_checkpoint,
 )
 from replay_accelerated.training.measurements import (
@@ -66,7 +65,11 @@ def check_logits_memory(loss: torch.nn.Module, shapes: EpochShapes, n_items: int
 def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Sequence[L.Callback],
         loggers: Sequence[Logger]) -> tuple[dict, SequentialRecommender | None]:
     """Train our model with early stopping; returns what was measured and the best model, in eval mode
-    (nothing in the other processes of a multi-process run; no model in the steps mode, `mode.steps`)."""
+    (nothing in the other processes of a multi-process run; no model in the steps mode, `mode.steps`).
+
+    Checkpoints and the item vocabulary are written to `checkpoint_dir/unfinished/`, which the caller
+    publishes when the whole run has succeeded (training/checkpoints.py)."""
+    checkpoint_dir = checkpoint_dir / UNFINISHED
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
@@ -124,12 +127,10 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
                 "train_flops_per_epoch": model_train_flops(model, model_params, shapes)}, None
     # After the last check that can stop the run.
     resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)
-    mark_started(checkpoint_dir)
     memory = TrainingMemory(device)
     trainer.fit(module, train_loader, validation_loader, ckpt_path=resume_from)
     if trainer.global_rank != 0:
         return {}, None
-    mark_complete(checkpoint_dir, fingerprint, trainer.current_epoch)
     memory_used = memory.summary()  # before the measurements below add anything
 
     # Measured after training, so that the timing synchronisations stay out of the training loop

@@ -12,27 +12,29 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from replay_accelerated import outputs
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.errors import ConfigError, UserError
+from replay_accelerated.errors import ConfigError, DataError, UserError
 from replay_accelerated.models import SequentialRecommender, build_model
 from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 
 
-def check_writable(paths) -> None:
-    """Every output folder can be created and written, before any work is done."""
+def check_writable(paths, save_name: str | None = None) -> None:
+    """Every output folder can be created and written, before any work is done; with `save_name`, the
+    run's own folders inside them too."""
     for key in ("results_dir", "checkpoint_dir", "log_dir"):
-        folder = Path(paths[key])
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write_test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise UserError(f"cannot write to {folder} ({error.strerror or error}); "
-                            f"set paths.{key} to a folder you can write") from None
+        outputs.check_writable(paths[key], f"paths.{key}")
+        if save_name is not None:
+            outputs.check_writable(Path(paths[key]) / save_name, f"paths.{key} (or model.save_name)")
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of a run: the others of a DDP run (started by Lightning
+    or torchrun, which set these variables) leave the run's folders to it."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def apply_env(env) -> None:
@@ -97,10 +99,20 @@ def load_trained_model(cfg: DictConfig, checkpoint: str | None,
     return model.eval(), vocabulary
 
 
-def read_histories(cfg: DictConfig, path: str, vocabulary: ItemVocabulary) -> UserSequences:
-    """Every user of the interactions file at `path` with the items the model knows, in time order
-    (a user with none gets an empty history); items the model never saw are dropped and counted."""
-    events = read_local_log(Path(path), cfg.dataset.feature_schema, cfg.dataset.separator, key="mode.infer.input")
+def check_input_file(path: str, key: str) -> None:
+    """The file `key` names exists: checked before the model is loaded, so that a wrong path stops the run at once."""
+    if not Path(path).is_file():
+        problem = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise DataError(f"{key}={path} {problem}; point {key} to an existing csv, tsv or parquet file with "
+                        "dataset.feature_schema's columns")
+
+
+def read_histories(cfg: DictConfig, path: str, vocabulary: ItemVocabulary,
+                   key: str = "mode.infer.input") -> UserSequences:
+    """Every user of the interactions file at `path` (the setting `key`) with the items the model knows, in
+    time order (a user with none gets an empty history); items the model never saw are dropped and counted."""
+    events = read_local_log(Path(path), cfg.dataset.feature_schema, cfg.dataset.separator, key=key,
+                            encoding=cfg.dataset.encoding)
     events = events.sort_values([USER, TIMESTAMP], kind="stable")
     known = vocabulary.encode(events[ITEM]) >= 0
     print(f"Read {len(events):,} interactions of {events[USER].nunique():,} users from {path}; "
@@ -152,7 +164,14 @@ def read_trained(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[Item
     except Exception as error:  # truncated or not a checkpoint at all
         raise UserError(f"{checkpoint_path} cannot be read as a checkpoint ({type(error).__name__}); "
                         f"point {key} to a best.ckpt written by mode=train") from None
-    vocabulary = ItemVocabulary(pd.read_parquet(items_path)["item_id"].to_numpy())
+    try:
+        item_ids = pd.read_parquet(items_path, columns=[ITEM])[ITEM].to_numpy()
+    except (OSError, ValueError) as error:  # truncated, not parquet, or no item_id column (pyarrow: ValueErrors)
+        raise UserError(f"{items_path} (the item list beside {checkpoint_path.name}) cannot be read "
+                        f"({str(error).splitlines()[0]}); copy it again from the run that wrote "
+                        f"{checkpoint_path.name}, or point {key} to a best.ckpt next to a complete items.parquet"
+                        ) from None
+    vocabulary = ItemVocabulary(item_ids)
     stamp = checkpoint.get(STAMP_KEY, {})
     if stamp.get("model") != cfg.model.name:
         raise UserError(f"{checkpoint_path} holds a {stamp.get('model', 'foreign')} model, but the config says "

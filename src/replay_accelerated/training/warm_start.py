@@ -7,6 +7,8 @@ the fresh initialisation of the new model, items gone from the catalog are dropp
 token rows and every other weight (positions, blocks, norms) are copied as they are, so before any
 training the new model scores a history of known items exactly as the old one did, known item by known
 item. Sizes other than the catalog's must match: the model config is the one the checkpoint was trained with.
+A checkpoint with no item in common is refused: copying nothing would train from scratch under a warm start's
+name (ids stored as strings in one run and as integers in the other match nothing).
 """
 
 from pathlib import Path
@@ -30,6 +32,8 @@ def warm_start(model: SequentialRecommender, vocabulary: ItemVocabulary, cfg: Di
     of known, new and dropped items."""
     old_vocabulary, old_state = read_checkpoint(Path(cfg.model.params.training_params.init_from), cfg, KEY)
     positions = pd.Index(old_vocabulary.item_ids).get_indexer(vocabulary.item_ids)  # [n_new], -1 for new items
+    if not (positions >= 0).any():
+        raise ConfigError(_nothing_in_common(old_vocabulary, vocabulary))
     known = torch.from_numpy(positions >= 0)
     source = torch.from_numpy(positions[positions >= 0])
     n_new, n_old = len(vocabulary), len(old_vocabulary)
@@ -58,3 +62,21 @@ def warm_start(model: SequentialRecommender, vocabulary: ItemVocabulary, cfg: Di
           f"{counts['new_items']:,} new, {counts['dropped_items']:,} dropped", flush=True)
     return counts
 
+
+def _id_type(vocabulary: ItemVocabulary) -> str:
+    """The type of a vocabulary's ids: the numpy dtype, or the Python type of the first id in an object array
+    (how strings come back from parquet)."""
+    ids = vocabulary.item_ids
+    return type(ids[0]).__name__ if ids.dtype == object and len(ids) else str(ids.dtype)
+
+
+def _nothing_in_common(old: ItemVocabulary, new: ItemVocabulary) -> str:
+    """The error for a checkpoint that shares no item with the dataset: ids of different types, or another catalog."""
+    old_type, new_type = _id_type(old), _id_type(new)
+    sizes = f"none of this dataset's {len(new):,} items is among the checkpoint's {len(old):,}"
+    if old_type != new_type:
+        return (f"{KEY}: {sizes}: the checkpoint's items.parquet holds item ids of type {old_type}, this dataset's "
+                f"of type {new_type}; give the dataset's item_id column the checkpoint's type (or retrain the "
+                f"checkpoint on ids of type {new_type}), or drop {KEY} to train from scratch")
+    return (f"{KEY}: {sizes} (item ids of type {new_type} in both); point {KEY} to a checkpoint trained on this "
+            f"catalog, or drop it to train from scratch")
