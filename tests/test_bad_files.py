@@ -197,3 +197,11 @@ def test_the_suggested_separator_reads_the_file(tmp_path: Path, separator: str, 
     dataset = compose(tmp_path, "dataset=local", "dataset.path=x", f"dataset.separator={override}").dataset
     frame = read_local_log(_separated(tmp_path / "log.csv", separator), dataset.feature_schema, dataset.separator)
     pd.testing.assert_frame_equal(frame, _log()[["user_id", "item_id", "rating", "timestamp"]], check_dtype=False)
+
+
+def test_a_log_of_a_single_item_is_refused_before_training(tmp_path: Path, main_in_process):
+    log = _log()
+    log["item_id"] = 7  # every user has seen the only item: nothing would be left to recommend
+    result = _run(main_in_process, _csv(log, tmp_path / "log.csv"))
+    _stops_with(result, "1 distinct item", "at least 2", "dataset.feature_schema.item_column")
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").rglob("*.ckpt"))

@@ -142,3 +142,24 @@ def test_an_atomic_write_that_fails_leaves_the_earlier_file(tmp_path: Path):
     with atomic_path(target) as temporary:
         temporary.write_text("new")
     assert target.read_text() == "new"
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_naming_it_and_keeps_the_earlier_one(tmp_path: Path, monkeypatch):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from replay_accelerated.training.checkpoints import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 0}, tmp_path / "last.ckpt")
+
+    def full_disk(self, checkpoint, path, storage_options=None):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full_disk)
+    with pytest.raises(UserError, match="last.ckpt") as stopped:
+        io.save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+    assert "left as it was" in str(stopped.value)
+    monkeypatch.undo()
+    assert io.load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 0
+    assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]

@@ -28,6 +28,7 @@ from replay_accelerated.data.download import file_checksum
 from replay_accelerated.data.split import SPLIT_NAMES, Splits, rating_filter, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
+from replay_accelerated.errors import DataError
 
 PROTOCOL_VERSION = 4  # bump when the preprocessing code changes what it produces
 MANIFEST = "manifest.json"
@@ -120,6 +121,11 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         _write_cache(cache_dir, settings, splits, vocabulary, sequences, unknown)
         print(f"Split and encoded {len(log):,} interactions in {time.perf_counter() - started:.1f} s; "
               f"cached in {cache_dir}", file=sys.stderr)
+    if len(vocabulary) < 2:  # every user has seen the one item: nothing is left to recommend or to score
+        raise DataError(f"the training and validation events hold {len(vocabulary)} distinct item(s) "
+                        f"({', '.join(map(str, vocabulary.item_ids[:1]))}); a recommender ranks items a user has "
+                        "not seen, so it needs at least 2: check dataset.feature_schema.item_column and the "
+                        "dataset.preprocess filters")
     prepared = PreparedData(
         splits=splits,
         vocabulary=vocabulary,

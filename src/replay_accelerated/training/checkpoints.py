@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from replay_accelerated.errors import UserError
 from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 from replay_accelerated.outputs import write_text_atomic
 from replay_accelerated.training.batches import epoch_seed
@@ -50,7 +51,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         temporary = f"{path}.tmp"
-        super().save_checkpoint(checkpoint, temporary, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+        except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError of its writer
+            Path(temporary).unlink(missing_ok=True)
+            raise UserError(f"writing the checkpoint {path} failed ({error}); the checkpoint there before is left as "
+                            "it was: free space on that disk (a full disk is the usual cause), or set "
+                            "paths.checkpoint_dir to another disk, then run the same command again to resume") from None
         os.replace(temporary, path)
 
     def load_checkpoint(self, path, map_location=lambda storage, location: storage, weights_only=None) -> dict:
