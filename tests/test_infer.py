@@ -219,7 +219,8 @@ def test_export_writes_onnx_and_torch_export_files_that_score_as_the_model(train
         torch.testing.assert_close(torch.from_numpy(onnx[0]), expected_candidates, atol=1e-4, rtol=0)
         torch.testing.assert_close(programs["model_candidates"](history, candidates), expected_candidates, atol=1e-4,
                                    rtol=0)
-        top_scores, top_items = sessions["model_top_k"].run(None, {"history": history.numpy()})
+        inputs = {"history": history.numpy(), "seen": history.numpy()}  # nothing seen beyond the history
+        top_scores, top_items = sessions["model_top_k"].run(None, inputs)
         assert torch.equal(torch.from_numpy(top_items), expected_items)
         torch.testing.assert_close(torch.from_numpy(top_scores), expected_top, atol=1e-4, rtol=0)
         assert not any(torch.isin(torch.from_numpy(items), row).any() for items, row in zip(top_items, history))

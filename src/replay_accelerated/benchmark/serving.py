@@ -4,7 +4,8 @@
 
 For each model (BERT4Rec, SASRec at the seed config: hidden 256, 2 blocks, 2 heads, max_seq_len 128) on
 the MovieLens-20M-shaped catalog (18,345 items; random weights: speed does not depend on them), the top-k
-function of `mode=export` (models/serving.py `TopKUnseen`, k = 100) is exported once and timed three ways
+function of `mode=export` (models/serving.py `TopKUnseen`, k = 100, its inputs the history and the seen
+items) is exported once and timed three ways
 on the same inputs: the PyTorch module (eager), the `torch.export` program, and the ONNX file in
 onnxruntime (CPU provider). Two loads: one user at a time (history of 50 items; latency p50 and p99 over
 `--requests` calls after a warm-up) and batches of 256 users (throughput, users per second, median of
@@ -40,19 +41,20 @@ def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requ
     function = TopKUnseen(model, k).eval()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model_top_k"
-        write_function(function, path, ["history"], ["scores", "item_ids"], opset=18)
+        write_function(function, path, ["history", "seen"], ["scores", "item_ids"], opset=18)  # as mode=export
         program = torch.export.load(path.with_suffix(".pt2")).module()
         session = onnxruntime.InferenceSession(str(path.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    # The served user's seen set is their history here (a longer one only adds input to copy).
     backends = {
-        "pytorch_eager": lambda history: function(history),
-        "torch_export": lambda history: program(history),
-        "onnxruntime": lambda history: session.run(None, {"history": history.numpy()}),
+        "pytorch_eager": lambda history: function(history, history),
+        "torch_export": lambda history: program(history, history),
+        "onnxruntime": lambda history: session.run(None, {"history": history.numpy(), "seen": history.numpy()}),
     }
     width = min(HISTORY, max_seq_len)  # a served history holds at most max_seq_len items
     one = torch.randint(0, n_items, (1, width))
     many = torch.randint(0, n_items, (batch_size, width))
     with torch.no_grad():
-        expected = function(many)[1].numpy()
+        expected = function(many, many)[1].numpy()
         rows = []
         for backend, call in backends.items():
             got = call(many)[1]
