@@ -80,7 +80,7 @@ def test_training_refuses_to_resume_from_a_crafted_last_checkpoint(tmp_path: Pat
     from conftest import TINY_SYNTHETIC, run_main
 
     marker = tmp_path / "created_by_the_payload"
-    checkpoint_dir = tmp_path / "checkpoints" / "bert4rec_synthetic"
+    checkpoint_dir = tmp_path / "checkpoints" / "bert4rec_synthetic" / "unfinished"  # where a stopped run resumes
     checkpoint_dir.mkdir(parents=True)
     crafted_checkpoint(checkpoint_dir / LAST, marker)
     result = run_main(tmp_path, *TINY_SYNTHETIC, "model.params.training_params.max_epochs=1")

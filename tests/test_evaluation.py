@@ -253,7 +253,7 @@ def test_top_k_breaks_ties_as_replay_rec_whatever_the_chunk_size():
 
 
 def test_top_k_replay_order_takes_per_row_items_and_keeps_the_largest_tied_item():
-    from replay_accelerated.evaluation.ranking import top_k_replay_order
+    from replay_accelerated.models.top_k import top_k_replay_order
 
     scores = torch.tensor([[1.0, 2.0, 2.0, 0.0, 2.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
     top_scores, top_items = top_k_replay_order(scores, 2)

@@ -21,9 +21,9 @@ from replay_accelerated.models.serving import (
     NextItemScores,
     TopKUnseen,
     float_head_copy,
-    top_k_larger_index_first,
     write_function,
 )
+from replay_accelerated.models.top_k import top_k_replay_order
 
 # A tiny catalog, so that users who have seen all but a few items are easy to write.
 TINY_CATALOG = [*TINY_SYNTHETIC, "dataset.generator.n_users=300", "dataset.generator.n_items=50",
@@ -42,7 +42,7 @@ def test_top_k_ranks_ties_by_the_larger_index_as_a_plain_sort_does():
         scores = torch.randint(0, levels, (16, n)).float()
         scores[8:] += torch.rand(8, n)  # half the rows with few ties
         scores[:4, : n - k // 2] = float("-inf")  # fewer than k finite scores
-        top_scores, top_items = top_k_larger_index_first(scores, k)
+        top_scores, top_items = top_k_replay_order(scores, k)
         expected_scores, expected_items = plain_top_k(scores, k)
         assert torch.equal(top_scores, expected_scores) and torch.equal(top_items, expected_items)
 

@@ -179,13 +179,13 @@ def test_bert4rec_trains_on_the_newest_max_seq_len_items_of_any_batch_width(mask
         assert torch.equal(torch.where(target_mask, labels, inputs), sequences[:, -kept:])
 
 
-def test_sasrec_targets_are_next_items_at_every_real_position():
+def test_sasrec_targets_are_next_items_wherever_the_next_position_holds_an_item():
     model = _model(SasRec)
     sequences = _left_padded([2, 5, MAX_LEN + 1], MAX_LEN + 1)
     inputs, labels, target_mask = model.training_example(sequences)
-    for row in range(3):
+    for row in range(3):  # a target wherever the next position holds an item, the first item included
         for t in range(MAX_LEN):
-            if inputs[row, t] == N_ITEMS:
+            if sequences[row, t + 1] == N_ITEMS:
                 assert not target_mask[row, t]
             else:
                 assert target_mask[row, t] and labels[row, t] == sequences[row, t + 1]
@@ -226,7 +226,7 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     loss = module.training_step(sequences, 0)
     torch.manual_seed(2)  # the same BERT4Rec masks
     inputs, labels, target_mask = model.training_example(sequences)
-    assert not target_mask[inputs == N_ITEMS].any()  # padding is never a target
+    assert not target_mask[labels == N_ITEMS].any()  # padding is never a target
     logits = F.linear(model(inputs), model.head.weight, model.head.bias).double()  # the slow way: every position
     per_position = -torch.log_softmax(logits, dim=-1).gather(2, labels[..., None]).squeeze(2)
     reference = per_position[target_mask].mean()

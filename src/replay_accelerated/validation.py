@@ -83,7 +83,7 @@ def _check_replay(cfg: DictConfig, require) -> None:
     models = replay_baseline.LOSS_TYPES[cfg.model.implementation]
     require(cfg.model.name in models, "model.implementation",
             f"RePlay 0.22's API '{cfg.model.implementation}' has no {cfg.model.name}; use model.implementation=replay")
-    supported = models.get(cfg.model.name, ())
+    supported = models[cfg.model.name]
     require(model_params.loss_type in supported, f"{prefix}.loss_type",
             f"RePlay 0.22's {cfg.model.name} has no '{model_params.loss_type}' loss; "
             f"use one of {list(supported)} {why}")

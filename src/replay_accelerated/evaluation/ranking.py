@@ -9,7 +9,7 @@ over min(|ground truth|, k) hits; Recall = hits / |ground truth|).
 One tie rule, replay-rec's: its metrics sort each user's recommendations by (score, item id),
 both descending (`replay/metrics/base_metric.py`), so among equal scores the larger item id comes
 first. Item indices are in item-id order (`ItemVocabulary` sorts the ids), so `top_k_replay_order`
-ranks by (score, item index) descending. torch.topk alone leaves the order of ties unspecified, and
+(models/top_k.py, which the exported top-k shares) ranks by (score, item index) descending. torch.topk alone leaves the order of ties unspecified, and
 which tied item it keeps changed with the chunk size: with bf16 scores, ties are common.
 """
 
@@ -20,10 +20,9 @@ import torch
 
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import UserSequences
+from replay_accelerated.models.top_k import best_k, in_replay_order
 
 VALIDATION_METRICS = ("ndcg", "recall")  # what ranking_metric_sums returns, as "<metric>@<k>"
-# Item indices stay below this; it separates the score levels in the ordering key of _in_replay_order.
-ITEM_INDEX_LIMIT = 1 << 40
 
 
 class EvaluationBatches(torch.utils.data.Dataset):
@@ -106,52 +105,14 @@ def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, se
             rows = slice(None) if allowed_rows is None else allowed_rows[inside]
             allowed[rows, allowed_items[inside] - start] = True
             scores = scores.masked_fill(~allowed, float("-inf"))
-        scores, items = _best_k(scores, torch.arange(start, stop, device=scores.device), k)  # [B, k] each
+        # Positions in the chunk order ties as the items do; int32 keys cost half the bytes of int64.
+        scores, positions = best_k(scores, torch.arange(stop - start, dtype=torch.int32, device=scores.device), k)
+        items = positions.long() + start  # [B, k] each
         if best_scores is not None:  # the best so far compete with this chunk's best
-            scores, items = _best_k(torch.cat([best_scores, scores], dim=1), torch.cat([best_items, items], dim=1), k)
+            scores, items = best_k(torch.cat([best_scores, scores], dim=1), torch.cat([best_items, items], dim=1), k)
         best_scores, best_items = scores, items
-    best_scores, best_items = _in_replay_order(best_scores, best_items)
+    best_scores, best_items = in_replay_order(best_scores, best_items)
     return best_scores, best_items.masked_fill(best_scores == float("-inf"), -1)
-
-
-def top_k_replay_order(scores: torch.Tensor, k: int, items: torch.Tensor | None = None):
-    """The k best (scores, items) of each row [B, min(k, N)], in replay-rec's order: score descending,
-    then item index descending (the larger item id first, as `ItemVocabulary` sorts ids).
-
-    scores: [B, N]; items: the item index of each column, [N] or [B, N], distinct within a row and
-    >= 0 (default: the column positions). Deterministic whatever torch.topk does with ties, and made of
-    topk, where, gather, sort and cumsum only, so that it exports to ONNX (a stable sort does not).
-    """
-    items = torch.arange(scores.shape[1], device=scores.device) if items is None else items
-    return _in_replay_order(*_best_k(scores, items, k))
-
-
-def _best_k(scores: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best (scores, items) of each row under replay-rec's rule (top_k_replay_order), in no particular order."""
-    k = min(k, scores.shape[1])
-    top_scores, top_columns = scores.topk(k, dim=1, sorted=False)  # [B, k]
-    threshold = top_scores.min(dim=1, keepdim=True).values  # [B, 1]: the k-th best score
-    top_items = items.expand_as(scores).gather(1, top_columns)
-    # topk keeps every item scored above the threshold, but an unspecified few of those tied at it;
-    # replay-rec keeps the largest: the k largest items tied at the threshold (-1: no more of them).
-    tied_items = torch.where(scores == threshold, items, -1).topk(k, dim=1).values  # [B, k]
-    # The items above the threshold (fewer than k) all stay; the largest tied ones fill up to k.
-    priority = torch.cat([torch.where(top_scores > threshold, torch.iinfo(torch.int64).max, -1), tied_items], dim=1)
-    kept = priority.topk(k, dim=1).indices  # [B, k] of the 2k candidates
-    candidate_scores = torch.cat([top_scores, threshold.expand(-1, k)], dim=1)
-    return candidate_scores.gather(1, kept), torch.cat([top_items, tied_items], dim=1).gather(1, kept)
-
-
-def _in_replay_order(scores: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, items) [B, k] sorted by score, then item, both descending."""
-    scores, by_score = scores.sort(dim=1, descending=True)  # tied scores in an unspecified order
-    items = items.gather(1, by_score)
-    # Each score's rank among the row's distinct scores (0: the best) and the item make a key that is
-    # unique within the row, so that sorting it has no ties to leave unspecified.
-    changes = (scores[:, 1:] != scores[:, :-1]).long()  # [B, k - 1]
-    score_rank = torch.cat([torch.zeros_like(items[:, :1]), changes.cumsum(dim=1)], dim=1)  # [B, k]
-    order = (items - score_rank * ITEM_INDEX_LIMIT).argsort(dim=1, descending=True)
-    return scores.gather(1, order), items.gather(1, order)
 
 
 def ranking_metric_sums(top_items: torch.Tensor, ground_truth: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:

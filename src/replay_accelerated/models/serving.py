@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.models.heads import LinearHead, TiedHead
+from replay_accelerated.models.top_k import top_k_replay_order
 from replay_accelerated.models.transformer import SequentialRecommender
 
 
@@ -65,34 +66,8 @@ class TopKUnseen(_Serving):
         scores = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)  # [B, n_items + 1]
         removed = history if seen is None else torch.cat([history, seen], dim=1)  # [B, W + S]
         scores = scores.scatter(1, removed, float("-inf"))[:, :-1]  # seen items never come back
-        top_scores, top_items = top_k_larger_index_first(scores, self.k)  # [B, k] each
+        top_scores, top_items = top_k_replay_order(scores, self.k)  # [B, k] each
         return top_scores, top_items.masked_fill(top_scores == float("-inf"), -1)  # -1: no unseen item left
-
-
-def top_k_larger_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best (scores, indices) of each row of `scores` [B, n], ordered by (score, index) descending:
-    among equal scores the larger index first, as replay-rec ranks items.
-
-    torch.topk returns tied values in an unspecified order (on the CPU it varies; ONNX's TopK takes the
-    smaller index first) and a stable sort of the whole catalog costs ten times a topk, so ties are
-    settled with topks whose order never depends on it: one for the scores, one for the indices of the
-    items tied with the k-th score (which fill the last places), and one over unique integer keys for
-    the order inside each run of equal scores.
-    """
-    n = scores.shape[1]
-    top_scores, top_items = scores.topk(k, dim=1)  # [B, k]: the right scores; tied items in any order
-    kth = top_scores[:, -1:]  # [B, 1]
-    # Items tied with the k-th score, largest index first (int32: half the bytes of int64, exact for any catalog).
-    index = torch.arange(n, dtype=torch.int32, device=scores.device)
-    tied_items = torch.where(scores == kth, index, -1).topk(k, dim=1).values.long()  # [B, k]
-    first_tied = k - (top_scores == kth).sum(dim=1, keepdim=True)  # [B, 1]: the first place of the k-th score
-    place = torch.arange(k, device=scores.device)  # [k]
-    from_tied = tied_items.gather(1, (place - first_tied).clamp(min=0))  # [B, k]
-    top_items = torch.where(place < first_tied, top_items, from_tied)
-    # Runs of equal scores numbered 0, 1, ... down the list; the key (run, then the larger index) is unique.
-    new_run = torch.cat([torch.zeros_like(top_items[:, :1]), (top_scores[:, 1:] != top_scores[:, :-1]).long()], dim=1)
-    order = (top_items - new_run.cumsum(dim=1) * (n + 1)).topk(k, dim=1).indices  # [B, k]
-    return top_scores, top_items.gather(1, order)
 
 
 def float_head_copy(model: SequentialRecommender) -> SequentialRecommender:

@@ -73,7 +73,7 @@ from replay.nn.lightning import LightningModule
 from replay.nn.lightning.callback import ComputeMetricsCallback, TorchTopItemsCallback
 from replay.nn.lightning.optimizer import OptimizerFactory
 from replay.nn.lightning.postprocessor import SeenItemsFilter
-from replay.nn.loss import CE, BCESampled, CESampled
+from replay.nn.loss import BCESampled, CESampled
 from replay.nn.sequential import SasRec as NnSasRec
 from replay.nn.transform import UniformNegativeSamplingTransform
 from replay.nn.transform.template import make_default_sasrec_transforms
