@@ -128,3 +128,19 @@ def compose(home: Path, *overrides: str, config_name: str = "config"):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=[PINNED_PRECISION, *overrides])
     return validate(cfg, ConfigOrigin())
+
+
+def replay_sequential_dataset(users, n_items: int):
+    """RePlay's PandasSequentialDataset of our UserSequences `users` (item feature "item_id", `n_items` items):
+    what its own per-sample training datasets read, to compare their targets with ours."""
+    import pandas as pd
+    from replay.data import FeatureHint, FeatureSource, FeatureType
+    from replay.data.nn import PandasSequentialDataset, TensorFeatureInfo, TensorFeatureSource, TensorSchema
+
+    schema = TensorSchema(TensorFeatureInfo(
+        name="item_id", feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
+        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], cardinality=n_items,
+        embedding_dim=8))
+    frame = pd.DataFrame({"user": users.user_ids, "item_id": [users.items[users.offsets[u]:users.offsets[u + 1]]
+                                                               for u in range(len(users))]})
+    return PandasSequentialDataset(schema, "user", "item_id", frame)

@@ -10,14 +10,12 @@ a thousand runs, while the "at_least_one" rule (no sequence without a target) fa
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from replay.data import FeatureHint, FeatureSource, FeatureType
-from replay.data.nn import PandasSequentialDataset, TensorFeatureInfo, TensorFeatureSource, TensorSchema
 from replay.models.nn.sequential.bert4rec import Bert4RecTrainingDataset
 from scipy import stats
 
+from conftest import replay_sequential_dataset
 from replay_accelerated.data.sequences import UserSequences, csr_offsets
 from replay_accelerated.models import Bert4Rec
 from replay_accelerated.training.batches import TrainingBatches
@@ -36,14 +34,8 @@ def _users() -> UserSequences:
 
 def _replay_masks(users: UserSequences) -> tuple[np.ndarray, np.ndarray]:
     """RePlay's windows [U * DRAWS, MAX_LEN] (-1: padding) and target masks, its own per-sample code."""
-    schema = TensorSchema(TensorFeatureInfo(
-        name="item_id", feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
-        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], cardinality=N_ITEMS,
-        embedding_dim=8))
-    frame = pd.DataFrame({"user": users.user_ids, "item_id": [users.items[users.offsets[u]:users.offsets[u + 1]]
-                                                               for u in range(len(users))]})
-    sequential = PandasSequentialDataset(schema, "user", "item_id", frame)
-    dataset = Bert4RecTrainingDataset(sequential, max_sequence_length=MAX_LEN, mask_prob=MASK_PROB)
+    dataset = Bert4RecTrainingDataset(replay_sequential_dataset(users, N_ITEMS), max_sequence_length=MAX_LEN,
+                                      mask_prob=MASK_PROB)
     windows, targets = [], []
     for _ in range(DRAWS):
         for index in range(len(dataset)):

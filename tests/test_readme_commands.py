@@ -17,6 +17,7 @@ from conftest import ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 ENTRY = re.compile(r"^(python3? main\.py|replay-accelerated)(\s|$)")
+ENVIRONMENT = re.compile(r"^([A-Z_][A-Z0-9_]*=\S*\s+)+")  # variables set for the command alone
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -26,7 +27,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
         text = document.read_text()
         for block in re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, flags=re.M | re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                command = line.split("&&")[-1].strip()
+                command = ENVIRONMENT.sub("", line.split("&&")[-1].strip())  # `HOME=/tmp/x replay-accelerated ...`
                 if ENTRY.match(command):
                     words = shlex.split(command, comments=True)
                     words = words[2:] if words[0].startswith("python") else words[1:]

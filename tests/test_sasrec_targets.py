@@ -7,12 +7,10 @@ including the first item, predicted from the padding position before it.
 """
 
 import numpy as np
-import pandas as pd
 import torch
-from replay.data import FeatureHint, FeatureSource, FeatureType
-from replay.data.nn import PandasSequentialDataset, TensorFeatureInfo, TensorFeatureSource, TensorSchema
 from replay.models.nn.sequential.sasrec import SasRecTrainingDataset
 
+from conftest import replay_sequential_dataset
 from replay_accelerated.data.sequences import UserSequences, csr_offsets
 from replay_accelerated.models import SasRec
 from replay_accelerated.training.batches import TrainingBatches
@@ -23,13 +21,7 @@ LENGTHS = range(1, MAX_LEN + 4)  # one event up to three past the window
 
 def _replay_targets(users: UserSequences) -> list[np.ndarray]:
     """Per user, RePlay's target items, newest last (its labels where `target_padding_mask` is set)."""
-    schema = TensorSchema(TensorFeatureInfo(
-        name="item_id", feature_type=FeatureType.CATEGORICAL, is_seq=True, feature_hint=FeatureHint.ITEM_ID,
-        feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, "item")], cardinality=N_ITEMS,
-        embedding_dim=8))
-    frame = pd.DataFrame({"user": users.user_ids, "item_id": [users.items[users.offsets[u]:users.offsets[u + 1]]
-                                                               for u in range(len(users))]})
-    dataset = SasRecTrainingDataset(PandasSequentialDataset(schema, "user", "item_id", frame), MAX_LEN)
+    dataset = SasRecTrainingDataset(replay_sequential_dataset(users, N_ITEMS), MAX_LEN)
     samples = [dataset[index] for index in range(len(dataset))]
     return [sample["positive_labels"][sample["target_padding_mask"]].numpy() for sample in samples]
 
