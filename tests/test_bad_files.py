@@ -205,3 +205,22 @@ def test_a_log_of_a_single_item_is_refused_before_training(tmp_path: Path, main_
     result = _run(main_in_process, _csv(log, tmp_path / "log.csv"))
     _stops_with(result, "1 distinct item", "at least 2", "dataset.feature_schema.item_column")
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_no_bad_file_changes_a_file_of_the_earlier_run(home: Path, main_in_process):
+    """A good run first, then every bad file of BAD_FILES into the same save name: each stops, and every file of the
+    good run keeps its sha256."""
+    import hashlib
+
+    good = _csv(_log(n_users=120), home / "good.csv")
+    assert _run(main_in_process, good, "model.params.training_params.max_epochs=1").returncode == 0
+    outputs = [path for folder in ("checkpoints", "results") for path in (home / folder).rglob("*")
+               if path.is_file() and path.name != ".lock"]
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs}
+    assert any(path.name == "best.ckpt" for path in before) and any(path.name == "run.json" for path in before)
+    for number, (make, words) in enumerate(BAD_FILES.values()):
+        folder = home / f"case_{number}"
+        folder.mkdir()
+        _stops_with(_run(main_in_process, make(folder)), *words)
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs} == before

@@ -163,3 +163,21 @@ def test_a_checkpoint_that_cannot_be_written_stops_naming_it_and_keeps_the_earli
     monkeypatch.undo()
     assert io.load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 0
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def _outlive(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_finished_run(tmp_path: Path):
+    """DataLoader workers are forked while the run holds its lock; a run in the same process after it (mode=optimize's
+    trials) must find the folder free even while such a child lives on."""
+    with FolderLock(tmp_path, "use another save name"):
+        child = multiprocessing.get_context("fork").Process(target=_outlive, args=(5,))
+        child.start()
+    try:
+        with FolderLock(tmp_path, "use another save name"):
+            pass
+    finally:
+        child.terminate()
+        child.join()

@@ -83,6 +83,20 @@ def writing(path: Path, key: str) -> Iterator[None]:
                         f"was: {fix}") from None
 
 
+# Lock files this process holds. A forked child (a DataLoader worker) shares their open file, and with it the
+# lock, for as long as it lives: it closes its copies at once, so that the lock ends with the run that took it.
+_HELD_LOCKS: set = set()
+
+
+def _close_inherited_locks() -> None:
+    for file in _HELD_LOCKS:
+        file.close()
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 class FolderLock:
     """Holds `<folder>/.lock` exclusively while the run writes `folder`; a second run is refused."""
 
@@ -105,7 +119,9 @@ class FolderLock:
         self.file.truncate(0)
         self.file.write(str(os.getpid()))
         self.file.flush()
+        _HELD_LOCKS.add(self.file)
         return self
 
     def __exit__(self, *exc_info) -> None:
+        _HELD_LOCKS.discard(self.file)
         self.file.close()  # releases the lock
