@@ -44,16 +44,11 @@ def test_sigterm_before_training_exits_143(home: Path, main_in_process, monkeypa
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler of before is back
 
 
-@pytest.mark.slow
-def test_sigterm_during_training_exits_143_keeps_the_earlier_run_and_resumes(home: Path):
-    finished = run_main(home, *QUICK, "model.params.training_params.max_epochs=2")
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    earlier = _hashes(home)
-    assert any(name.endswith("complete.json") for name in earlier)
-
+def _stopped_by_sigterm_mid_epoch(home: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`main.py` with RUN and `overrides`, sent SIGTERM in its second epoch; returns how it ended."""
     env = {**os.environ, "REPLAY_ACCELERATED_HOME": str(home), "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), PINNED_PRECISION, *RUN], cwd=home, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, str(ROOT / "main.py"), PINNED_PRECISION, *RUN, *overrides]
+    process = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = home / "checkpoints" / NAME / "unfinished" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -61,12 +56,25 @@ def test_sigterm_during_training_exits_143_keeps_the_earlier_run_and_resumes(hom
     time.sleep(0.5)  # into the second epoch
     assert process.poll() is None, "the run ended before it could be stopped"
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr[-3000:]
-    assert "stopped by SIGTERM" in stderr
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [[], ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                                            "env.OMP_NUM_THREADS=1"]], ids=["one process", "ddp"])
+def test_sigterm_during_training_exits_143_keeps_the_earlier_run_and_resumes(home: Path, processes: list[str]):
+    finished = run_main(home, *QUICK, "model.params.training_params.max_epochs=2")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    earlier = _hashes(home)
+    assert any(name.endswith("complete.json") for name in earlier)
+
+    stopped = _stopped_by_sigterm_mid_epoch(home, *processes)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM" in stopped.stderr
     assert _hashes(home) == earlier  # the finished run's files, complete.json included, untouched
 
-    resumed = run_main(home, *RUN)
+    resumed = run_main(home, *RUN, *processes)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout
     assert not (home / "checkpoints" / NAME / "unfinished").exists()

@@ -39,7 +39,7 @@ def test_a_run_killed_mid_epoch_resumes_from_last_checkpoint_with_the_same_final
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
     process = _start_main(killed, *RUN)
-    last = killed / "checkpoints" / "bert4rec_synthetic" / "last.ckpt"
+    last = killed / "checkpoints" / "bert4rec_synthetic" / "unfinished" / "last.ckpt"  # a run in progress writes here
     deadline = time.monotonic() + 300
     while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
