@@ -173,16 +173,20 @@ def test_a_checkpoint_that_cannot_be_written_stops_naming_it_and_keeps_the_earli
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def _outlive(seconds: float) -> None:
+def _outlive(started, seconds: float) -> None:
+    started.set()  # the fork hooks have run by now
     time.sleep(seconds)
 
 
 def test_a_forked_child_does_not_keep_the_lock_of_a_finished_run(tmp_path: Path):
     """DataLoader workers are forked while the run holds its lock; a run in the same process after it (mode=optimize's
     trials) must find the folder free even while such a child lives on."""
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
     with FolderLock(tmp_path, "use another save name"):
-        child = multiprocessing.get_context("fork").Process(target=_outlive, args=(5,))
+        child = context.Process(target=_outlive, args=(started, 5))
         child.start()
+        assert started.wait(10)
     try:
         with FolderLock(tmp_path, "use another save name"):
             pass
