@@ -290,15 +290,17 @@ EXACT_FLOAT_INTEGERS = 2**53  # float64 holds every integer below this one exact
 
 
 def local_file(path: str, key: str = "dataset.path") -> Path:
-    """The file that `path` names, or a DataError saying what it is instead: a folder, nothing, unreadable."""
+    """The file that `path` (the setting `key`) names, or a DataError saying what it is instead: a folder, nothing,
+    unreadable. Every input file is checked here before it is read (the log, and infer's and embeddings' inputs
+    before their model is loaded)."""
     file = Path(path).expanduser()
     if file.is_dir():
         names = sorted(child.name for child in file.iterdir() if child.is_file())
         holds = f" (it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
         raise DataError(f"{key} names the folder {file}{holds}, where a file is needed; set {key} to the "
-                        "interactions file inside it")
+                        "file inside it")
     if not file.is_file():
-        raise DataError(f"interactions file {file} does not exist; set {key} to your file")
+        raise DataError(f"{key}={file} does not exist; point {key} to an existing file")
     if not os.access(file, os.R_OK):
         raise _unreadable(file, key)
     return file

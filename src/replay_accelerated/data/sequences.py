@@ -81,6 +81,11 @@ class UserSequences:
         items = np.concatenate(frame["items"].to_list()) if len(frame) else np.zeros(0)
         return cls(frame[USER].to_numpy(), csr_offsets(frame["items"].map(len).to_numpy()), items.astype(np.int64))
 
+    def between(self, start: int, stop: int) -> "UserSequences":
+        """Users start..stop-1 (positions, not ids), sharing this item array (no copy): a batch of users."""
+        offsets = self.offsets[start : stop + 1]
+        return UserSequences(self.user_ids[start:stop], offsets - offsets[0], self.items[offsets[0] : offsets[-1]])
+
     def subset(self, user_ids: np.ndarray) -> "UserSequences":
         """The sequences of `user_ids` (which must all be present), in that order."""
         order = pd.Index(self.user_ids).get_indexer(user_ids)

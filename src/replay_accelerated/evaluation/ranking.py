@@ -9,8 +9,9 @@ over min(|ground truth|, k) hits; Recall = hits / |ground truth|).
 One tie rule, replay-rec's: its metrics sort each user's recommendations by (score, item id),
 both descending (`replay/metrics/base_metric.py`), so among equal scores the larger item id comes
 first. Item indices are in item-id order (`ItemVocabulary` sorts the ids), so `top_k_replay_order`
-(models/top_k.py, which the exported top-k shares) ranks by (score, item index) descending. torch.topk alone leaves the order of ties unspecified, and
-which tied item it keeps changed with the chunk size: with bf16 scores, ties are common.
+(models/top_k.py, which the exported top-k shares) ranks by (score, item index) descending.
+torch.topk alone leaves the order of ties unspecified, and which tied item it keeps changed with
+the chunk size: with bf16 scores, ties are common.
 """
 
 from collections.abc import Callable
@@ -51,10 +52,10 @@ class EvaluationBatches(torch.utils.data.Dataset):
         # newest `width` items: a user is never recommended anything seen before.
         seen_rows, seen_items = _row_item_pairs(self.users.history, start, stop)
         batch = {
-            "history": user_range(self.users.history, start, stop).padded(self.width, self.pad_id),  # [B, width]
+            "history": self.users.history.between(start, stop).padded(self.width, self.pad_id),  # [B, width]
             "seen_rows": seen_rows,
             "seen_items": seen_items,
-            "ground_truth": user_range(self.users.ground_truth, start, stop).padded(self.truth_width, -1),  # -1: none
+            "ground_truth": self.users.ground_truth.between(start, stop).padded(self.truth_width, -1),  # -1: none
             "users": torch.arange(start, stop),
         }
         if self.candidates is not None:
@@ -62,18 +63,10 @@ class EvaluationBatches(torch.utils.data.Dataset):
         return batch
 
 
-def user_range(sequences: UserSequences, start: int, stop: int) -> UserSequences:
-    """Users start..stop-1 of `sequences`, sharing its item array (no copy)."""
-    offsets = sequences.offsets[start : stop + 1]
-    return UserSequences(sequences.user_ids[start:stop], offsets - offsets[0],
-                         sequences.items[offsets[0] : offsets[-1]])
-
-
 def _row_item_pairs(sequences: UserSequences, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The items of users start..stop-1 as (row in the batch, item) pairs."""
-    offsets = sequences.offsets
-    rows = np.repeat(np.arange(stop - start), np.diff(offsets[start : stop + 1]))
-    return torch.from_numpy(rows), torch.from_numpy(sequences.items[offsets[start] : offsets[stop]])
+    batch = sequences.between(start, stop)
+    return torch.from_numpy(np.repeat(np.arange(len(batch)), batch.lengths)), torch.from_numpy(batch.items)
 
 
 def top_k_unseen(scores_of: Callable[[int, int], torch.Tensor], n_items: int, seen_rows: torch.Tensor,

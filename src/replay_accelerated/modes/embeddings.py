@@ -25,14 +25,12 @@ import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.config import ConfigOrigin
-from replay_accelerated.data.formats import ITEM, USER
+from replay_accelerated.data.formats import ITEM, USER, local_file
 from replay_accelerated.data.sequences import UserSequences
-from replay_accelerated.evaluation.ranking import user_range
 from replay_accelerated.models.transformer import SequentialRecommender
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
 from replay_accelerated.training.runtime import (
     apply_env,
-    check_input_file,
     check_writable,
     load_trained_model,
     read_histories,
@@ -47,7 +45,7 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> tuple[pd.DataFrame, pd.DataFra
     out_dir = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "embeddings")
     check_writable(cfg.paths)
     check_output_path(out_dir, "mode.embeddings.output", folder=True)
-    check_input_file(settings.input, "mode.embeddings.input")
+    local_file(settings.input, "mode.embeddings.input")
     model, vocabulary = load_trained_model(cfg, settings.checkpoint, "mode.embeddings.checkpoint")
     histories = read_histories(cfg, settings.input, vocabulary, "mode.embeddings.input")
 
@@ -73,6 +71,6 @@ def user_vectors(model: SequentialRecommender, histories: UserSequences, batch_s
     vectors = np.empty((len(histories), model.head.weight.shape[1]), dtype=np.float32)
     for start in range(0, len(histories), batch_size):
         stop = min(start + batch_size, len(histories))
-        history = user_range(histories, start, stop).padded(model.max_seq_len, model.pad_id)  # [B, W]
+        history = histories.between(start, stop).padded(model.max_seq_len, model.pad_id)  # [B, W]
         vectors[start:stop] = model.user_vectors(history).float().numpy()
     return vectors

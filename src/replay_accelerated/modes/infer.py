@@ -30,7 +30,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from replay_accelerated.config import ConfigOrigin
-from replay_accelerated.data.formats import ITEM, USER, read_local_log
+from replay_accelerated.data.formats import ITEM, USER, local_file, read_local_log
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
 from replay_accelerated.errors import UserError
@@ -38,7 +38,6 @@ from replay_accelerated.evaluation.offline import recommend
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
 from replay_accelerated.training.runtime import (
     apply_env,
-    check_input_file,
     check_writable,
     load_trained_model,
     read_histories,
@@ -52,9 +51,9 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     output = Path(settings.output or Path(cfg.paths.results_dir) / cfg.model.save_name / "recommendations_infer.parquet")
     check_writable(cfg.paths)
     check_output_path(output, "mode.infer.output")
-    check_input_file(settings.input, "mode.infer.input")
+    local_file(settings.input, "mode.infer.input")
     if isinstance(settings.candidates, str):
-        check_input_file(settings.candidates, "mode.infer.candidates")
+        local_file(settings.candidates, "mode.infer.candidates")
     model, vocabulary = load_trained_model(cfg, settings.checkpoint)
     histories = read_histories(cfg, settings.input, vocabulary)
     candidates = _candidates(settings.candidates, cfg, vocabulary, histories.user_ids)
@@ -90,4 +89,3 @@ def _candidates(setting, cfg: DictConfig, vocabulary: ItemVocabulary,
           "with an item the model does not know or a user not in mode.infer.input")
     per_user = UserSequences.from_events(pairs[known].drop_duplicates().sort_values(USER, kind="stable"), vocabulary)
     return with_every_user(per_user, user_ids)
-

@@ -17,7 +17,7 @@ from replay_accelerated.acceleration.apply import Change, apply_accelerations, f
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.errors import ConfigError, DataError, UserError
+from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.models import SequentialRecommender, build_model
 from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
 
@@ -97,14 +97,6 @@ def load_trained_model(cfg: DictConfig, checkpoint: str | None,
         raise UserError(f"checkpoint {path} does not fit the configured model ({detail}); "
                         "use the model and acceleration configs it was trained with") from None
     return model.eval(), vocabulary
-
-
-def check_input_file(path: str, key: str) -> None:
-    """The file `key` names exists: checked before the model is loaded, so that a wrong path stops the run at once."""
-    if not Path(path).is_file():
-        problem = "is a folder" if Path(path).is_dir() else "does not exist"
-        raise DataError(f"{key}={path} {problem}; point {key} to an existing csv, tsv or parquet file with "
-                        "dataset.feature_schema's columns")
 
 
 def read_histories(cfg: DictConfig, path: str, vocabulary: ItemVocabulary,
