@@ -193,3 +193,16 @@ def test_a_forked_child_does_not_keep_the_lock_of_a_finished_run(tmp_path: Path)
     finally:
         child.terminate()
         child.join()
+
+
+def test_a_run_without_checkpoints_leaves_a_stopped_runs_unfinished_folder_alone(home: Path, main_in_process):
+    """The steps mode (like RePlay's baseline) writes no checkpoint of ours: a stopped run's `unfinished/` under the
+    same save name is neither published as this run's nor marked complete; it stays for that run's resume."""
+    unfinished = home / "checkpoints" / NAME / "unfinished"
+    unfinished.mkdir(parents=True)
+    (unfinished / "last.ckpt").write_bytes(b"a stopped run's checkpoint")
+    result = main_in_process(*QUICK, "mode.steps=2", "mode.warmup_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (unfinished / "last.ckpt").read_bytes() == b"a stopped run's checkpoint"
+    assert not (home / "checkpoints" / NAME / "last.ckpt").exists()
+    assert not (home / "checkpoints" / NAME / "complete.json").exists()

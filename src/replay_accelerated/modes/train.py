@@ -96,6 +96,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
 
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
     loggers = []  # RePlay's baseline keeps no logs
+    trained_checkpoints = False  # our model trained with checkpoints (not RePlay's baseline, not the steps mode)
     print(f"Data: {data.summary()}")
     if cfg.model.implementation in REPLAY_IMPLEMENTATIONS:
         from replay_accelerated.training.replay_baseline import train_replay_baseline  # imports RePlay: only here
@@ -118,6 +119,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
             return {}
         recommendations = None  # the steps mode only times training
         if model is not None:
+            trained_checkpoints = True
             width, k = model.max_seq_len, max(cfg.metrics.ks)
             device = next(model.parameters()).device
             recommendations = {split: recommend(model.next_item_scores, users, data.vocabulary, k, width,
@@ -149,7 +151,9 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
 
     # The run succeeded: its files replace the earlier run's, results first, the completion mark last.
     publish(unfinished_results)
-    if (checkpoint_dir / UNFINISHED).is_dir():  # our model's checkpoints (not RePlay's or the steps mode)
+    # Only this run's own checkpoints: an `unfinished/` that a stopped run of our model left stays for its resume,
+    # whatever a RePlay baseline or a steps-mode run of the same save name does meanwhile.
+    if trained_checkpoints:
         publish(checkpoint_dir / UNFINISHED)
         mark_complete(checkpoint_dir, config_fingerprint(cfg), summary["epochs_run"])
     log_files(loggers, sorted(results_dir.glob("metrics_*.csv")) + [results_dir / "run.json"])
