@@ -116,6 +116,14 @@ TINY_SYNTHETIC = [
 ]
 
 
+def trained_home(tmp_path_factory, name: str, *overrides: str) -> Path:
+    """A folder in which `python main.py` trained with `overrides` (for module fixtures that share one trained model)."""
+    home = tmp_path_factory.mktemp(name)
+    result = run_main(home, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
 def compose(home: Path, *overrides: str, config_name: str = "config"):
     """The validated config `python main.py` would run, with outputs under `home` (fp32 unless told otherwise)."""
     from hydra import compose as hydra_compose

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY_SYNTHETIC, compose, run_main
+from conftest import TINY_SYNTHETIC, compose, trained_home
 from replay_accelerated.acceleration.apply import ACTIVATIONS, apply_accelerations
 from replay_accelerated.config import Acceleration
 from replay_accelerated.models import Bert4Rec, SasRec
@@ -83,10 +83,7 @@ def test_exported_top_k_removes_every_seen_item_and_ranks_ties_by_the_larger_ite
 
 @pytest.fixture(scope="module")
 def trained_tiny_catalog(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("export")
-    result = run_main(home, *TINY_CATALOG)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return home
+    return trained_home(tmp_path_factory, "export", *TINY_CATALOG)
 
 
 @pytest.mark.slow  # trains a model

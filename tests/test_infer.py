@@ -9,17 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_SYNTHETIC, run_main
+from conftest import TINY_SYNTHETIC, run_main, trained_home
 
 TRAIN = [*TINY_SYNTHETIC, "model.params.training_params.max_epochs=1"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("infer")
-    result = run_main(home, *TRAIN)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return home
+    return trained_home(tmp_path_factory, "infer", *TRAIN)
 
 
 def _events(home: Path) -> pd.DataFrame:

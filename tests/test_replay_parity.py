@@ -111,19 +111,24 @@ def test_sasrec_scores_equal_replay_on_full_length_histories(n_items, hidden, he
         torch.testing.assert_close(model.head(model(items)), expected, rtol=1e-5, atol=1e-5)
 
 
-def _briefly_trained(replay, n_items: int, max_len: int):
-    """RePlay's SasRec after 30 Adam steps of its own next-item cross-entropy on random histories."""
+def _briefly_trained(replay, batch_loss):
+    """`replay` after 30 Adam steps on `batch_loss()`, each a fresh random batch's loss, in eval mode."""
     optimizer = torch.optim.Adam(replay.parameters(), lr=1e-2)
     replay.train()
     for _ in range(30):
-        items, is_item = _histories(torch.randint(1, max_len + 1, (16,)).tolist(), max_len, n_items)
-        logits = replay._model({ITEM: items}, is_item)  # [B, L, n_items]
-        targets = is_item[:, 1:]  # position t predicts item t + 1
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1][targets], items[:, 1:][targets])
+        loss = batch_loss()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return replay.eval()
+
+
+def _next_item_loss(replay, n_items: int, max_len: int):
+    """RePlay's SasRec's own next-item cross-entropy on a batch of random histories."""
+    items, is_item = _histories(torch.randint(1, max_len + 1, (16,)).tolist(), max_len, n_items)
+    logits = replay._model({ITEM: items}, is_item)  # [B, L, n_items]
+    targets = is_item[:, 1:]  # position t predicts item t + 1
+    return torch.nn.functional.cross_entropy(logits[:, :-1][targets], items[:, 1:][targets])
 
 
 @pytest.mark.parametrize("trained", [False, True])
@@ -140,7 +145,7 @@ def test_imported_sasrec_scores_as_replay_at_every_history_length(tmp_path, trai
     replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=2, head_count=heads, hidden_size=hidden,
                                       max_seq_len=max_len, dropout_rate=0.2))
     if trained:
-        replay = _briefly_trained(replay, n_items, max_len)
+        replay = _briefly_trained(replay, lambda: _next_item_loss(replay, n_items, max_len))
     model = from_replay(replay)
     assert model.padding_attention == "replay"
     lengths = [1, 2, 5, max_len] * 3
@@ -300,18 +305,11 @@ def _nn_histories(lengths: list[int], width: int, n_items: int) -> tuple[torch.T
     return torch.where(is_item, items, n_items), is_item
 
 
-def _briefly_trained_nn(replay, n_items: int, max_len: int):
-    """replay.nn's SasRec after 30 Adam steps of its own loss (CE) on random next-item batches."""
-    optimizer = torch.optim.Adam(replay.parameters(), lr=1e-2)
-    replay.train()
-    for _ in range(30):
-        items, is_item = _nn_histories(torch.randint(1, max_len + 2, (16,)).tolist(), max_len + 1, n_items)
-        loss = replay(feature_tensors={ITEM: items[:, :-1]}, padding_mask=is_item[:, :-1],
-                      positive_labels=items[:, 1:, None], target_padding_mask=is_item[:, 1:, None])["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return replay.eval()
+def _nn_loss(replay, n_items: int, max_len: int):
+    """replay.nn's SasRec's own loss (CE) on a batch of random next-item sequences."""
+    items, is_item = _nn_histories(torch.randint(1, max_len + 2, (16,)).tolist(), max_len + 1, n_items)
+    return replay(feature_tensors={ITEM: items[:, :-1]}, padding_mask=is_item[:, :-1],
+                  positive_labels=items[:, 1:, None], target_padding_mask=is_item[:, 1:, None])["loss"]
 
 
 @pytest.mark.parametrize("trained", [False, True])
@@ -324,7 +322,7 @@ def test_imported_replay_nn_sasrec_scores_as_its_forward_inference_at_every_hist
     n_items, hidden, heads, max_len = 31, 16, 4, 8
     replay = _replay_nn_sasrec(n_items, hidden, heads, 2, max_len)
     if trained:
-        replay = _briefly_trained_nn(replay, n_items, max_len)
+        replay = _briefly_trained(replay, lambda: _nn_loss(replay, n_items, max_len))
     model = from_replay(replay)
     assert model.architecture() == {"head_count": heads, "padding_attention": "replay_nn"}
     assert model.final_norm.eps == 1e-5  # replay.nn's, where the deprecated SasRec's is 1e-8
