@@ -23,6 +23,8 @@ epoch's start, and Lightning restores the weights, the optimizer and the callbac
 import hashlib
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -82,6 +84,19 @@ class ResumableRun(L.Callback):
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         checkpoint[STAMP_KEY] = self.stamp
+
+
+class KeepSigtermHandler(L.Callback):
+    """Keeps the SIGTERM handler that was in place before `fit` (cli.py's: SIGTERM stops like Ctrl+C).
+    Lightning installs its own at the start of fit, which in a DDP run broadcasts from inside the signal
+    handler: when another process is inside a gradient all-reduce the collectives mismatch and both hang."""
+
+    def setup(self, trainer, module, stage: str) -> None:
+        self.handler = signal.getsignal(signal.SIGTERM)  # setup runs before Lightning replaces it
+
+    def on_train_start(self, trainer, module) -> None:
+        if callable(self.handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handler)  # Lightning's teardown restores it anyway
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -27,6 +27,7 @@ from replay_accelerated.training.batches import padding_share, training_loader
 from replay_accelerated.training.checkpoints import (
     UNFINISHED,
     AtomicCheckpointIO,
+    KeepSigtermHandler,
     ResumableRun,
     config_fingerprint,
     resume_checkpoint,
@@ -96,13 +97,13 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     schedule = {"max_epochs": training.max_epochs,
                 "callbacks": [EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint,
                               timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary),
-                                                        model.architecture()),
-                              *callbacks]}
+                                                  model.architecture()),
+                              KeepSigtermHandler(), *callbacks]}
     if cfg.mode.steps is not None:  # time steps only: no validation, checkpoints or resume
         step_timer = StepTimer(cfg.mode.warmup_steps, cfg.mode.steps, batches_per_epoch=len(train_loader),
                                count=lambda batch: (len(batch), (batch != model.pad_id).sum().item()))
         schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
-                    "callbacks": [step_timer]}
+                    "callbacks": [step_timer, KeepSigtermHandler()]}
     trainer = L.Trainer(
         **schedule,
         accelerator=cfg.trainer.accelerator,

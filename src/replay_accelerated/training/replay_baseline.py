@@ -80,11 +80,11 @@ from replay.nn.transform.template import make_default_sasrec_transforms
 from replay.preprocessing.label_encoder import LabelEncodingRule
 from torch.utils.data import DataLoader
 
-from replay_accelerated.training.flops import EpochShapes, sum_shapes
-
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER
 from replay_accelerated.data.split import Splits
 from replay_accelerated.models.replay_import import read_replay_checkpoint
+from replay_accelerated.training.checkpoints import KeepSigtermHandler
+from replay_accelerated.training.flops import EpochShapes, sum_shapes
 from replay_accelerated.training.measurements import (
     EpochTimer,
     StepTimer,
@@ -194,7 +194,7 @@ def _train(pipeline: Pipeline, splits: Splits, max_seq_len: int, training_params
         **placement,
         callbacks=[pipeline.validation_metrics,  # logs "ndcg@10", which the next two watch
                    EarlyStopping(monitor=MONITOR, mode="max", patience=training_params.patience),
-                   checkpoint, timer],
+                   checkpoint, timer, KeepSigtermHandler()],
         num_sanity_val_steps=0,
         enable_progress_bar=False,
         enable_model_summary=False,
