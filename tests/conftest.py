@@ -21,6 +21,9 @@ FAST_SYNTHETIC = [
     "model.params.training_params.batch_size=32",
     "model.params.training_params.learning_rate=0.005",
     "model.params.training_params.max_epochs=8",
+    # Learning takes off after a plateau of a few epochs whose length is seed noise: early stopping
+    # with the config's patience of 3 could stop on the plateau.
+    "model.params.training_params.patience=8",
     "metrics.ks=[1,10,20]",
     "trainer.progress_bar=false",
 ]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -10,14 +12,16 @@ from torch import nn
 from conftest import compose
 from replay_accelerated.benchmark import fingerprint
 from replay_accelerated.benchmark.rows import variant_row
+from replay_accelerated.config import ModelParams
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
+from replay_accelerated.models import build_model
+from replay_accelerated.training.batches import TrainingExample, training_loader
 from replay_accelerated.training.flops import (
     EpochShapes,
     epoch_shapes,
     head_items_per_target,
     train_flops_per_epoch,
 )
-from replay_accelerated.config import ModelParams
-from replay_accelerated.models import build_model
 from replay_accelerated.training import measurements, precision
 
 PRECISION = "model.params.training_params.precision"
@@ -54,7 +58,8 @@ def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
     model = build_model("sasrec", 30, OmegaConf.structured(ModelParams(hidden_size=8, head_count=2, max_seq_len=4)))
     pad = model.pad_id
     batches = [torch.tensor([[pad, pad, 1, 2, 3], [4, 5, 6, 7, 8]]), torch.tensor([[pad, pad, pad, 9, 10]])]
-    shapes = epoch_shapes(batches, model.training_example, pad)
+    examples = [TrainingExample(*model.training_example(batch, None), 64) for batch in batches]
+    shapes = epoch_shapes(examples, pad)
     assert (shapes.batches, shapes.tokens, shapes.attention_pairs) == (2, 12, 2 * 16 + 16)
     assert shapes.real_tokens == 2 + 4 + 1  # inputs are the sequences without their last item
     assert shapes.targets == 3 + 4 + 2  # SASRec: every real next item is a target, the first one too
@@ -83,12 +88,15 @@ def test_the_installed_package_is_fingerprinted_from_its_checkout():
 
 
 def test_counting_an_epoch_leaves_the_random_generator_as_it_was():
+    # BERT4Rec's masks come from each batch's own seed (training/batches.py), not from the global generator.
     model = build_model("bert4rec", 30, OmegaConf.structured(ModelParams(hidden_size=8, head_count=2, max_seq_len=4)))
-    batches = [torch.randint(0, 30, (4, 5)) for _ in range(3)]
+    events = pd.DataFrame({"user_id": np.repeat(np.arange(12), 6), "item_id": np.random.randint(0, 30, 72)})
+    sequences = UserSequences.from_events(events, ItemVocabulary.fit(events))
+    loader = training_loader(sequences, 4, model.pad_id, model.training_example, batch_size=4, num_workers=0, seed=0)
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    assert epoch_shapes(batches, model.training_example, model.pad_id).targets > 0
+    assert epoch_shapes(loader, model.pad_id).targets > 0
     assert torch.equal(torch.rand(3), expected)
 
 

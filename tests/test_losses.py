@@ -23,7 +23,7 @@ from replay_accelerated.losses import (
     ScalableCrossEntropyLoss,
     build_loss,
 )
-from replay_accelerated.losses.cross_entropy import TARGET_ROWS_STEP
+from replay_accelerated.losses.targets import target_capacity, target_rows
 from replay_accelerated.models.heads import LinearHead
 
 
@@ -46,11 +46,11 @@ def item_counts_for(n_items):
     return counts
 
 
-def run(loss, hidden, labels, target_mask, head, seed=None):
+def run(loss, hidden, labels, target_mask, head, seed=None, capacity=None):
     """Loss value and gradients w.r.t. hidden, head.weight, head.bias."""
     if seed is not None:
         torch.manual_seed(seed)
-    value = loss(hidden, labels, target_mask, head)
+    value = loss(hidden, labels, target_mask, head, capacity)
     grads = torch.autograd.grad(value, [hidden, head.weight, head.bias])
     return value.detach(), grads
 
@@ -141,7 +141,41 @@ def test_ce_runs_the_head_on_a_coarse_row_count_and_still_matches_the_reference(
         head.register_forward_hook(lambda module, inputs, output: rows_seen.append(len(inputs[0])))
         assert_matches(run(CrossEntropyLoss(), hidden, labels, target_mask, head),
                        reference_run(full_ce_reference, hidden, labels, target_mask, head))
-        assert rows_seen[-1] == coarse_size(int(target_mask.sum()), TARGET_ROWS_STEP)
+        assert rows_seen[-1] == target_capacity(int(target_mask.sum()))
+
+
+def test_target_rows_are_the_targets_in_order_then_rows_marked_invalid():
+    hidden, labels, target_mask, _ = make_batch(batch=5, width=9)
+    count = int(target_mask.sum())
+    rows, positives, valid = target_rows(hidden, labels, target_mask, count + 70)
+    assert rows.shape == (count + 70, hidden.shape[-1]) and valid.tolist() == [True] * count + [False] * 70
+    torch.testing.assert_close(rows[:count], hidden[target_mask], rtol=0, atol=0)
+    assert positives[:count].tolist() == labels[target_mask].tolist()
+
+
+ALL_LOSSES = {
+    "CE": lambda counts: CrossEntropyLoss(),
+    "CE_full_positions": lambda counts: FullPositionsCrossEntropyLoss(),
+    "CE_sampled": lambda counts: SampledSoftmaxLoss(20, "popularity", counts),
+    "BCE": lambda counts: BinaryCrossEntropyLoss(20, "uniform"),
+    "SCE": lambda counts: ScalableCrossEntropyLoss(3, 7, 30),  # buckets smaller than the batch: a real selection
+    "CCE": lambda counts: CutCrossEntropyLoss(chunk_size=16),
+    "CCE-": lambda counts: CutCrossEntropyLoss(chunk_size=16, n_negatives=20, item_counts=counts, strategy="popularity"),
+}
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_rows_gathered_past_the_targets_change_no_value_and_no_gradient(name):
+    # The training step gathers a capacity the host knows (losses/targets.py), usually more rows than targets.
+    batch = make_batch(n_items=60)
+    loss = ALL_LOSSES[name](item_counts_for(60))
+    seed = torch.seed()
+    exact = run(loss, *batch, seed=seed, capacity=int(batch[2].sum()))
+    for extra in (1, 64, 200):
+        padded = run(loss, *batch, seed=seed, capacity=int(batch[2].sum()) + extra)
+        torch.testing.assert_close(padded[0], exact[0], rtol=1e-5, atol=1e-6)
+        for grad, exact_grad in zip(padded[1], exact[1]):
+            torch.testing.assert_close(grad, exact_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_ce_full_positions_and_cce_equal_ce():
@@ -242,9 +276,10 @@ def test_sce_matches_reference(mix_x):
     hidden, labels, target_mask, head = batch
     loss = ScalableCrossEntropyLoss(n_buckets=4, bucket_size_x=6, bucket_size_y=10, mix_x=mix_x)
     seed = torch.seed()
-    actual = run(loss, *batch, seed=seed)
+    rows = hidden[target_mask].detach()
+    actual = run(loss, *batch, seed=seed, capacity=len(rows))  # the same random draws as the buckets below
     torch.manual_seed(seed)
-    bucket_rows, bucket_items = loss.buckets(hidden[target_mask].detach(), head.weight.detach())
+    bucket_rows, bucket_items = loss.buckets(rows, torch.ones(len(rows), dtype=torch.bool), head.weight.detach())
     assert bucket_rows.shape == (4, 6) and bucket_items.shape == (4, 10)
     expected = reference_run(sce_reference, *batch, bucket_rows=bucket_rows, bucket_items=bucket_items)
     assert_matches(actual, expected)

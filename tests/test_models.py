@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from replay_accelerated.losses import CrossEntropyLoss
+from replay_accelerated.losses.targets import target_capacity
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.heads import LinearHead, TiedHead
 from replay_accelerated.models.transformer import SelfAttention
+from replay_accelerated.training.batches import TrainingExample
 from replay_accelerated.training.module import RecommenderModule
 
 N_ITEMS, MAX_LEN, HIDDEN = 37, 12, 16
@@ -216,16 +218,21 @@ def test_cross_entropy_matches_float64_reference_with_head_gradients():
         torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-6)
 
 
+def _example(model, sequences: torch.Tensor) -> TrainingExample:
+    """The training example the loader makes of `sequences` (training/batches.py)."""
+    inputs, labels, target_mask = model.training_example(sequences, torch.Generator().manual_seed(2))
+    return TrainingExample(inputs, labels, target_mask, target_capacity(int(target_mask.sum())))
+
+
 @pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
 def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     model = _model(cls).eval()  # no dropout, so two forward passes agree
     module = RecommenderModule(model, CrossEntropyLoss(), learning_rate=1e-3, weight_decay=0.0, ks=[10])
     module.log = lambda *args, **kwargs: None  # no trainer attached
     sequences = _left_padded([3, 9, MAX_LEN + 1], MAX_LEN + 1)
-    torch.manual_seed(2)
-    loss = module.training_step(sequences, 0)
-    torch.manual_seed(2)  # the same BERT4Rec masks
-    inputs, labels, target_mask = model.training_example(sequences)
+    example = _example(model, sequences)
+    loss = module.training_step(example, 0)
+    inputs, labels, target_mask, _ = example
     assert not target_mask[labels == N_ITEMS].any()  # padding is never a target
     logits = F.linear(model(inputs), model.head.weight, model.head.bias).double()  # the slow way: every position
     per_position = -torch.log_softmax(logits, dim=-1).gather(2, labels[..., None]).squeeze(2)
@@ -235,8 +242,7 @@ def test_training_step_loss_is_cross_entropy_over_target_positions_only(cls):
     # With length-bucketed batches every target weighs the same: the batch loss is the sum over its
     # targets divided by the average number of targets per batch.
     module.targets_per_batch = 7.5
-    torch.manual_seed(2)
-    weighted = module.training_step(sequences, 0)
+    weighted = module.training_step(example, 0)
     torch.testing.assert_close(weighted.double(), per_position[target_mask].sum() / 7.5, rtol=1e-5, atol=1e-6)
 
 
@@ -244,9 +250,9 @@ def test_a_batch_without_targets_gives_a_zero_loss_not_nan():
     model = _model(Bert4Rec).train()
     module = RecommenderModule(model, CrossEntropyLoss(), learning_rate=1e-3, weight_decay=0.0, ks=[10])
     module.log = lambda *args, **kwargs: None  # no trainer attached
-    model.training_example = lambda sequences: (sequences[:, 1:], torch.zeros_like(sequences[:, 1:]),
-                                                torch.zeros_like(sequences[:, 1:], dtype=torch.bool))
-    loss = module.training_step(_left_padded([1, 2], MAX_LEN + 1), 0)
+    model.training_example = lambda sequences, generator: (sequences[:, 1:], torch.zeros_like(sequences[:, 1:]),
+                                                           torch.zeros_like(sequences[:, 1:], dtype=torch.bool))
+    loss = module.training_step(_example(model, _left_padded([1, 2], MAX_LEN + 1)), 0)
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

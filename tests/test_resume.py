@@ -18,6 +18,7 @@ from conftest import PINNED_PRECISION, ROOT, TINY_SYNTHETIC, run_main
 from replay_accelerated.errors import TrainingDiverged
 from replay_accelerated.losses import CrossEntropyLoss
 from replay_accelerated.models import Bert4Rec
+from replay_accelerated.training.batches import TrainingExample
 from replay_accelerated.training.checkpoints import AtomicCheckpointIO
 from replay_accelerated.training.module import RecommenderModule
 
@@ -79,8 +80,9 @@ class _LossTurningNaN(CrossEntropyLoss):
 
 def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     model = Bert4Rec(n_items=30, max_seq_len=8, hidden_size=16, block_count=1, head_count=1, dropout_rate=0.0)
-    sequences = torch.randint(0, 30, (40, 9))
-    batches = torch.utils.data.DataLoader(sequences, batch_size=10)  # 4 steps per epoch
+    examples = [TrainingExample(*model.training_example(sequences, None), 64)
+                for sequences in torch.randint(0, 30, (40, 9)).split(10)]
+    batches = torch.utils.data.DataLoader(examples, batch_size=None)  # 4 steps per epoch
     module = RecommenderModule(model, _LossTurningNaN(at_step=6), learning_rate=1e-3, weight_decay=0.0, ks=[10])
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = L.Trainer(max_epochs=3, callbacks=[checkpoint], plugins=[AtomicCheckpointIO()], logger=False,

@@ -1,6 +1,6 @@
 """Training losses.
 
-Every loss is an nn.Module called as `loss(hidden [B, W, H], labels [B, W], target_mask [B, W], head)`
+Every loss is an nn.Module called as `loss(hidden [B, W, H], labels [B, W], target_mask [B, W], head, capacity)`
 and computed only where target_mask is True. `build_loss` picks one from the model config (`LOSSES`).
 """
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from replay_accelerated.losses.sampled import NegativeSampler
+from replay_accelerated.losses.targets import target_rows
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -49,13 +50,14 @@ def _chunks(x, weight, bias, labels, candidates, offsets, chunk_size):
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
-    """mean_n [lse_n - s_n,pos] over x [N, H], weight [V, H], bias [V] | None, labels [N].
+    """sum_n row_weight_n [lse_n - s_n,pos] over x [N, H], weight [V, H], bias [V] | None, labels [N];
+    row_weights [N]: 1 / (number of targets) at the targets, 0 at the rows that are not (a mean).
 
     candidates [K] | None: None means the full catalog (the positive is among the items);
     otherwise the positive plus these candidates, shifted by -offsets [K], own positive masked."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, labels, candidates, offsets, chunk_size):
+    def forward(ctx, x, weight, bias, labels, row_weights, candidates, offsets, chunk_size):
         with torch.autocast(x.device.type, enabled=False):
             xc = x.to(_compute_dtype(x))
             positive = (xc * weight[labels].to(xc.dtype)).sum(1)  # [N]
@@ -72,28 +74,30 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     + torch.exp(logits - new_max.unsqueeze(1)).sum(dim=1)
                 running_max = new_max
             lse = running_max + torch.log(running_sum)  # [N]
-        ctx.save_for_backward(x, weight, bias, labels, candidates, offsets, positive, lse)
+        ctx.save_for_backward(x, weight, bias, labels, row_weights, candidates, offsets, positive, lse)
         ctx.chunk_size = chunk_size
-        return (lse - positive).mean()
+        return ((lse - positive) * row_weights.to(lse.dtype)).sum()
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight, bias, labels, candidates, offsets, positive, lse = ctx.saved_tensors
+        x, weight, bias, labels, row_weights, candidates, offsets, positive, lse = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
             xc = x.to(_compute_dtype(x))
-            scale = grad_output.to(xc.dtype) / len(x)
+            scale = grad_output.to(xc.dtype)
+            row_scale = row_weights.to(xc.dtype)  # [N]
             grad_x = torch.zeros_like(xc)
             grad_w = torch.zeros(weight.shape, dtype=xc.dtype, device=weight.device)
             grad_b = None if bias is None else torch.zeros(bias.shape, dtype=xc.dtype, device=bias.device)
             # The positive's own term: -1 (its softmax probability comes with its chunk in the
             # full case; in the sampled case it is not a candidate, so it is added here).
             coefficient = -torch.ones_like(positive) if candidates is None else torch.exp(positive - lse) - 1
+            coefficient = coefficient * row_scale
             grad_x += coefficient.unsqueeze(1) * weight[labels].to(xc.dtype)
             grad_w.index_add_(0, labels, coefficient.unsqueeze(1) * xc)
             if grad_b is not None:
                 grad_b.index_add_(0, labels, coefficient)
             for index, logits in _chunks(xc, weight, bias, labels, candidates, offsets, ctx.chunk_size):
-                probabilities = torch.exp(logits - lse.unsqueeze(1))  # [N, C]; masked ones are 0
+                probabilities = torch.exp(logits - lse.unsqueeze(1)) * row_scale.unsqueeze(1)  # [N, C]; masked: 0
                 grad_x += probabilities @ weight[index].to(xc.dtype)
                 if candidates is None:  # a contiguous block of the catalog
                     grad_w[index] += probabilities.T @ xc
@@ -107,14 +111,18 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_w = (grad_w * scale).to(weight.dtype) if ctx.needs_input_grad[1] else None
         if grad_b is not None:
             grad_b = (grad_b * scale).to(bias.dtype) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 def chunked_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
                           chunk_size: int, candidates: torch.Tensor | None = None,
-                          offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy of the rows x [N, H] against the item matrix, chunk by chunk (see the module doc)."""
-    return _ChunkedCrossEntropy.apply(x, weight, bias, labels, candidates, offsets, chunk_size)
+                          offsets: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of the rows x [N, H] (those `valid` [N], default all) against the item matrix,
+    chunk by chunk (see the module doc)."""
+    if valid is None:
+        valid = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    row_weights = valid / valid.sum()  # [N]: NaN everywhere when no row is valid, as an empty mean
+    return _ChunkedCrossEntropy.apply(x, weight, bias, labels, row_weights, candidates, offsets, chunk_size)
 
 
 class CutCrossEntropyLoss(nn.Module):
@@ -130,11 +138,11 @@ class CutCrossEntropyLoss(nn.Module):
         self.sampler = None if n_negatives is None else NegativeSampler(n_negatives, strategy, item_counts)
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
-                head: nn.Module) -> torch.Tensor:
-        rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
+                head: nn.Module, capacity: int | None = None) -> torch.Tensor:
+        rows, positives, valid = target_rows(hidden, labels, target_mask, capacity)  # [C, H], [C], [C]
         weight, bias = head.weight, head.bias
         if self.sampler is None:
-            return chunked_cross_entropy(rows, weight, bias, positives, self.chunk_size)
+            return chunked_cross_entropy(rows, weight, bias, positives, self.chunk_size, valid=valid)
         negatives = self.sampler.sample(len(weight), rows.device)  # [K], shared by the batch
         offsets = self.sampler.log_expected_counts(negatives, len(weight))  # log(K q_j)
-        return chunked_cross_entropy(rows, weight, bias, positives, self.chunk_size, negatives, offsets)
+        return chunked_cross_entropy(rows, weight, bias, positives, self.chunk_size, negatives, offsets, valid)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replay_accelerated.losses.targets import target_rows, valid_mean
+
 STRATEGIES = ("uniform", "popularity")
 
 
@@ -80,35 +82,38 @@ class NegativeSamplingLoss(nn.Module):
         super().__init__()
         self.sampler = NegativeSampler(n_negatives, strategy, item_counts)
 
-    def scores(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor, head: nn.Module):
-        """Positive logits [N], negative logits [N, K], negative ids [K] and the hit mask [N, K]
-        (True where a negative is the row's own positive), at the target positions."""
-        rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
+    def scores(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor, head: nn.Module,
+               capacity: int | None):
+        """Positive logits [C], negative logits [C, K], negative ids [K], the hit mask [C, K] (True where a
+        negative is the row's own positive) and which rows are targets [C] (losses/targets.py)."""
+        rows, positives, valid = target_rows(hidden, labels, target_mask, capacity)  # [C, H], [C], [C]
         negatives = self.sampler.sample(head.weight.shape[0], rows.device)  # [K], shared by the batch
         positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [N]
         negative_logits = head(rows, negatives)  # [N, K]
         hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [N, K]
-        return positive_logits, negative_logits, negatives, hits
+        return positive_logits, negative_logits, negatives, hits, valid
 
 
 class SampledSoftmaxLoss(NegativeSamplingLoss):
     """Sampled softmax cross-entropy with log-Q correction on the negatives ("CE_sampled")."""
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
-                head: nn.Module) -> torch.Tensor:
-        positive_logits, negative_logits, negatives, hits = self.scores(hidden, labels, target_mask, head)
+                head: nn.Module, capacity: int | None = None) -> torch.Tensor:
+        positive_logits, negative_logits, negatives, hits, valid = self.scores(hidden, labels, target_mask, head,
+                                                                               capacity)
         correction = self.sampler.log_expected_counts(negatives, head.weight.shape[0])  # [K]
         negative_logits = (negative_logits.float() - correction).masked_fill(hits, float("-inf"))
-        logits = torch.cat([positive_logits.float().unsqueeze(1), negative_logits], dim=1)  # [N, 1 + K]
-        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+        logits = torch.cat([positive_logits.float().unsqueeze(1), negative_logits], dim=1)  # [C, 1 + K]
+        row_loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # [C]: cross-entropy with the positive first
+        return valid_mean(row_loss, valid)
 
 
 class BinaryCrossEntropyLoss(NegativeSamplingLoss):
     """Binary cross-entropy: positive vs. sampled negatives, summed over negatives, mean over positions ("BCE")."""
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
-                head: nn.Module) -> torch.Tensor:
-        positive_logits, negative_logits, _, hits = self.scores(hidden, labels, target_mask, head)
-        positive_loss = F.softplus(-positive_logits.float())  # -log sigmoid(s_pos)
-        negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # -log(1 - sigmoid(s_neg))
-        return (positive_loss.sum() + negative_loss.sum()) / len(positive_logits)
+                head: nn.Module, capacity: int | None = None) -> torch.Tensor:
+        positive_logits, negative_logits, _, hits, valid = self.scores(hidden, labels, target_mask, head, capacity)
+        positive_loss = F.softplus(-positive_logits.float())  # [C]: -log sigmoid(s_pos)
+        negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # [C, K]: -log(1 - sigmoid(s_neg))
+        return valid_mean(positive_loss + negative_loss.sum(dim=1), valid)

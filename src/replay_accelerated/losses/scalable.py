@@ -29,6 +29,8 @@ holds for any number of such buckets, since they all give the same value.
 import torch
 from torch import nn
 
+from replay_accelerated.losses.targets import target_rows, valid_mean
+
 
 class ScalableCrossEntropyLoss(nn.Module):
     def __init__(self, n_buckets: int, bucket_size_x: int, bucket_size_y: int, mix_x: bool = False):
@@ -43,23 +45,26 @@ class ScalableCrossEntropyLoss(nn.Module):
         self.mix_x = mix_x
 
     @torch.no_grad()
-    def buckets(self, rows: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row indices [n_buckets, bx] and item indices [n_buckets, by] of every bucket."""
+    def buckets(self, rows: torch.Tensor, valid: torch.Tensor,
+                weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices [n_buckets, bx] and item indices [n_buckets, by] of every bucket; rows that are not
+        `valid` are picked only when a bucket has room for more rows than there are targets."""
         n_rows, size = rows.shape
         if self.mix_x:
             omega = torch.randn(self.n_buckets, n_rows, device=rows.device, dtype=torch.float32)
-            centers = omega.to(rows.dtype) @ rows  # [n_buckets, H]: random mixtures of the outputs
+            centers = omega.to(rows.dtype) @ (rows * valid.unsqueeze(1))  # [n_buckets, H]: mixtures of the targets
         else:
             centers = torch.randn(self.n_buckets, size, device=rows.device, dtype=torch.float32).to(rows.dtype)
-        bucket_rows = (centers @ rows.T).topk(min(self.bucket_size_x, n_rows), dim=1).indices
+        row_scores = (centers @ rows.T).float().masked_fill(~valid, float("-inf"))  # [n_buckets, C]
+        bucket_rows = row_scores.topk(min(self.bucket_size_x, n_rows), dim=1).indices
         bucket_items = (centers.to(weight.dtype) @ weight.T).topk(min(self.bucket_size_y, len(weight)), dim=1).indices
         return bucket_rows, bucket_items
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
-                head: nn.Module) -> torch.Tensor:
-        rows, positives = hidden[target_mask], labels[target_mask]  # [N, H], [N]
+                head: nn.Module, capacity: int | None = None) -> torch.Tensor:
+        rows, positives, valid = target_rows(hidden, labels, target_mask, capacity)  # [N, H], [N], [N]
         weight, bias = head.weight, head.bias  # [n_items, H], [n_items]
-        bucket_rows, bucket_items = self.buckets(rows.detach(), weight.detach())  # [nb, bx], [nb, by]
+        bucket_rows, bucket_items = self.buckets(rows.detach(), valid, weight.detach())  # [nb, bx], [nb, by]
 
         positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1).float()  # [N]
         negative_logits = rows[bucket_rows] @ weight[bucket_items].transpose(1, 2)  # [nb, bx, by]
@@ -76,4 +81,4 @@ class ScalableCrossEntropyLoss(nn.Module):
         row_loss = row_loss.scatter_reduce(0, flat_rows, bucket_loss.reshape(-1), reduce="amax", include_self=False)
         covered = torch.zeros(len(rows), device=rows.device, dtype=torch.bool)
         covered[flat_rows] = True
-        return row_loss[covered].mean()
+        return valid_mean(row_loss, covered & valid)

@@ -20,6 +20,8 @@ Corner cases follow `masking`:
 Prediction: the mask token is appended after the history and its output scores the next item.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -49,6 +51,39 @@ class Bert4RecBlock(nn.Module):
         return self.dropout(x)
 
 
+@dataclass(frozen=True)
+class MaskedItems:
+    """BERT4Rec's training examples (see the module doc). A small object apart from the model, so that
+    DataLoader workers make examples without a copy of the model's weights."""
+
+    max_seq_len: int
+    pad_id: int
+    mask_id: int
+    mask_prob: float
+    masking: str
+
+    def __call__(self, sequences: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # sequences: [B, W + 1] left-padded. As RePlay, BERT4Rec reads the newest max_seq_len items:
+        # every column of a trimmed batch, the oldest column dropped only when W + 1 > max_seq_len.
+        items = sequences[:, -self.max_seq_len:]  # [B, W']
+        is_item = items != self.pad_id
+        draws = torch.rand(items.shape, generator=generator, device=items.device)  # generator: the batch's seed
+        masked = (draws < self.mask_prob) & is_item
+        nothing_masked = ~masked.any(dim=1)
+        if self.masking == "replay":
+            # RePlay masks a window of exactly max_seq_len positions in which padding counts as
+            # masked: only a window without padding can have "nothing masked".
+            nothing_masked &= is_item.all(dim=1) & (items.shape[1] == self.max_seq_len)
+        masked[:, -1] |= nothing_masked
+        # Every item masked: the second newest position is shown (a no-op when it is padding).
+        all_masked = (masked == is_item).all(dim=1)
+        masked[:, -2] &= ~all_masked
+        inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
+        labels = torch.where(masked, items, torch.zeros_like(items))
+        return inputs, labels, masked
+
+
 class Bert4Rec(SequentialRecommender):
     causal = False
     extra_tokens = 2  # padding, then the mask token
@@ -61,6 +96,7 @@ class Bert4Rec(SequentialRecommender):
         self.mask_id = n_items + 1
         self.mask_prob = mask_prob
         self.masking = masking
+        self.training_example = MaskedItems(max_seq_len, self.pad_id, self.mask_id, mask_prob, masking)
         self.blocks = nn.ModuleList(Bert4RecBlock(hidden_size, head_count, dropout_rate)
                                     for _ in range(block_count))
         self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
@@ -76,25 +112,6 @@ class Bert4Rec(SequentialRecommender):
         for block in self.blocks:
             x = block(x, allowed)
         return x
-
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # sequences: [B, W + 1] left-padded. As RePlay, BERT4Rec reads the newest max_seq_len items:
-        # every column of a trimmed batch, the oldest column dropped only when W + 1 > max_seq_len.
-        items = sequences[:, -self.max_seq_len:]  # [B, W']
-        is_item = items != self.pad_id
-        masked = (torch.rand(items.shape, device=items.device) < self.mask_prob) & is_item
-        nothing_masked = ~masked.any(dim=1)
-        if self.masking == "replay":
-            # RePlay masks a window of exactly max_seq_len positions in which padding counts as
-            # masked: only a window without padding can have "nothing masked".
-            nothing_masked &= is_item.all(dim=1) & (items.shape[1] == self.max_seq_len)
-        masked[:, -1] |= nothing_masked
-        # Every item masked: the second newest position is shown (a no-op when it is padding).
-        all_masked = (masked == is_item).all(dim=1)
-        masked[:, -2] &= ~all_masked
-        inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
-        labels = torch.where(masked, items, torch.zeros_like(items))
-        return inputs, labels, masked
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
         # Append the mask token, keep the newest max_seq_len positions (RePlay's shift drops

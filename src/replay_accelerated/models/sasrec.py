@@ -44,6 +44,7 @@ Prediction: the output at the newest item scores the next one.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,24 @@ class SasRecBlock(nn.Module):
         return y + self.feed_forward_dropout(self.feed_forward(y))
 
 
+@dataclass(frozen=True)
+class NextItems:
+    """SASRec's training examples: every position predicts the item after it. A small object apart from
+    the model, so that DataLoader workers make examples without a copy of the model's weights."""
+
+    pad_id: int
+
+    def __call__(self, sequences: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # sequences: [B, W + 1] left-padded; position t predicts the item at t + 1.
+        inputs, next_items = sequences[:, :-1], sequences[:, 1:]  # [B, W] each
+        # A target wherever the next position holds an item, as RePlay: the first item is
+        # predicted from the padding position before it (batches keep that column, batches.py).
+        target_mask = next_items != self.pad_id
+        labels = torch.where(target_mask, next_items, torch.zeros_like(next_items))
+        return inputs, labels, target_mask
+
+
 class SasRec(SequentialRecommender):
     causal = True
     extra_tokens = 1  # padding
@@ -91,6 +110,7 @@ class SasRec(SequentialRecommender):
         if padding_attention not in PADDING_ATTENTION:
             raise ValueError(f"padding_attention must be one of {PADDING_ATTENTION}, got {padding_attention!r}")
         self.padding_attention = padding_attention
+        self.training_example = NextItems(self.pad_id)
         self.blocks = nn.ModuleList(SasRecBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count))
         self.final_norm = nn.LayerNorm(hidden_size, eps=REPLAY_NN_FINAL_EPS if padding_attention == "replay_nn"
                                        else EPS)
@@ -128,15 +148,6 @@ class SasRec(SequentialRecommender):
             return super().attention_mask(is_token)
         width = is_token.shape[1]  # "replay": causal only, padding keys included: [1, 1, W, W]
         return torch.ones(width, width, dtype=torch.bool, device=is_token.device).tril()[None, None]
-
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # sequences: [B, W + 1] left-padded; position t predicts the item at t + 1.
-        inputs, next_items = sequences[:, :-1], sequences[:, 1:]  # [B, W] each
-        # A target wherever the next position holds an item, as RePlay: the first item is
-        # predicted from the padding position before it (batches keep that column, batches.py).
-        target_mask = next_items != self.pad_id
-        labels = torch.where(target_mask, next_items, torch.zeros_like(next_items))
-        return inputs, labels, target_mask
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
         return history

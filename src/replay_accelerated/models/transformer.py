@@ -92,6 +92,10 @@ class SequentialRecommender(nn.Module):
     """
 
     causal: bool  # SASRec attends only to the past; BERT4Rec to both sides
+    # (sequences [B, W + 1] left-padded, generator or None) -> inputs [B, W'], labels [B, W'], target_mask [B, W']:
+    # labels are item ids where target_mask is True and 0 (a valid id, ignored) elsewhere. A small picklable
+    # object set by each model (DataLoader workers make the examples, training/batches.py).
+    training_example: Callable[[torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     extra_tokens: int  # embedding rows after the items: padding (and BERT4Rec's mask token)
 
     def __init__(self, n_items: int, max_seq_len: int, hidden_size: int, dropout_rate: float):
@@ -169,13 +173,6 @@ class SequentialRecommender(nn.Module):
             return self.head(hidden, torch.arange(start, stop, device=hidden.device))
 
         return scores
-
-    def training_example(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """From left-padded sequences [B, W + 1]: inputs [B, W'], labels [B, W'] and target_mask [B, W'].
-
-        Labels are item ids where `target_mask` is True and 0 (a valid id, ignored) elsewhere.
-        """
-        raise NotImplementedError
 
     def prediction_inputs(self, history: torch.Tensor) -> torch.Tensor:
         """The model input whose last position predicts the item after `history` [B, W]."""

@@ -18,12 +18,21 @@ still seen once per epoch, in a random batch of random neighbours of similar len
 
 Both samplers draw an epoch's order from (seed, epoch) alone (Lightning calls `set_epoch`),
 so a run resumed at an epoch boundary sees exactly the batches of an uninterrupted run.
+
+The loader yields each batch as the model's `TrainingExample` (inputs, labels, target mask), made
+on the host, where its number of targets is known without asking the device: the loss gathers
+`target_capacity` rows (losses/targets.py), so a training step never waits for the device and
+has shapes torch.compile can trace. A batch's randomness (BERT4Rec's masking) comes from a seed the
+sampler draws with the batch, so it too depends on (seed, epoch) alone, whichever worker makes it.
 """
+
+from typing import NamedTuple
 
 import torch
 
 from replay_accelerated.acceleration.shapes import coarse_size
 from replay_accelerated.data.sequences import UserSequences
+from replay_accelerated.losses.targets import target_capacity
 
 MIN_WIDTH = 3  # SASRec's inputs drop the newest column; BERT4Rec's masking reads the two newest positions
 # Widths are rounded up to a coarse size (acceleration/shapes.py; steps of 8, at most 4 per power of two):
@@ -55,13 +64,38 @@ class TrainingBatches(torch.utils.data.Dataset):
         return self.sequences[users, -self.width(users):]
 
 
+class TrainingExample(NamedTuple):
+    inputs: torch.Tensor  # [B, W] token ids
+    labels: torch.Tensor  # [B, W] item ids at the targets, 0 elsewhere
+    target_mask: torch.Tensor  # [B, W] bool
+    target_capacity: int  # rows the loss gathers: at least the number of targets (losses/targets.py)
+
+
+class TrainingExamples(torch.utils.data.Dataset):
+    """Indexed by (seed, users) from a batch sampler: those users' batch made into a training example
+    by the model's `training_example`, its randomness drawn from a generator seeded with `seed`."""
+
+    def __init__(self, batches: TrainingBatches, training_example):
+        self.batches = batches
+        self.training_example = training_example
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> TrainingExample:
+        seed, users = key
+        inputs, labels, target_mask = self.training_example(self.batches[users], torch.Generator().manual_seed(seed))
+        return TrainingExample(inputs, labels, target_mask, target_capacity(int(target_mask.sum())))
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's randomness (batch order here, masking and dropout in checkpoints.py)."""
     return seed * 10_000 + epoch
 
 
-class RandomBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of random users, in a new order every epoch, drawn from (seed, epoch).
+class RandomBatchSampler(torch.utils.data.Sampler[tuple[int, list[int]]]):
+    """Batches of random users, in a new order every epoch, drawn from (seed, epoch), each with the seed
+    of its own randomness: yields (batch seed, user positions).
 
     With several processes (DDP) every process draws the same batches and takes every
     world_size-th one; all take the same number, so up to world_size - 1 batches per epoch
@@ -83,9 +117,11 @@ class RandomBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self):
         rank, world_size = _process()
-        batches = self._batches(torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
-        for batch in batches[rank::world_size][: len(self)]:
-            yield batch.tolist()
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        batches = self._batches(generator)
+        seeds = torch.randint(2**62, (len(batches),), generator=generator).tolist()
+        for seed, batch in list(zip(seeds, batches))[rank::world_size][: len(self)]:
+            yield seed, batch.tolist()
 
     def _batches(self, generator: torch.Generator) -> list[torch.Tensor]:
         return list(torch.randperm(len(self.lengths), generator=generator).split(self.batch_size))
@@ -110,25 +146,27 @@ def _process() -> tuple[int, int]:
     return 0, 1
 
 
-def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, batch_size: int,
+def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, training_example, batch_size: int,
                     num_workers: int, seed: int, length_bucketing: bool = False) -> torch.utils.data.DataLoader:
-    dataset = TrainingBatches(sequences, max_seq_len, pad_id)
+    """Yields one epoch of `TrainingExample`s; training_example: the model's (models/transformer.py)."""
+    batches = TrainingBatches(sequences, max_seq_len, pad_id)
     sampler_class = LengthBucketBatchSampler if length_bucketing else RandomBatchSampler
-    sampler = sampler_class(dataset.lengths, batch_size, seed)
+    sampler = sampler_class(batches.lengths, batch_size, seed)
     return torch.utils.data.DataLoader(
-        dataset,
+        TrainingExamples(batches, training_example),
         sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # the loader's own draws leave the global generator alone
     )
 
 
 def padding_share(loader: torch.utils.data.DataLoader) -> float:
     """Share of padding among the tokens of one epoch of `loader`'s batches (from lengths; no data is read)."""
-    dataset: TrainingBatches = loader.dataset
+    dataset: TrainingBatches = loader.dataset.batches
     real = padded = 0
-    for users in loader.sampler:
+    for _, users in loader.sampler:
         real += int(dataset.lengths[users].sum())
         padded += len(users) * dataset.width(users)
     return 1.0 - real / padded

@@ -11,19 +11,19 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig
 
-from replay_accelerated.training.flops import EpochShapes, epoch_shapes, model_train_flops
 from replay_accelerated.data.pipeline import PreparedData
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.evaluation.ranking import EvaluationBatches
 from replay_accelerated.losses import build_loss, full_logits_bytes
 from replay_accelerated.models import SequentialRecommender
 from replay_accelerated.models.files import load_checkpoint
-from replay_accelerated.training.batches import padding_share, training_loader
+from replay_accelerated.training.batches import TrainingExample, padding_share, training_loader
 from replay_accelerated.training.checkpoints import (
     UNFINISHED,
     AtomicCheckpointIO,
@@ -32,6 +32,7 @@ from replay_accelerated.training.checkpoints import (
     config_fingerprint,
     resume_checkpoint,
 )
+from replay_accelerated.training.flops import EpochShapes, epoch_shapes, model_train_flops
 from replay_accelerated.training.measurements import (
     EpochTimer,
     StepTimer,
@@ -76,9 +77,9 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     model, changes = build_accelerated_model(cfg, len(data.vocabulary))
     warm = warm_start(model, data.vocabulary, cfg) if training.init_from is not None else None
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
-    train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, training.batch_size,
-                                   training.num_workers, cfg.env.SEED, training.length_bucketing)
-    shapes = epoch_shapes(train_loader, model.training_example, model.pad_id)
+    train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, model.training_example,
+                                   training.batch_size, training.num_workers, cfg.env.SEED, training.length_bucketing)
+    shapes = epoch_shapes(train_loader, model.pad_id)
     targets_per_batch = None
     if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
         targets_per_batch = shapes.targets / shapes.batches
@@ -101,7 +102,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
                               KeepSigtermHandler(), *callbacks]}
     if cfg.mode.steps is not None:  # time steps only: no validation, checkpoints or resume
         step_timer = StepTimer(cfg.mode.warmup_steps, cfg.mode.steps, batches_per_epoch=len(train_loader),
-                               count=lambda batch: (len(batch), (batch != model.pad_id).sum().item()))
+                               count=lambda batch: (len(batch.inputs), int((batch.inputs != model.pad_id).sum())))
         schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
                     "callbacks": [step_timer, KeepSigtermHandler()]}
     trainer = L.Trainer(
@@ -138,16 +139,15 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     # (and only in a single process: after DDP the parameters may still carry its gradient hooks).
     module.to(device).train()  # Lightning may have moved it off the GPU
 
-    def step(example: tuple[torch.Tensor, ...]) -> None:
-        inputs, labels, target_mask = example
+    def step(example: TrainingExample) -> None:
         with trainer.precision_plugin.forward_context():
-            loss = module.loss(module.model(inputs), labels, target_mask, module.model.head)
+            loss = module.step_loss(example)
         loss.backward()
 
     prep_share = None
     if trainer.world_size == 1:
-        prep_share = round(data_preparation_share(iter(train_loader), lambda batch: model.training_example(
-            batch.to(device)), step, device), 4)
+        prep_share = round(data_preparation_share(iter(train_loader), lambda batch: move_data_to_device(
+            batch, device), step, device), 4)
     module.zero_grad(set_to_none=True)
 
     best = load_checkpoint(checkpoint.best_model_path, map_location=device)

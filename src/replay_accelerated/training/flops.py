@@ -56,9 +56,9 @@ def sum_shapes(batches: Iterable[tuple[torch.Tensor, int]]) -> EpochShapes:
     return shapes
 
 
-def epoch_shapes(loader, training_example, pad_id: int) -> EpochShapes:
-    """Shapes of one pass over `loader`, through the model's own `training_example` (masking / shift)."""
-    return sum_shapes((inputs != pad_id, target_mask.sum()) for inputs, _, target_mask in map(training_example, loader))
+def epoch_shapes(loader, pad_id: int) -> EpochShapes:
+    """Shapes of one pass over `loader`'s training examples (training/batches.py)."""
+    return sum_shapes((example.inputs != pad_id, example.target_mask.sum()) for example in loader)
 
 
 def head_items_per_target(model_params, n_items: int) -> int:

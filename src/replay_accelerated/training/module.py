@@ -1,7 +1,8 @@
 """The Lightning module that trains any SequentialRecommender with any loss.
 
-Training step: the model makes (inputs, labels, target_mask) from a batch of padded
-sequences; the loss uses only the positions in target_mask.
+Training step: a `TrainingExample` (inputs, labels, target_mask and the number of rows the loss
+gathers, made by the loader: training/batches.py) through the model and the loss, which uses only
+the positions in target_mask. Nothing in it reads a value from the device (no host synchronisation).
 Validation: full-catalog ranking of validation users with seen items removed (in item chunks),
 logging `val_ndcg@k` and `val_recall@k` (early stopping watches val_ndcg@10).
 """
@@ -13,6 +14,7 @@ from torch import nn
 from replay_accelerated.errors import TrainingDiverged
 from replay_accelerated.evaluation.ranking import VALIDATION_METRICS, ranking_metric_sums, top_k_unseen
 from replay_accelerated.models.transformer import SequentialRecommender
+from replay_accelerated.training.batches import TrainingExample
 
 
 class RecommenderModule(L.LightningModule):
@@ -31,10 +33,11 @@ class RecommenderModule(L.LightningModule):
         self._users = 0
         self._first_nonfinite_step: torch.Tensor | None = None  # on the device; -1 while the loss is finite
 
-    def training_step(self, sequences: torch.Tensor, batch_index: int) -> torch.Tensor:
-        inputs, labels, target_mask = self.model.training_example(sequences)  # [B, W] each
+    def step_loss(self, example: TrainingExample) -> torch.Tensor:
+        """The loss of one training example: model, loss and the corrections below."""
+        inputs, labels, target_mask, capacity = example  # [B, W] each, and an int
         hidden = self.model(inputs)  # [B, W, H]
-        loss = self.loss(hidden, labels, target_mask, self.model.head)  # mean over this batch's targets
+        loss = self.loss(hidden, labels, target_mask, self.model.head, capacity)  # mean over this batch's targets
         # RePlay's masking can leave a batch of short sequences without a target; its mean over no
         # targets is NaN. Such a batch teaches nothing: a zero loss, chosen without a host sync.
         loss = torch.where(target_mask.any(), loss, hidden.sum() * 0.0)
@@ -43,8 +46,12 @@ class RecommenderModule(L.LightningModule):
             # many for long ones). Scaling each batch's mean by its share of targets weighs every
             # target the same, as random batches of similar sizes do.
             loss = loss * (target_mask.sum() / self.targets_per_batch)
+        return loss
+
+    def training_step(self, example: TrainingExample, batch_index: int) -> torch.Tensor:
+        loss = self.step_loss(example)
         # Accumulated on the device and read once per epoch: no host-device synchronisation per step.
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(sequences))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(example.inputs))
         if self._first_nonfinite_step is None:
             self._first_nonfinite_step = torch.full((), -1, device=loss.device)
         nonfinite = ~torch.isfinite(loss.detach()) & (self._first_nonfinite_step < 0)
