@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch._inductor.config
 from omegaconf import OmegaConf
 
 from replay_accelerated.acceleration.switchback import SwitchBackLinear
@@ -59,10 +60,27 @@ def test_the_training_step_traces_as_one_graph(model_class, loss_type: str, head
     torch._dynamo.reset()
     module = _module(model_class, loss_type, head)
     traced = torch.compile(module.step_loss, fullgraph=True, backend="eager")  # raises at any graph break
-    for example in _examples(module.model):
+    for example in _examples(module.model, count=2):  # two shapes: the second makes the graph dynamic
         seed = np.random.randint(1 << 30)
         eager_loss, eager_grads = _loss_and_gradients(module.step_loss, module, example, seed)
         traced_loss, traced_grads = _loss_and_gradients(traced, module, example, seed)
         torch.testing.assert_close(traced_loss, eager_loss, rtol=1e-5, atol=1e-6)
         for traced_grad, eager_grad in zip(traced_grads, eager_grads, strict=True):
             torch.testing.assert_close(traced_grad, eager_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow  # inductor compiles C++ for each graph: seconds per combination
+@pytest.mark.parametrize("model_class, loss_type, head", [(Bert4Rec, "CE", "linear"), (SasRec, "CE_sampled", "tied"),
+                                                          (Bert4Rec, "CCE", "switchback")])
+@torch._inductor.config.patch(fallback_random=True)  # eager's dropout draws, to compare
+def test_the_compiled_step_computes_what_eager_does(model_class, loss_type: str, head: str):
+    torch._dynamo.reset()
+    module = _module(model_class, loss_type, head)
+    compiled = torch.compile(module.step_loss, fullgraph=True)  # what acceleration...compile=true trains with
+    for example in _examples(module.model, count=4):  # several shapes: the graph turns dynamic after the first
+        seed = np.random.randint(1 << 30)
+        eager_loss, eager_grads = _loss_and_gradients(module.step_loss, module, example, seed)
+        compiled_loss, compiled_grads = _loss_and_gradients(compiled, module, example, seed)
+        torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-5)
+        for compiled_grad, eager_grad in zip(compiled_grads, eager_grads, strict=True):
+            torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-5)

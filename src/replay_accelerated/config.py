@@ -134,7 +134,7 @@ class AccelerationConfig:
     transformer_block: TransformerBlockAcceleration = field(default_factory=TransformerBlockAcceleration)
     head: str = "classification_head"
     tied_head: bool = False  # the item embeddings as the head's weight
-    compile: bool = False  # ours: torch.compile the transformer body
+    compile: bool = False  # ours: torch.compile the whole training step (model, loss, backward)
 
 
 @dataclass

@@ -14,9 +14,9 @@ table that `mode=inspect` and every training run print:
             swichback_head                    -> int8 SwitchBackLinear item head (untied)
       tied_head: true                         -> the item embeddings as the head's weight, plus a
                                                  bias (SASRec's head is tied already: no change)
-      compile: true                           -> every transformer block through torch.compile
-                                                 (dynamic shapes: batch widths vary), and a SwitchBack
-                                                 head's quantize / rescale steps (fused kernels)
+      compile: true                           -> the training step through torch.compile: model, loss
+                                                 and backward as one graph (training/module.py), and a
+                                                 SwitchBack head's quantize / rescale steps (fused kernels)
 
 A missing key keeps its default (the reference project left attributes undefined).
 """
@@ -85,12 +85,8 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))
 
-    if settings.compile:
-        for index, block in enumerate(model.blocks):
-            # Module.compile keeps the module (and its state_dict keys); widths vary per batch.
-            block.compile(dynamic=True)
-            name = type(block).__name__
-            changes.append(Change(f"blocks.{index}", name, f"{name} (torch.compile)"))
+    if settings.compile:  # done by the training module, which holds the loss; reported here with the rest
+        changes.append(Change("(training step)", "eager", "torch.compile: model, loss and backward as one graph"))
 
     dtype = DTYPES[settings.dtype]
     if dtype != torch.float32:

@@ -17,7 +17,7 @@ SEED_COLUMNS = [
     "model", "variant", "seed", "implementation", "precision", "loss", "acceleration", "hardware", "threads",
     "code_fingerprint", "git_commit", "epochs_run", "timed_steps",
     "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "step_seconds", "median_validation_seconds",
-    "train_samples_per_second", "train_tokens_per_second",
+    "compile_seconds", "train_samples_per_second", "train_tokens_per_second",
     "data_preparation_share", "padding_share", "useful_token_share",
     "tokens_per_epoch", "targets_per_epoch", "train_flops_per_epoch", "matmul_flops_per_second", "mfu",
     "peak_memory_mb", "training_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
@@ -87,6 +87,8 @@ def variant_row(name: str, seed: int, overrides: list[str], run: dict, results_d
         "median_train_seconds_per_epoch": round(epoch_seconds, 3),
         "epoch_seconds_extrapolated": timed_steps,
         **speed,
+        # Inside the first epochs' time (or the warm-up steps); RePlay's runs compile nothing.
+        "compile_seconds": run.get("compile_seconds", 0.0),
         "data_preparation_share": run.get("data_preparation_share"),
         "padding_share": run.get("padding_share"),
         "useful_token_share": round(shapes["real_tokens"] / shapes["tokens"], 4),

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig
 
+from replay_accelerated.acceleration.apply import acceleration_settings
 from replay_accelerated.data.pipeline import PreparedData
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.evaluation.ranking import EvaluationBatches
@@ -38,6 +39,7 @@ from replay_accelerated.training.measurements import (
     StepTimer,
     TrainingMemory,
     available_memory_bytes,
+    compile_seconds,
     data_preparation_share,
     timed_steps_trainer_args,
 )
@@ -87,7 +89,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     check_logits_memory(loss, shapes, len(data.vocabulary), training_device(cfg.trainer))
     module = RecommenderModule(model, loss, training.learning_rate,
                                training.weight_decay, list(cfg.metrics.ks), targets_per_batch,
-                               cfg.evaluation.item_chunk_size)
+                               cfg.evaluation.item_chunk_size, compiled=acceleration_settings(cfg.acceleration).compile)
     validation_loader = torch.utils.data.DataLoader(
         EvaluationBatches(data.validation, model_params.max_seq_len, model.pad_id, batch_size=256), batch_size=None
     )
@@ -125,7 +127,8 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     if cfg.mode.steps is not None:
         memory = TrainingMemory(device)
         trainer.fit(module, train_loader)
-        return {**step_timer.summary(), **memory.summary(), "epoch_shapes": shapes.as_dict(),
+        return {**step_timer.summary(), **memory.summary(), "compile_seconds": round(compile_seconds(), 1),
+                "epoch_shapes": shapes.as_dict(),
                 "train_flops_per_epoch": model_train_flops(model, model_params, shapes)}, None
     # After the last check that can stop the run.
     resume_from = resume_checkpoint(checkpoint_dir, fingerprint, cfg.trust_checkpoint)
@@ -141,7 +144,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
 
     def step(example: TrainingExample) -> None:
         with trainer.precision_plugin.forward_context():
-            loss = module.step_loss(example)
+            loss = module.training_loss(example)
         loss.backward()
 
     prep_share = None
@@ -163,6 +166,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
         **timer.summary(),
         **memory_used,
         "data_preparation_share": prep_share,
+        "compile_seconds": round(compile_seconds(), 1),
         "padding_share": round(padding_share(train_loader), 4),
         "epoch_shapes": shapes.as_dict(),
         "train_flops_per_epoch": model_train_flops(model, model_params, shapes),

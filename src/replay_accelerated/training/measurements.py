@@ -112,6 +112,13 @@ def data_preparation_share(batches: Iterator, prepare: Callable[[Any], Any], ste
     return preparing / (preparing + computing) if computing else float("nan")
 
 
+def compile_seconds() -> float:
+    """Seconds this process spent in torch.compile so far: tracing and compiling the forward graphs,
+    and the backward graphs (compiled at their first backward). Part of the first epochs' time."""
+    metrics = torch._dynamo.utils.compilation_time_metrics  # seconds per compilation phase
+    return sum(sum(metrics.get(phase, [])) for phase in ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler"))
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

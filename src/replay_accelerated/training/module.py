@@ -2,7 +2,11 @@
 
 Training step: a `TrainingExample` (inputs, labels, target_mask and the number of rows the loss
 gathers, made by the loader: training/batches.py) through the model and the loss, which uses only
-the positions in target_mask. Nothing in it reads a value from the device (no host synchronisation).
+the positions in target_mask. Nothing in it reads a value from the device (no host synchronisation),
+so with `compiled` torch.compile turns model, loss and (through AOTAutograd) their backward into one
+graph, without a break (tests/test_compiled_step.py). Its shapes are the batch's width and the loss's
+row capacity, both on a coarse grid; after the first change of shape torch.compile makes them dynamic
+(one more graph) rather than compiling a graph per shape.
 Validation: full-catalog ranking of validation users with seen items removed (in item chunks),
 logging `val_ndcg@k` and `val_recall@k` (early stopping watches val_ndcg@10).
 """
@@ -20,7 +24,7 @@ from replay_accelerated.training.batches import TrainingExample
 class RecommenderModule(L.LightningModule):
     def __init__(self, model: SequentialRecommender, loss: nn.Module, learning_rate: float,
                  weight_decay: float, ks: list[int], targets_per_batch: float | None = None,
-                 item_chunk_size: int | None = None):
+                 item_chunk_size: int | None = None, compiled: bool = False):
         super().__init__()
         self.targets_per_batch = targets_per_batch
         self.item_chunk_size = item_chunk_size  # validation ranks the catalog this many items at a time
@@ -32,6 +36,7 @@ class RecommenderModule(L.LightningModule):
         self._sums: dict[str, torch.Tensor] = {}
         self._users = 0
         self._first_nonfinite_step: torch.Tensor | None = None  # on the device; -1 while the loss is finite
+        self.training_loss = torch.compile(self.step_loss, fullgraph=True) if compiled else self.step_loss
 
     def step_loss(self, example: TrainingExample) -> torch.Tensor:
         """The loss of one training example: model, loss and the corrections below."""
@@ -49,7 +54,7 @@ class RecommenderModule(L.LightningModule):
         return loss
 
     def training_step(self, example: TrainingExample, batch_index: int) -> torch.Tensor:
-        loss = self.step_loss(example)
+        loss = self.training_loss(example)
         # Accumulated on the device and read once per epoch: no host-device synchronisation per step.
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(example.inputs))
         if self._first_nonfinite_step is None:

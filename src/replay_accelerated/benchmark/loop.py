@@ -1,0 +1,127 @@
+"""Lightning's share of a training step: the same steps under Lightning's loop and in a bare loop.
+
+    python -m replay_accelerated.benchmark.loop --out docs/benchmarks/cpu_loop_overhead
+
+Where a step takes a few milliseconds, what runs around it (hooks, logging, the progress bar,
+moving the batch) can cost as much as the arithmetic. Both loops train the same RecommenderModule
+(fresh weights each time) with the same batches, drawn like training's (training/batches.py) from
+synthetic long-tailed histories over the MovieLens-1M catalog (3,706 items), and the same Adam:
+- bare: for each TrainingExample: move it to the device, `training_loss`, backward, optimizer step;
+- lightning: the Trainer that `mode=train` builds (no validation, checkpoints or logger; as in the
+  steps mode), with its progress bar on (the default) and off.
+Each loop runs `--warmup` steps, then `--steps` timed steps (mean step time); the three loops take
+turns `--repeats` times, and the table holds the median over the repeats and its ratio to the bare
+loop. Writes loop.csv and loop.md to --out.
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from omegaconf import OmegaConf
+
+from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.config import ModelParams
+from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
+from replay_accelerated.losses import build_loss
+from replay_accelerated.models import build_model
+from replay_accelerated.training.batches import training_loader
+from replay_accelerated.training.measurements import StepTimer, synchronize, timed_steps_trainer_args
+from replay_accelerated.training.module import RecommenderModule
+
+N_ITEMS = 3706  # MovieLens-1M
+
+
+def histories(users: int, max_seq_len: int) -> UserSequences:
+    """Random items, lengths long-tailed as in MovieLens (geometric, mean about 40, at least 2)."""
+    lengths = np.random.default_rng(0).geometric(1 / 40, size=users).clip(2, 4 * max_seq_len)
+    events = pd.DataFrame({"user_id": np.repeat(np.arange(users), lengths),
+                           "item_id": np.random.default_rng(1).integers(0, N_ITEMS, lengths.sum())})
+    return UserSequences.from_events(events, ItemVocabulary.fit(events))
+
+
+def build(arguments) -> tuple[RecommenderModule, torch.utils.data.DataLoader]:
+    torch.manual_seed(0)
+    params = OmegaConf.merge(OmegaConf.structured(ModelParams), {
+        "hidden_size": arguments.hidden, "max_seq_len": arguments.max_seq_len, "loss_type": "CE"})
+    model = build_model(arguments.model, N_ITEMS, params)
+    module = RecommenderModule(model, build_loss(params, None), 1e-3, 0.0, [10], compiled=arguments.compiled)
+    loader = training_loader(histories(arguments.users, arguments.max_seq_len), arguments.max_seq_len, model.pad_id,
+                             model.training_example, arguments.batch, 0, seed=0)
+    return module, loader
+
+
+def bare_loop(arguments, device: torch.device) -> float:
+    module, loader = build(arguments)
+    module.to(device).train()
+    optimizer = module.configure_optimizers()
+    examples = iter(loader)
+    for index in range(arguments.warmup + arguments.steps):
+        if index == arguments.warmup:
+            synchronize(device)
+            started = time.perf_counter()
+        example = move_data_to_device(next(examples), device)
+        module.training_loss(example).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
+    return (time.perf_counter() - started) / arguments.steps
+
+
+def lightning_loop(arguments, device: torch.device, progress_bar: bool) -> float:
+    module, loader = build(arguments)
+    timer = StepTimer(arguments.warmup, arguments.steps, count=lambda batch: (len(batch.inputs), 0),
+                      batches_per_epoch=len(loader))
+    trainer = L.Trainer(**timed_steps_trainer_args(arguments.steps, arguments.warmup, len(loader)),
+                        callbacks=[timer], accelerator=device.type, devices=1, logger=False,
+                        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+                        use_distributed_sampler=False)
+    trainer.fit(module, loader)
+    return timer.seconds / arguments.steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["sasrec", "bert4rec"], nargs="+", default=["sasrec", "bert4rec"])
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-seq-len", type=int, default=50)
+    parser.add_argument("--users", type=int, default=6040)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compiled", action="store_true", help="the step through torch.compile (compile: true)")
+    parser.add_argument("--out", type=Path, default=Path("loop"))
+    arguments = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for model in arguments.model:
+        arguments.model = model
+        loops = {"bare": lambda: bare_loop(arguments, device),
+                 "lightning, no progress bar": lambda: lightning_loop(arguments, device, progress_bar=False),
+                 "lightning, progress bar": lambda: lightning_loop(arguments, device, progress_bar=True)}
+        seconds = {name: [] for name in loops}
+        for _ in range(arguments.repeats):
+            for name, loop in loops.items():
+                seconds[name].append(loop())
+        bare = statistics.median(seconds["bare"])
+        for name, values in seconds.items():
+            rows.append({"model": model, "loop": name, "compiled": arguments.compiled,
+                         "median_step_ms": round(1000 * statistics.median(values), 3),
+                         "step_ms_per_repeat": " ".join(f"{1000 * value:.2f}" for value in values),
+                         "vs_bare": round(statistics.median(values) / bare, 3)})
+            print(rows[-1], flush=True)
+    write_measurements(rows, arguments.out, "loop", "Lightning's share of a training step", device,
+                       f"Hidden {arguments.hidden}, batch {arguments.batch}, max_seq_len {arguments.max_seq_len}, "
+                       f"{N_ITEMS:,} items, CE, fp32; {arguments.steps} steps timed after {arguments.warmup}, "
+                       f"{arguments.repeats} repeats taking turns (median).")
+
+
+if __name__ == "__main__":
+    main()
