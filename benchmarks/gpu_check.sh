@@ -3,10 +3,11 @@
 #   1. installs what such a machine lacks from benchmarks/wheels/ (benchmarks/fetch_wheels.sh fills it
 #      elsewhere), without dependency resolution and without network; the project runs from src/ (PYTHONPATH);
 #   2. the CUDA tests: SwitchBack's int8 products (torch._int_mm layouts) and bf16 autocast on the GPU,
-#      training in 16-mixed (pytest -m cuda); with LEARNING_TESTS=1 also every loss, bf16 and the SwitchBack head
+#      training in 16-mixed, and no training step of any model x loss x head synchronising with the host
+#      (CUDA's sync debug mode) (pytest -m cuda); with LEARNING_TESTS=1 also every loss, bf16 and the SwitchBack head
 #      learning on the GPU (test_learning.py; about a minute more);
-#   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay with CE and
-#      with CE_restricted in bf16, ours with CE, CCE, the SwitchBack head and the best combination; step time,
+#   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay's best (CE_restricted
+#      in bf16), ours with CE, CCE, the SwitchBack head, the compiled step in bf16 and the best combination; step time,
 #      tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT; then RePlay's best and ours at hidden
 #      size 1024, where the matrices are large enough to load the GPU (in $OUT/hidden1024).
 # A failed step is reported and the next one runs: one pass yields everything it can; the exit status is the
@@ -54,7 +55,8 @@ fi
 "$PYTHON" -c "import replay_accelerated.cli, replay.nn" || { failed "import" $?; exit "$status"; }
 
 step "2. CUDA tests"
-"$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_switchback.py tests/test_learning.py
+"$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_switchback.py tests/test_learning.py \
+    tests/test_compiled_step.py
 code=$?
 [ "$code" = 0 ] || [ "$code" = 5 ] || failed "CUDA tests" "$code"  # 5: nothing selected (no GPU: all skipped)
 if [ "${LEARNING_TESTS:-0}" = 1 ] && ! $DRY_RUN; then  # on the GPU: every loss, bf16 and the SwitchBack head learn
@@ -82,11 +84,18 @@ bench() {  # bench NAME ROWS TARGET [OVERRIDES...]: the bench, then its tables c
     cp "$REPLAY_ACCELERATED_HOME/results/bench/$name"/{results.csv,summary.csv,results.md} "$target"/ \
         || failed "copy of bench $name" $?
 }
-bench gpu_check "[replay_CE_best_precision,replay_best,CE_fp32,CCE,swichback_head,fastest]" "$OUT"
+bench gpu_check "[replay_best,CE_fp32,CCE,swichback_head,compiled_best,fastest]" "$OUT"
 
 step "4. hidden size 1024"
-bench gpu_check_hidden1024 "[replay_best,fastest]" "$OUT/hidden1024" \
+bench gpu_check_hidden1024 "[replay_best,compiled_best,fastest]" "$OUT/hidden1024" \
     model.params.model_params.hidden_size=1024 model.params.training_params.embedding_dim=1024
+
+step "5. Lightning's share of a step"
+LOOP=(--hidden 256 --batch 32 --max-seq-len 128 --items 18345 --steps 200 --repeats 3)
+$DRY_RUN && LOOP=(--hidden 32 --batch 8 --max-seq-len 16 --items 200 --steps 3 --warmup 1 --repeats 1)
+"$PYTHON" -m replay_accelerated.benchmark.loop "${LOOP[@]}" --out "$OUT/loop" || failed "loop eager" $?
+"$PYTHON" -m replay_accelerated.benchmark.loop "${LOOP[@]}" --repeats 1 --compiled --out "$OUT/loop_compiled" \
+    || failed "loop compiled" $?
 
 step "done; results in $OUT"
 exit "$status"

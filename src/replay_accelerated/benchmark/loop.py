@@ -5,13 +5,14 @@
 Where a step takes a few milliseconds, what runs around it (hooks, logging, the progress bar,
 moving the batch) can cost as much as the arithmetic. Both loops train the same RecommenderModule
 (fresh weights each time) with the same batches, drawn like training's (training/batches.py) from
-synthetic long-tailed histories over the MovieLens-1M catalog (3,706 items), and the same Adam:
+synthetic long-tailed histories (`--items`, default MovieLens-1M's 3,706), and the same Adam:
 - bare: for each TrainingExample: move it to the device, `training_loss`, backward, optimizer step;
 - lightning: the Trainer that `mode=train` builds (no validation, checkpoints or logger; as in the
-  steps mode), with its progress bar on (the default) and off.
-Each loop runs `--warmup` steps, then `--steps` timed steps (mean step time); the three loops take
-turns `--repeats` times, and the table holds the median over the repeats and its ratio to the bare
-loop. Writes loop.csv and loop.md to --out.
+  steps mode), with no progress bar, with training's (redrawn every `PROGRESS_BAR_STEPS` steps),
+  and with Lightning's default one (redrawn every step).
+Each loop runs `--warmup` steps, then `--steps` timed steps (mean step time); the loops take turns
+`--repeats` times, and the table holds the median step time over the repeats and the median of each
+repeat's ratio to that repeat's bare loop. Writes loop.csv and loop.md to --out.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import OmegaConf
 
 from replay_accelerated.benchmark.render import write_measurements
@@ -32,17 +34,15 @@ from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.losses import build_loss
 from replay_accelerated.models import build_model
 from replay_accelerated.training.batches import training_loader
+from replay_accelerated.training.fit import PROGRESS_BAR_STEPS
 from replay_accelerated.training.measurements import StepTimer, synchronize, timed_steps_trainer_args
 from replay_accelerated.training.module import RecommenderModule
 
-N_ITEMS = 3706  # MovieLens-1M
-
-
-def histories(users: int, max_seq_len: int) -> UserSequences:
+def histories(users: int, items: int, max_seq_len: int) -> UserSequences:
     """Random items, lengths long-tailed as in MovieLens (geometric, mean about 40, at least 2)."""
     lengths = np.random.default_rng(0).geometric(1 / 40, size=users).clip(2, 4 * max_seq_len)
     events = pd.DataFrame({"user_id": np.repeat(np.arange(users), lengths),
-                           "item_id": np.random.default_rng(1).integers(0, N_ITEMS, lengths.sum())})
+                           "item_id": np.random.default_rng(1).integers(0, items, lengths.sum())})
     return UserSequences.from_events(events, ItemVocabulary.fit(events))
 
 
@@ -50,9 +50,10 @@ def build(arguments) -> tuple[RecommenderModule, torch.utils.data.DataLoader]:
     torch.manual_seed(0)
     params = OmegaConf.merge(OmegaConf.structured(ModelParams), {
         "hidden_size": arguments.hidden, "max_seq_len": arguments.max_seq_len, "loss_type": "CE"})
-    model = build_model(arguments.model, N_ITEMS, params)
+    model = build_model(arguments.model, arguments.items, params)
     module = RecommenderModule(model, build_loss(params, None), 1e-3, 0.0, [10], compiled=arguments.compiled)
-    loader = training_loader(histories(arguments.users, arguments.max_seq_len), arguments.max_seq_len, model.pad_id,
+    sequences = histories(arguments.users, arguments.items, arguments.max_seq_len)
+    loader = training_loader(sequences, arguments.max_seq_len, model.pad_id,
                              model.training_example, arguments.batch, 0, seed=0)
     return module, loader
 
@@ -74,13 +75,15 @@ def bare_loop(arguments, device: torch.device) -> float:
     return (time.perf_counter() - started) / arguments.steps
 
 
-def lightning_loop(arguments, device: torch.device, progress_bar: bool) -> float:
+def lightning_loop(arguments, device: torch.device, progress_bar_steps: int | None) -> float:
+    """progress_bar_steps: steps between redraws of the progress bar, or None for no progress bar."""
     module, loader = build(arguments)
     timer = StepTimer(arguments.warmup, arguments.steps, count=lambda batch: (len(batch.inputs), 0),
                       batches_per_epoch=len(loader))
+    bar = [] if progress_bar_steps is None else [TQDMProgressBar(refresh_rate=progress_bar_steps)]
     trainer = L.Trainer(**timed_steps_trainer_args(arguments.steps, arguments.warmup, len(loader)),
-                        callbacks=[timer], accelerator=device.type, devices=1, logger=False,
-                        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[timer, *bar], accelerator=device.type, devices=1, logger=False,
+                        enable_progress_bar=bool(bar), enable_model_summary=False, num_sanity_val_steps=0,
                         use_distributed_sampler=False)
     trainer.fit(module, loader)
     return timer.seconds / arguments.steps
@@ -92,35 +95,42 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-seq-len", type=int, default=50)
-    parser.add_argument("--users", type=int, default=6040)
+    parser.add_argument("--items", type=int, default=3706)
+    parser.add_argument("--users", type=int, help="default: one batch per warm-up and timed step")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compiled", action="store_true", help="the step through torch.compile (compile: true)")
     parser.add_argument("--out", type=Path, default=Path("loop"))
     arguments = parser.parse_args()
+    arguments.users = arguments.users or (arguments.warmup + arguments.steps) * arguments.batch
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for model in arguments.model:
         arguments.model = model
         loops = {"bare": lambda: bare_loop(arguments, device),
-                 "lightning, no progress bar": lambda: lightning_loop(arguments, device, progress_bar=False),
-                 "lightning, progress bar": lambda: lightning_loop(arguments, device, progress_bar=True)}
+                 "lightning, no progress bar": lambda: lightning_loop(arguments, device, None),
+                 f"lightning, progress bar every {PROGRESS_BAR_STEPS} steps (training's)":
+                     lambda: lightning_loop(arguments, device, PROGRESS_BAR_STEPS),
+                 "lightning, progress bar every step (Lightning's default)": lambda: lightning_loop(arguments, device, 1)}
         seconds = {name: [] for name in loops}
         for _ in range(arguments.repeats):
             for name, loop in loops.items():
                 seconds[name].append(loop())
-        bare = statistics.median(seconds["bare"])
         for name, values in seconds.items():
+            # Paired: each loop against the bare loop of the same repeat, which ran just before it, so that
+            # drifts in the machine's speed between repeats cancel.
+            ratios = [value / bare for value, bare in zip(values, seconds["bare"])]
             rows.append({"model": model, "loop": name, "compiled": arguments.compiled,
                          "median_step_ms": round(1000 * statistics.median(values), 3),
                          "step_ms_per_repeat": " ".join(f"{1000 * value:.2f}" for value in values),
-                         "vs_bare": round(statistics.median(values) / bare, 3)})
+                         "vs_bare": round(statistics.median(ratios), 3),
+                         "vs_bare_per_repeat": " ".join(f"{ratio:.3f}" for ratio in ratios)})
             print(rows[-1], flush=True)
     write_measurements(rows, arguments.out, "loop", "Lightning's share of a training step", device,
                        f"Hidden {arguments.hidden}, batch {arguments.batch}, max_seq_len {arguments.max_seq_len}, "
-                       f"{N_ITEMS:,} items, CE, fp32; {arguments.steps} steps timed after {arguments.warmup}, "
-                       f"{arguments.repeats} repeats taking turns (median).")
+                       f"{arguments.items:,} items, CE, fp32; {arguments.steps} steps timed after {arguments.warmup}, "
+                       f"{arguments.repeats} repeats taking turns (medians; vs_bare: the median of each repeat's ratio).")
 
 
 if __name__ == "__main__":

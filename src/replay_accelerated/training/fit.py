@@ -12,7 +12,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.profilers import PyTorchProfiler
 from omegaconf import DictConfig
@@ -48,6 +48,7 @@ from replay_accelerated.training.precision import training_device
 from replay_accelerated.training.runtime import build_accelerated_model, check_device_support
 from replay_accelerated.training.warm_start import warm_start
 
+PROGRESS_BAR_STEPS = 25  # steps between redraws of the progress bar
 MONITOR = "val_ndcg@10"
 
 
@@ -107,6 +108,8 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
                                count=lambda batch: (len(batch.inputs), int((batch.inputs != model.pad_id).sum())))
         schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
                     "callbacks": [step_timer, KeepSigtermHandler()]}
+    if cfg.trainer.progress_bar:  # Lightning's default redraws it every step: 2 ms of a 10 ms step (benchmark/loop.py)
+        schedule["callbacks"].append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_STEPS))
     trainer = L.Trainer(
         **schedule,
         accelerator=cfg.trainer.accelerator,
