@@ -13,14 +13,17 @@
 # A failed step is reported and the next one runs: one pass yields everything it can; the exit status is the
 # first failure's.
 # Usage: bash benchmarks/gpu_check.sh [--dry-run]
-#   --dry-run: on a CPU, tiny synthetic data and 3 steps, to check the script itself (the CUDA tests skip).
+#   --dry-run: on a CPU, tiny synthetic data and 3 steps, to check the script itself (the CUDA tests skip);
+#   its tables go to .gpu_check/dry_run unless OUT is set.
 # Environment: OUT (results folder, default docs/benchmarks/gpu_ml20m_shape), STEPS (default 200),
 #   PYTHON (default python3), LEARNING_TESTS (1: the learning tests on the GPU too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=false
 [ "${1:-}" = "--dry-run" ] && DRY_RUN=true
-OUT=${OUT:-docs/benchmarks/gpu_ml20m_shape}
+OUT_DEFAULT=docs/benchmarks/gpu_ml20m_shape
+$DRY_RUN && OUT_DEFAULT=.gpu_check/dry_run  # a dry run never overwrites the committed GPU tables
+OUT=${OUT:-$OUT_DEFAULT}
 STEPS=${STEPS:-200}
 PYTHON=${PYTHON:-python3}
 export REPLAY_ACCELERATED_HOME=${REPLAY_ACCELERATED_HOME:-$PWD/.gpu_check}
