@@ -112,6 +112,7 @@ class RecommenderModule(L.LightningModule):
             self.log(f"val_{name}", (total / totals[-1]).float(), prog_bar=name == "ndcg@10")
 
     def configure_optimizers(self):
-        # RePlay's default optimizer: Adam with betas (0.9, 0.98).
+        # RePlay's default optimizer: Adam with betas (0.9, 0.98); fused (one kernel updates every parameter
+        # instead of a few per parameter: PyTorch has it on CPUs and CUDA devices).
         return torch.optim.Adam(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay,
-                                betas=(0.9, 0.98))
+                                betas=(0.9, 0.98), fused=True)
