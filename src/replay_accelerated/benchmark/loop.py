@@ -38,6 +38,7 @@ from replay_accelerated.training.fit import PROGRESS_BAR_STEPS
 from replay_accelerated.training.measurements import StepTimer, synchronize, timed_steps_trainer_args
 from replay_accelerated.training.module import RecommenderModule
 
+
 def histories(users: int, items: int, max_seq_len: int) -> UserSequences:
     """Random items, lengths long-tailed as in MovieLens (geometric, mean about 40, at least 2)."""
     lengths = np.random.default_rng(0).geometric(1 / 40, size=users).clip(2, 4 * max_seq_len)
@@ -112,7 +113,8 @@ def main() -> None:
                  "lightning, no progress bar": lambda: lightning_loop(arguments, device, None),
                  f"lightning, progress bar every {PROGRESS_BAR_STEPS} steps (training's)":
                      lambda: lightning_loop(arguments, device, PROGRESS_BAR_STEPS),
-                 "lightning, progress bar every step (Lightning's default)": lambda: lightning_loop(arguments, device, 1)}
+                 "lightning, progress bar every step (Lightning's default)":
+                     lambda: lightning_loop(arguments, device, 1)}
         seconds = {name: [] for name in loops}
         for _ in range(arguments.repeats):
             for name, loop in loops.items():
@@ -130,7 +132,8 @@ def main() -> None:
     write_measurements(rows, arguments.out, "loop", "Lightning's share of a training step", device,
                        f"Hidden {arguments.hidden}, batch {arguments.batch}, max_seq_len {arguments.max_seq_len}, "
                        f"{arguments.items:,} items, CE, fp32; {arguments.steps} steps timed after {arguments.warmup}, "
-                       f"{arguments.repeats} repeats taking turns (medians; vs_bare: the median of each repeat's ratio).")
+                       f"{arguments.repeats} repeats taking turns (medians; vs_bare: the median of each repeat's "
+                       "ratio).")
 
 
 if __name__ == "__main__":

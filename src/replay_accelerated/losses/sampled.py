@@ -88,9 +88,9 @@ class NegativeSamplingLoss(nn.Module):
         negative is the row's own positive) and which rows are targets [C] (losses/targets.py)."""
         rows, positives, valid = target_rows(hidden, labels, target_mask, capacity)  # [C, H], [C], [C]
         negatives = self.sampler.sample(head.weight.shape[0], rows.device)  # [K], shared by the batch
-        positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [N]
-        negative_logits = head(rows, negatives)  # [N, K]
-        hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [N, K]
+        positive_logits = head(rows, positives.unsqueeze(1)).squeeze(1)  # [C]
+        negative_logits = head(rows, negatives)  # [C, K]
+        hits = negatives.unsqueeze(0) == positives.unsqueeze(1)  # [C, K]
         return positive_logits, negative_logits, negatives, hits, valid
 
 

@@ -102,12 +102,13 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
                 "callbacks": [EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience), checkpoint,
                               timer, ResumableRun(fingerprint, cfg.env.SEED, cfg.model.name, len(data.vocabulary),
                                                   model.architecture()),
-                              KeepSigtermHandler(), *callbacks]}
+                              *callbacks]}
     if cfg.mode.steps is not None:  # time steps only: no validation, checkpoints or resume
         step_timer = StepTimer(cfg.mode.warmup_steps, cfg.mode.steps, batches_per_epoch=len(train_loader),
-                               count=lambda batch: (len(batch.inputs), int((batch.inputs != model.pad_id).sum())))
+                               count=lambda batch: (len(batch.inputs), (batch.inputs != model.pad_id).sum()))
         schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
-                    "callbacks": [step_timer, KeepSigtermHandler()]}
+                    "callbacks": [step_timer]}
+    schedule["callbacks"].append(KeepSigtermHandler())
     if cfg.trainer.progress_bar:  # Lightning's default redraws it every step: 2 ms of a 10 ms step (benchmark/loop.py)
         schedule["callbacks"].append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_STEPS))
     trainer = L.Trainer(

@@ -208,7 +208,8 @@ class StepTimer(L.Callback):
 
     The device is synchronised only at the two ends of the timed window, so the steps inside run as
     in training. `count(batch) -> (samples, real tokens)` counts what a batch holds (real tokens:
-    items, not padding); `batches_per_epoch` extrapolates an epoch's time from the step time.
+    items, not padding; a tensor on the batch's device is summed there and read once, in `summary`);
+    `batches_per_epoch` extrapolates an epoch's time from the step time.
     """
 
     def __init__(self, warmup: int, steps: int, count: Callable[[Any], tuple[int, int]], batches_per_epoch: int):
@@ -225,7 +226,7 @@ class StepTimer(L.Callback):
         if batch_index < self.warmup:
             return
         samples, tokens = self.count(batch)
-        self.samples, self.tokens = self.samples + int(samples), self.tokens + int(tokens)
+        self.samples, self.tokens = self.samples + int(samples), self.tokens + tokens  # tokens: no read per step
         if batch_index == self.warmup + self.steps - 1:
             synchronize(trainer.strategy.root_device)
             self.seconds = time.perf_counter() - self._started
@@ -237,7 +238,7 @@ class StepTimer(L.Callback):
             "warmup_steps": self.warmup,
             "step_seconds": round(step_seconds, 5),
             "train_samples_per_second": round(self.samples / self.seconds, 1),
-            "train_tokens_per_second": round(self.tokens / self.seconds, 1),
+            "train_tokens_per_second": round(float(self.tokens) / self.seconds, 1),
             # Labelled: an epoch of this many steps was not run, only timed in part.
             "extrapolated_train_seconds_per_epoch": round(step_seconds * self.batches_per_epoch, 3),
         }

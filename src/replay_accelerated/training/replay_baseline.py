@@ -236,7 +236,7 @@ def _time_steps(pipeline: Pipeline, placement: dict, steps: int, warmup_steps: i
     """The steps mode: time `steps` training steps of RePlay's module after `warmup_steps`."""
     real_tokens = pipeline.real_tokens
     step_timer = StepTimer(warmup_steps, steps, batches_per_epoch=pipeline.batches_per_epoch,
-                           count=lambda batch: (len(batch[real_tokens]), batch[real_tokens].sum().item()))
+                           count=lambda batch: (len(batch[real_tokens]), batch[real_tokens].sum()))
     trainer = L.Trainer(**timed_steps_trainer_args(steps, warmup_steps, pipeline.batches_per_epoch), **placement,
                         callbacks=[step_timer], enable_progress_bar=False, enable_model_summary=False, logger=False)
     memory = TrainingMemory(trainer.strategy.root_device)
