@@ -38,11 +38,15 @@ def _module(model_class, loss_type: str, head: str) -> RecommenderModule:
 
 
 def _examples(model, count: int = 3) -> list:
+    return [plan.to("cpu") for plan in _plans(model, count)]
+
+
+def _plans(model, count: int) -> list:
     lengths = np.random.randint(1, 2 * MAX_LEN, size=40)
     events = pd.DataFrame({"user_id": np.repeat(np.arange(len(lengths)), lengths),
                            "item_id": np.random.randint(0, N_ITEMS, lengths.sum())})
     sequences = UserSequences.from_events(events, ItemVocabulary.fit(events))
-    loader = training_loader(sequences, MAX_LEN, model.pad_id, model.training_example, 8, 0,
+    loader = training_loader(sequences, MAX_LEN, model.pad_id, model.training_example, 8,
                              seed=np.random.randint(1000), length_bucketing=True)
     return list(loader)[:count]
 
@@ -98,19 +102,19 @@ def test_the_compiled_step_computes_what_eager_does(model_class, loss_type: str,
 def test_no_training_step_waits_for_the_gpu(model_class, loss_type: str, head: str):
     module = _module(model_class, loss_type, head).cuda()
     optimizer = module.configure_optimizers()
-    examples = [move_data_to_device(example, "cuda") for example in _examples(module.model, count=4)]
+    plans = _plans(module.model, count=4)
 
-    def step(example) -> None:
-        module.training_step(example, 0).backward()
+    def step(plan) -> None:  # the batch gathered on the GPU, as Lightning moves it, then the step
+        module.training_step(move_data_to_device(plan, torch.device("cuda")), 0).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step(examples[0])  # first calls: CUDA context, cuBLAS handles, optimizer state
+    step(plans[0])  # first calls: CUDA context, cuBLAS handles, optimizer state, the sequences' copy
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for example in examples[1:]:
-            step(example)
+        for plan in plans[1:]:
+            step(plan)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     module.check_loss_finite()  # the one read per epoch, outside the steps

@@ -50,13 +50,13 @@ def _our_masks(users: UserSequences, masking: str) -> tuple[np.ndarray, np.ndarr
     """Our windows and target masks through the training batches, right-aligned to [U * DRAWS, MAX_LEN]."""
     model = Bert4Rec(n_items=N_ITEMS, max_seq_len=MAX_LEN, hidden_size=8, block_count=1, head_count=1,
                      dropout_rate=0.0, mask_prob=MASK_PROB, masking=masking)
-    batches = TrainingBatches(users, MAX_LEN, model.pad_id)
+    batches = TrainingBatches(users, MAX_LEN, model.pad_id, model.training_example)
     windows, targets = [], []
     for _ in range(DRAWS):
         window, target = np.full((len(users), MAX_LEN), -1), np.zeros((len(users), MAX_LEN), dtype=bool)
         # Batches of users of similar length, trimmed as in training (widths 8 and MAX_LEN + 1 here).
         for batch in np.array_split(np.arange(len(users)), 24):
-            inputs, labels, target_mask = model.training_example(batches[batch.tolist()])
+            inputs, labels, target_mask, _ = batches[np.random.randint(1 << 30), batch.tolist()].to("cpu")
             items = torch.where(target_mask, labels, inputs)  # [B, W']
             width = items.shape[1]
             window[batch, MAX_LEN - width:] = torch.where(items == model.pad_id, -1, items).numpy()

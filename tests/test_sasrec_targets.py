@@ -28,8 +28,8 @@ def _replay_targets(users: UserSequences) -> list[np.ndarray]:
 
 def _our_targets(users: UserSequences, batch: list[int]) -> list[np.ndarray]:
     model = SasRec(n_items=N_ITEMS, max_seq_len=MAX_LEN, hidden_size=8, block_count=1, head_count=1, dropout_rate=0.0)
-    sequences = TrainingBatches(users, MAX_LEN, model.pad_id)[batch]  # [B, W + 1], trimmed
-    _, labels, target_mask = model.training_example(sequences)
+    _, labels, target_mask, _ = TrainingBatches(users, MAX_LEN, model.pad_id, model.training_example)[0, batch].to(
+        "cpu")  # [B, W], trimmed
     return [row_labels[row_mask].numpy() for row_labels, row_mask in zip(labels, target_mask)]
 
 

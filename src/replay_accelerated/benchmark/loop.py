@@ -55,7 +55,7 @@ def build(arguments) -> tuple[RecommenderModule, torch.utils.data.DataLoader]:
     module = RecommenderModule(model, build_loss(params, None), 1e-3, 0.0, [10], compiled=arguments.compiled)
     sequences = histories(arguments.users, arguments.items, arguments.max_seq_len)
     loader = training_loader(sequences, arguments.max_seq_len, model.pad_id,
-                             model.training_example, arguments.batch, 0, seed=0)
+                             model.training_example, arguments.batch, seed=0)
     return module, loader
 
 

@@ -89,11 +89,19 @@ class UserSequences:
     def subset(self, user_ids: np.ndarray) -> "UserSequences":
         """The sequences of `user_ids` (which must all be present), in that order."""
         order = pd.Index(self.user_ids).get_indexer(user_ids)
-        starts, ends = self.offsets[order], self.offsets[order + 1]
-        lengths = ends - starts
+        starts = self.offsets[order]
+        return self._runs(np.asarray(user_ids), starts, self.offsets[order + 1] - starts)
+
+    def newest(self, count: int) -> "UserSequences":
+        """Each user's newest `count` items (all of a shorter history)."""
+        kept = np.minimum(self.lengths, count)
+        return self._runs(self.user_ids, self.offsets[1:] - kept, kept)
+
+    def _runs(self, user_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> "UserSequences":
+        """The users `user_ids` whose items are items[starts[u] : starts[u] + lengths[u]], copied."""
         offsets = csr_offsets(lengths)
         index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return UserSequences(np.asarray(user_ids), offsets, self.items[index])
+        return UserSequences(user_ids, offsets, self.items[index])
 
 
 def csr_offsets(lengths: np.ndarray) -> np.ndarray:

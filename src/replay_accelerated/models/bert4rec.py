@@ -27,7 +27,7 @@ from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
 from replay_accelerated.models.heads import LinearHead
-from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
+from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender, TrainingTask
 
 MASKING_RULES = ("replay", "at_least_one")  # the corner cases above
 
@@ -52,9 +52,8 @@ class Bert4RecBlock(nn.Module):
 
 
 @dataclass(frozen=True)
-class MaskedItems:
-    """BERT4Rec's training examples (see the module doc). A small object apart from the model, so that
-    DataLoader workers make examples without a copy of the model's weights."""
+class MaskedItems(TrainingTask):
+    """BERT4Rec's training examples (see the module doc)."""
 
     max_seq_len: int
     pad_id: int
@@ -62,26 +61,29 @@ class MaskedItems:
     mask_prob: float
     masking: str
 
-    def __call__(self, sequences: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # sequences: [B, W + 1] left-padded. As RePlay, BERT4Rec reads the newest max_seq_len items:
-        # every column of a trimmed batch, the oldest column dropped only when W + 1 > max_seq_len.
-        items = sequences[:, -self.max_seq_len:]  # [B, W']
-        is_item = items != self.pad_id
-        draws = torch.rand(items.shape, generator=generator, device=items.device)  # generator: the batch's seed
+    def target_mask(self, is_item: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # is_item: [B, W + 1]. As RePlay, BERT4Rec reads the newest max_seq_len items: every column of
+        # a trimmed batch, the oldest column dropped only when W + 1 > max_seq_len.
+        is_item = is_item[:, -self.max_seq_len:]  # [B, W']
+        draws = torch.rand(is_item.shape, generator=generator, device=is_item.device)  # generator: the batch's seed
         masked = (draws < self.mask_prob) & is_item
         nothing_masked = ~masked.any(dim=1)
         if self.masking == "replay":
             # RePlay masks a window of exactly max_seq_len positions in which padding counts as
             # masked: only a window without padding can have "nothing masked".
-            nothing_masked &= is_item.all(dim=1) & (items.shape[1] == self.max_seq_len)
+            nothing_masked &= is_item.all(dim=1) & (is_item.shape[1] == self.max_seq_len)
         masked[:, -1] |= nothing_masked
         # Every item masked: the second newest position is shown (a no-op when it is padding).
         all_masked = (masked == is_item).all(dim=1)
         masked[:, -2] &= ~all_masked
-        inputs = torch.where(masked, torch.full_like(items, self.mask_id), items)
-        labels = torch.where(masked, items, torch.zeros_like(items))
-        return inputs, labels, masked
+        return masked
+
+    def inputs_and_labels(self, sequences: torch.Tensor, target_mask: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        items = sequences[:, -self.max_seq_len:]  # [B, W']
+        inputs = torch.where(target_mask, torch.full_like(items, self.mask_id), items)
+        labels = torch.where(target_mask, items, torch.zeros_like(items))
+        return inputs, labels
 
 
 class Bert4Rec(SequentialRecommender):

@@ -52,7 +52,7 @@ from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
 from replay_accelerated.models.heads import TiedHead
-from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender
+from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender, TrainingTask
 
 EPS = 1e-8  # RePlay's (and the SASRec paper's) LayerNorm eps
 REPLAY_NN_FINAL_EPS = 1e-5  # replay.nn's final LayerNorm: torch's default eps
@@ -83,21 +83,21 @@ class SasRecBlock(nn.Module):
 
 
 @dataclass(frozen=True)
-class NextItems:
-    """SASRec's training examples: every position predicts the item after it. A small object apart from
-    the model, so that DataLoader workers make examples without a copy of the model's weights."""
+class NextItems(TrainingTask):
+    """SASRec's training examples: every position predicts the item after it."""
 
     pad_id: int
 
-    def __call__(self, sequences: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # sequences: [B, W + 1] left-padded; position t predicts the item at t + 1.
+    def target_mask(self, is_item: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # is_item: [B, W + 1]; position t predicts the item at t + 1. A target wherever the next position
+        # holds an item, as RePlay: the first item is predicted from the padding position before it
+        # (batches keep that column, training/batches.py).
+        return is_item[:, 1:]  # [B, W]
+
+    def inputs_and_labels(self, sequences: torch.Tensor, target_mask: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, next_items = sequences[:, :-1], sequences[:, 1:]  # [B, W] each
-        # A target wherever the next position holds an item, as RePlay: the first item is
-        # predicted from the padding position before it (batches keep that column, batches.py).
-        target_mask = next_items != self.pad_id
-        labels = torch.where(target_mask, next_items, torch.zeros_like(next_items))
-        return inputs, labels, target_mask
+        return inputs, torch.where(target_mask, next_items, torch.zeros_like(next_items))
 
 
 class SasRec(SequentialRecommender):

@@ -82,6 +82,35 @@ class FeedForward(nn.Module):
         return self.down(self.dropout(self.activation(self.up(x))))
 
 
+class TrainingTask:
+    """How a batch of sequences [B, W + 1] (left-padded) becomes a training example, in two halves:
+
+    - `target_mask(is_item, generator)`: which positions are targets ([B, W'] bool), from which positions
+      hold an item (is_item [B, W + 1]) and the batch's random draws. It needs no item id, so the host
+      plans it from the sequence lengths (training/batches.py) and knows the number of targets without
+      asking the device.
+    - `inputs_and_labels(sequences, target_mask)`: inputs [B, W'] and labels [B, W'] (item ids at the
+      targets, 0, a valid id that the losses ignore, elsewhere), made on the device that holds the items.
+
+    Calling it does both. A small picklable object apart from the model's weights; each model sets its own.
+    """
+
+    pad_id: int
+
+    def target_mask(self, is_item: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inputs_and_labels(self, sequences: torch.Tensor, target_mask: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, sequences: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, labels, target_mask) of sequences [B, W + 1] whose padding is the model's pad_id."""
+        target_mask = self.target_mask(sequences != self.pad_id, generator)
+        return (*self.inputs_and_labels(sequences, target_mask), target_mask)
+
+
 class SequentialRecommender(nn.Module):
     """Embeddings, blocks and item head; subclasses build the blocks and head and define the task.
 
@@ -92,10 +121,7 @@ class SequentialRecommender(nn.Module):
     """
 
     causal: bool  # SASRec attends only to the past; BERT4Rec to both sides
-    # (sequences [B, W + 1] left-padded, generator or None) -> inputs [B, W'], labels [B, W'], target_mask [B, W']:
-    # labels are item ids where target_mask is True and 0 (a valid id, ignored) elsewhere. A small picklable
-    # object set by each model (DataLoader workers make the examples, training/batches.py).
-    training_example: Callable[[torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    training_example: "TrainingTask"  # how a batch of sequences becomes inputs and targets
     extra_tokens: int  # embedding rows after the items: padding (and BERT4Rec's mask token)
 
     def __init__(self, n_items: int, max_seq_len: int, hidden_size: int, dropout_rate: float):

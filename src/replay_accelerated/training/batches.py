@@ -1,14 +1,17 @@
-"""Training batches: slices of one pre-padded tensor, trimmed to their longest sequence.
+"""Training batches: planned on the host from sequence lengths, gathered on the training device.
 
-Each user's newest max_seq_len + 1 items are padded once, up front. A batch is then
-one tensor index (no per-sample Python), cut down to the columns its longest sequence
-needs, so short-history users do not pay for 128 positions of padding. The model turns
-the batch into inputs and targets on the training device (masking for BERT4Rec, the
-next-item shift for SASRec). A batch is one column wider than its longest user, up to
-max_seq_len + 1, and loses nothing: SASRec's inputs drop the newest column and keep a padding
-column before the longest user's first item, from which it predicts that item (as RePlay);
-BERT4Rec drops the oldest column only when the batch is max_seq_len + 1 wide (it reads the
-newest max_seq_len items, as RePlay).
+Each user's newest max_seq_len + 1 items are kept once, flat (one item array and where each user's
+run ends), and copied to the training device once (ML-20M: about 14M int32 items, 55 MB). A batch is
+planned on the host from the lengths alone: which users (the sampler's), how wide, and which positions
+are targets. Moving the plan to the device (`PlannedBatch.to`, which Lightning calls) gathers the
+users' items there, left-padded, and makes the model's inputs and labels there: no loader workers,
+and per step the host sends B user positions and a [B, W] mask.
+
+A batch is trimmed to its longest sequence, so short-history users do not pay for 128 positions of
+padding. It is one column wider than its longest user, up to max_seq_len + 1, and loses nothing:
+SASRec's inputs drop the newest column and keep a padding column before the longest user's first
+item, from which it predicts that item (as RePlay); BERT4Rec drops the oldest column only when the
+batch is max_seq_len + 1 wide (it reads the newest max_seq_len items, as RePlay).
 
 Trimming only helps when a batch holds no long history. With random batches almost
 every batch of 32 users has one, so `length_bucketing` groups users of similar length:
@@ -19,13 +22,13 @@ still seen once per epoch, in a random batch of random neighbours of similar len
 Both samplers draw an epoch's order from (seed, epoch) alone (Lightning calls `set_epoch`),
 so a run resumed at an epoch boundary sees exactly the batches of an uninterrupted run.
 
-The loader yields each batch as the model's `TrainingExample` (inputs, labels, target mask), made
-on the host, where its number of targets is known without asking the device: the loss gathers
-`target_capacity` rows (losses/targets.py), so a training step never waits for the device and
-has shapes torch.compile can trace. A batch's randomness (BERT4Rec's masking) comes from a seed the
-sampler draws with the batch, so it too depends on (seed, epoch) alone, whichever worker makes it.
+The plan knows its number of targets without asking the device: BERT4Rec's masks are drawn on the
+host (a [B, W] draw) from a seed the sampler draws with the batch, so they too depend on (seed, epoch)
+alone. The loss gathers `target_capacity` rows (losses/targets.py), so a training step never waits
+for the device and has shapes torch.compile can trace.
 """
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -33,6 +36,7 @@ import torch
 from replay_accelerated.acceleration.shapes import coarse_size
 from replay_accelerated.data.sequences import UserSequences
 from replay_accelerated.losses.targets import target_capacity
+from replay_accelerated.models.transformer import TrainingTask
 
 MIN_WIDTH = 3  # SASRec's inputs drop the newest column; BERT4Rec's masking reads the two newest positions
 # Widths are rounded up to a coarse size (acceleration/shapes.py; steps of 8, at most 4 per power of two):
@@ -43,27 +47,6 @@ WIDTH_STEP = 8
 POOL_BATCHES = 50  # batches per length-sorted pool: wide enough to find similar lengths, still random
 
 
-class TrainingBatches(torch.utils.data.Dataset):
-    """Indexed by a list of user positions (from a batch sampler); returns [B, width] token ids."""
-
-    def __init__(self, sequences: UserSequences, max_seq_len: int, pad_id: int):
-        self.pad_id = pad_id
-        self.sequences = sequences.padded(max_seq_len + 1, pad_id)  # [U, max_seq_len + 1]
-        self.lengths = torch.from_numpy(sequences.lengths).clamp(max=max_seq_len + 1)  # [U]
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def width(self, users: list[int]) -> int:
-        full = self.sequences.shape[1]  # max_seq_len + 1
-        # min(longest, max_seq_len) + 1: a padding column before the longest user's first item.
-        needed = max(min(int(self.lengths[users].max()), full - 1) + 1, MIN_WIDTH)
-        return min(coarse_size(needed, WIDTH_STEP), full)
-
-    def __getitem__(self, users: list[int]) -> torch.Tensor:
-        return self.sequences[users, -self.width(users):]
-
-
 class TrainingExample(NamedTuple):
     inputs: torch.Tensor  # [B, W] token ids
     labels: torch.Tensor  # [B, W] item ids at the targets, 0 elsewhere
@@ -71,21 +54,71 @@ class TrainingExample(NamedTuple):
     target_capacity: int  # rows the loss gathers: at least the number of targets (losses/targets.py)
 
 
-class TrainingExamples(torch.utils.data.Dataset):
-    """Indexed by (seed, users) from a batch sampler: those users' batch made into a training example
-    by the model's `training_example`, its randomness drawn from a generator seeded with `seed`."""
+class TrainingBatches(torch.utils.data.Dataset):
+    """Indexed by (seed, users) from a batch sampler: those users' `PlannedBatch`, its random draws
+    (BERT4Rec's masks) from a generator seeded with `seed`."""
 
-    def __init__(self, batches: TrainingBatches, training_example):
-        self.batches = batches
+    def __init__(self, sequences: UserSequences, max_seq_len: int, pad_id: int, training_example: TrainingTask):
+        self.pad_id = pad_id
         self.training_example = training_example
+        self.full_width = max_seq_len + 1
+        newest = sequences.newest(self.full_width)
+        self.lengths = torch.from_numpy(newest.lengths)  # [U], on the host
+        item_type = torch.int32 if pad_id < 2**31 else torch.int64  # half the memory on the device
+        # Per device: items [N] flat, where each user's run ends [U], lengths [U].
+        self._on_device = {torch.device("cpu"): (torch.from_numpy(newest.items).to(item_type),
+                                                 torch.from_numpy(newest.offsets[1:]), self.lengths)}
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.lengths)
 
-    def __getitem__(self, key: tuple[int, list[int]]) -> TrainingExample:
+    def width(self, users: torch.Tensor) -> int:
+        """W + 1 of these users' batch: min(longest, max_seq_len) + 1 (a padding column before the longest
+        user's first item), rounded up to the coarse grid, at most max_seq_len + 1."""
+        needed = max(min(int(self.lengths[users].max()), self.full_width - 1) + 1, MIN_WIDTH)
+        return min(coarse_size(needed, WIDTH_STEP), self.full_width)
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> "PlannedBatch":
         seed, users = key
-        inputs, labels, target_mask = self.training_example(self.batches[users], torch.Generator().manual_seed(seed))
-        return TrainingExample(inputs, labels, target_mask, target_capacity(int(target_mask.sum())))
+        users = torch.tensor(users)  # [B]
+        width = self.width(users)
+        columns = torch.arange(width)  # [W + 1]
+        is_item = columns >= width - self.lengths[users, None]  # [B, W + 1]: items sit at the right
+        target_mask = self.training_example.target_mask(is_item, torch.Generator().manual_seed(seed))
+        return PlannedBatch(users, width, target_mask, target_capacity(int(target_mask.sum())), self)
+
+    def gather(self, users: torch.Tensor, width: int) -> torch.Tensor:
+        """The newest `width` items of `users` [B] (on the device of their copy), left-padded: [B, width] int64."""
+        device = users.device
+        if device not in self._on_device:  # copied once per device
+            self._on_device[device] = tuple(tensor.to(device) for tensor in self._on_device[torch.device("cpu")])
+        items, ends, lengths = self._on_device[device]
+        columns = torch.arange(width, device=device)  # [W + 1]
+        is_item = columns >= width - lengths[users, None]  # [B, W + 1]
+        position = (ends[users, None] - width + columns).clamp(min=0)  # [B, W + 1] into items
+        return torch.where(is_item, items[position].long(), self.pad_id)
+
+
+@dataclass
+class PlannedBatch:
+    """A batch as the host plans it. `to(device)` makes its `TrainingExample` on that device, gathering
+    the users' items from the device's copy (Lightning moves every batch to the training device this
+    way, as it moves a tensor)."""
+
+    users: torch.Tensor  # [B] positions of the users
+    width: int  # W + 1: the gathered sequences' width
+    target_mask: torch.Tensor  # [B, W'] bool, on the host
+    target_capacity: int
+    batches: TrainingBatches
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainingExample:
+        device = torch.device(device)
+        # Small host tensors, copied without waiting for the device (no host synchronisation).
+        users = self.users.to(device, non_blocking=True)
+        target_mask = self.target_mask.to(device, non_blocking=True)
+        sequences = self.batches.gather(users, self.width)  # [B, W + 1]
+        inputs, labels = self.batches.training_example.inputs_and_labels(sequences, target_mask)
+        return TrainingExample(inputs, labels, target_mask, self.target_capacity)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -146,27 +179,26 @@ def _process() -> tuple[int, int]:
     return 0, 1
 
 
-def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, training_example, batch_size: int,
-                    num_workers: int, seed: int, length_bucketing: bool = False) -> torch.utils.data.DataLoader:
-    """Yields one epoch of `TrainingExample`s; training_example: the model's (models/transformer.py)."""
-    batches = TrainingBatches(sequences, max_seq_len, pad_id)
+def training_loader(sequences: UserSequences, max_seq_len: int, pad_id: int, training_example: TrainingTask,
+                    batch_size: int, seed: int, length_bucketing: bool = False) -> torch.utils.data.DataLoader:
+    """Yields one epoch of `PlannedBatch`es; training_example: the model's (models/transformer.py)."""
+    batches = TrainingBatches(sequences, max_seq_len, pad_id, training_example)
     sampler_class = LengthBucketBatchSampler if length_bucketing else RandomBatchSampler
-    sampler = sampler_class(batches.lengths, batch_size, seed)
     return torch.utils.data.DataLoader(
-        TrainingExamples(batches, training_example),
-        sampler=sampler,
+        batches,
+        sampler=sampler_class(batches.lengths, batch_size, seed),
         batch_size=None,  # the sampler already yields whole batches
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        num_workers=0,  # a plan is a few small host tensors: workers would cost more than they save
         generator=torch.Generator().manual_seed(seed),  # the loader's own draws leave the global generator alone
     )
 
 
 def padding_share(loader: torch.utils.data.DataLoader) -> float:
     """Share of padding among the tokens of one epoch of `loader`'s batches (from lengths; no data is read)."""
-    dataset: TrainingBatches = loader.dataset.batches
+    batches: TrainingBatches = loader.dataset
     real = padded = 0
     for _, users in loader.sampler:
-        real += int(dataset.lengths[users].sum())
-        padded += len(users) * dataset.width(users)
+        users = torch.tensor(users)
+        real += int(batches.lengths[users].sum())
+        padded += len(users) * batches.width(users)
     return 1.0 - real / padded

@@ -81,8 +81,8 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     warm = warm_start(model, data.vocabulary, cfg) if training.init_from is not None else None
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, model.training_example,
-                                   training.batch_size, training.num_workers, cfg.env.SEED, training.length_bucketing)
-    shapes = epoch_shapes(train_loader, model.pad_id)
+                                   training.batch_size, cfg.env.SEED, training.length_bucketing)
+    shapes = epoch_shapes((batch.to("cpu") for batch in train_loader), model.pad_id)
     targets_per_batch = None
     if training.length_bucketing:  # the average number of targets of a batch (see RecommenderModule)
         targets_per_batch = shapes.targets / shapes.batches

@@ -56,9 +56,9 @@ def sum_shapes(batches: Iterable[tuple[torch.Tensor, int]]) -> EpochShapes:
     return shapes
 
 
-def epoch_shapes(loader, pad_id: int) -> EpochShapes:
-    """Shapes of one pass over `loader`'s training examples (training/batches.py)."""
-    return sum_shapes((example.inputs != pad_id, example.target_mask.sum()) for example in loader)
+def epoch_shapes(examples, pad_id: int) -> EpochShapes:
+    """Shapes of one pass over training examples (training/batches.py)."""
+    return sum_shapes((example.inputs != pad_id, example.target_mask.sum()) for example in examples)
 
 
 def head_items_per_target(model_params, n_items: int) -> int:
