@@ -18,6 +18,7 @@ from replay_accelerated.losses import (
     CrossEntropyLoss,
     CutCrossEntropyLoss,
     FullPositionsCrossEntropyLoss,
+    GeneralizedBinaryCrossEntropyLoss,
     NegativeSampler,
     SampledSoftmaxLoss,
     ScalableCrossEntropyLoss,
@@ -100,6 +101,19 @@ def bce_reference(rows, positives, w, b, negatives):
     return total / len(rows)
 
 
+def gbce_reference(rows, positives, w, b, negatives, t):
+    # gSASRec's formulation: sigmoid(s_pos) ** beta, beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha).
+    alpha = len(negatives) / (len(w) - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    total = 0.0
+    for x, y in zip(rows, positives):
+        total = total - torch.log(torch.sigmoid(w[y] @ x + b[y]) ** beta)
+        for j in negatives.tolist():
+            if j != y:
+                total = total - torch.log(1 - torch.sigmoid(w[j] @ x + b[j]))
+    return total / len(rows)
+
+
 def sce_reference(rows, positives, w, b, bucket_rows, bucket_items):
     losses = {}
     for row_ids, item_ids in zip(bucket_rows.tolist(), bucket_items.tolist()):
@@ -158,6 +172,7 @@ ALL_LOSSES = {
     "CE_full_positions": lambda counts: FullPositionsCrossEntropyLoss(),
     "CE_sampled": lambda counts: SampledSoftmaxLoss(20, "popularity", counts),
     "BCE": lambda counts: BinaryCrossEntropyLoss(20, "uniform"),
+    "gBCE": lambda counts: GeneralizedBinaryCrossEntropyLoss(20, "uniform"),
     "SCE": lambda counts: ScalableCrossEntropyLoss(3, 7, 30),  # buckets smaller than the batch: a real selection
     "CCE": lambda counts: CutCrossEntropyLoss(chunk_size=16),
     "CCE-": lambda counts: CutCrossEntropyLoss(chunk_size=16, n_negatives=20, item_counts=counts, strategy="popularity"),
@@ -233,6 +248,30 @@ def test_bce_matches_reference(strategy):
     assert_matches(actual, reference_run(bce_reference, *batch, negatives=negatives))
 
 
+@pytest.mark.parametrize("strategy", ["uniform", "popularity"])
+def test_gbce_matches_reference(strategy):
+    n_items, k = 60, 25
+    t = torch.rand(()).item()  # any calibration in [0, 1)
+    batch = make_batch(n_items=n_items)
+    loss = GeneralizedBinaryCrossEntropyLoss(k, strategy, item_counts_for(n_items), calibration=t)
+    seed = torch.seed()
+    actual = run(loss, *batch, seed=seed)
+    torch.manual_seed(seed)
+    negatives = loss.sampler.sample(n_items, torch.device("cpu"))
+    assert_matches(actual, reference_run(gbce_reference, *batch, negatives=negatives, t=t))
+
+
+def test_gbce_with_calibration_zero_or_every_item_drawn_is_bce():
+    batch = make_batch(n_items=30)
+    seed = torch.seed()
+    bce = run(BinaryCrossEntropyLoss(20), *batch, seed=seed)
+    assert_matches(run(GeneralizedBinaryCrossEntropyLoss(20, calibration=0.0), *batch, seed=seed),
+                   (bce[0].double(), [g.double() for g in bce[1]]))
+    bce = run(BinaryCrossEntropyLoss(40), *batch, seed=seed)  # 40 draws for 29 other items: alpha capped at 1
+    assert_matches(run(GeneralizedBinaryCrossEntropyLoss(40, calibration=0.75), *batch, seed=seed),
+                   (bce[0].double(), [g.double() for g in bce[1]]))
+
+
 def test_negatives_equal_to_the_positive_are_masked():
     # One item: every sampled negative is the positive, so none may count.
     hidden, labels, target_mask, head = make_batch(n_items=1)
@@ -304,6 +343,7 @@ def all_losses(n_items):
         "CE_full_positions": FullPositionsCrossEntropyLoss(),
         "CE_sampled": SampledSoftmaxLoss(10, "popularity", counts),
         "BCE": BinaryCrossEntropyLoss(10, "uniform", counts),
+        "gBCE": GeneralizedBinaryCrossEntropyLoss(10, "uniform", counts),
         "SCE": ScalableCrossEntropyLoss(3, 5, 10, mix_x=True),
         "CCE": CutCrossEntropyLoss(16),
         "CCE-": CutCrossEntropyLoss(16, 10, "popularity", counts),
@@ -385,6 +425,7 @@ def params(**values):
     ({"loss_type": "CE_sampled", "loss_sample_count": 5, "negative_sampling_strategy": "popularity"},
      SampledSoftmaxLoss),
     ({"loss_type": "BCE", "loss_sample_count": 5}, BinaryCrossEntropyLoss),
+    ({"loss_type": "gBCE", "loss_sample_count": 5}, GeneralizedBinaryCrossEntropyLoss),
     ({"loss_type": "SCE", "n_buckets": 4, "bucket_size_x": 8, "bucket_size_y": 8}, ScalableCrossEntropyLoss),
     ({"loss_type": "CCE"}, CutCrossEntropyLoss),
     ({"loss_type": "CCE", "loss_sample_count": 5}, CutCrossEntropyLoss),
@@ -410,6 +451,8 @@ def test_every_configurable_loss_is_built():
     ({"loss_type": "SCE", "bucket_size_x": 8, "bucket_size_y": 8}, "n_buckets"),
     ({"loss_type": "SCE", "n_buckets": 8, "bucket_size_y": 8}, "bucket_size_x"),
     ({"loss_type": "BCE"}, "loss_sample_count"),
+    ({"loss_type": "gBCE"}, "loss_sample_count"),
+    ({"loss_type": "gBCE", "loss_sample_count": 5, "gbce_t": 1.5}, "gbce_t"),
     ({"loss_type": "CE_sampled"}, "loss_sample_count"),
     ({"loss_type": "CE_sampled", "loss_sample_count": 0}, "loss_sample_count"),
     ({"loss_type": "BCE", "loss_sample_count": 5, "negative_sampling_strategy": "inbatch"},

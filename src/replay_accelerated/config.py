@@ -77,6 +77,7 @@ class ModelParams:
     bucket_size_y: Optional[int] = None
     mix_x: Optional[bool] = None
     negative_sampling_strategy: Optional[str] = None
+    gbce_t: float = 0.75  # ours: gBCE's calibration t (losses/sampled.py)
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
     masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
     padding_attention: str = "masked"  # ours: SASRec's padding, "masked", "replay" or "replay_nn" (models/sasrec.py)

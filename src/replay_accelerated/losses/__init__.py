@@ -10,7 +10,13 @@ from torch import nn
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.losses.cross_entropy import CrossEntropyLoss, FullPositionsCrossEntropyLoss
 from replay_accelerated.losses.cut import CutCrossEntropyLoss
-from replay_accelerated.losses.sampled import STRATEGIES, BinaryCrossEntropyLoss, NegativeSampler, SampledSoftmaxLoss
+from replay_accelerated.losses.sampled import (
+    STRATEGIES,
+    BinaryCrossEntropyLoss,
+    GeneralizedBinaryCrossEntropyLoss,
+    NegativeSampler,
+    SampledSoftmaxLoss,
+)
 from replay_accelerated.losses.scalable import ScalableCrossEntropyLoss
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "CrossEntropyLoss",
     "CutCrossEntropyLoss",
     "FullPositionsCrossEntropyLoss",
+    "GeneralizedBinaryCrossEntropyLoss",
     "NegativeSampler",
     "SampledSoftmaxLoss",
     "ScalableCrossEntropyLoss",
@@ -25,18 +32,28 @@ __all__ = [
     "build_loss",
     "full_logits_bytes",
     "loss_params_problem",
+    "samples_negatives",
 ]
 
 PREFIX = "model.params.model_params"
 CCE_CHUNK_SIZE = 4096  # items per chunk of the cut cross-entropy
 
 
+SAMPLED_LOSSES = ("CE_sampled", "BCE", "gBCE")  # the positive and `loss_sample_count` drawn negatives
+
+
+def samples_negatives(model_params) -> bool:
+    """Whether the configured loss scores sampled negatives instead of the whole catalog."""
+    return model_params.loss_type in SAMPLED_LOSSES or (
+        model_params.loss_type in ("CE", "CCE") and model_params.loss_sample_count is not None)
+
+
 def loss_params_problem(model_params) -> tuple[str, str] | None:
     """The first parameter the configured loss needs and lacks, as (key under model_params, problem), or None.
 
     Called by config validation (validation.py) before any work, and by `build_loss`."""
-    loss_type, sample_count = model_params.loss_type, model_params.loss_sample_count
-    sampled = loss_type in ("CE_sampled", "BCE") or (loss_type in ("CE", "CCE") and sample_count is not None)
+    loss_type = model_params.loss_type
+    sampled = samples_negatives(model_params)
     needed = ["loss_sample_count"] if sampled else ["n_buckets", "bucket_size_x", "bucket_size_y"] \
         if loss_type == "SCE" else []
     for key in needed:
@@ -48,6 +65,8 @@ def loss_params_problem(model_params) -> tuple[str, str] | None:
     strategy = model_params.negative_sampling_strategy
     if sampled and strategy not in (None, *STRATEGIES):
         return "negative_sampling_strategy", f"it is '{strategy}'; use one of {list(STRATEGIES)} or null (uniform)"
+    if loss_type == "gBCE" and not 0 <= model_params.gbce_t <= 1:
+        return "gbce_t", f"gBCE's calibration t must be in [0, 1] (the paper's default: 0.75), got {model_params.gbce_t}"
     return None
 
 
@@ -82,6 +101,8 @@ LOSSES = {
     "CE_full_positions": lambda model_params, item_counts: FullPositionsCrossEntropyLoss(),  # RePlay's CE
     "CE_sampled": lambda model_params, item_counts: SampledSoftmaxLoss(*_sampler_args(model_params, item_counts)),
     "BCE": lambda model_params, item_counts: BinaryCrossEntropyLoss(*_sampler_args(model_params, item_counts)),
+    "gBCE": lambda model_params, item_counts: GeneralizedBinaryCrossEntropyLoss(
+        *_sampler_args(model_params, item_counts), float(model_params.gbce_t)),
     "SCE": lambda model_params, item_counts: ScalableCrossEntropyLoss(
         int(model_params.n_buckets), int(model_params.bucket_size_x), int(model_params.bucket_size_y),
         bool(model_params.mix_x)),

@@ -23,6 +23,15 @@ per-row renormalisation for rejected hits). Mean over target positions.
 i.e. summed over negatives, averaged over target positions. Differences from RePlay:
 softplus is the exact -log(sigmoid) (RePlay adds eps=1e-6 inside the log and clamps), and
 accidental hits are excluded (RePlay keeps them as negatives).
+
+`GeneralizedBinaryCrossEntropyLoss` ("gBCE", gSASRec: Petrov & Macdonald, RecSys 2023) is that BCE with
+the positive's term weighted by beta, i.e. sigmoid(s_pos) raised to the power beta:
+    loss = (1 / N) * sum_n [ beta * softplus(-s_pos,n) + sum_{k: j_k != pos_n} softplus(s_{j_k},n) ]
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha) = 1 - t * (1 - alpha),   alpha = K / (n_items - 1)
+alpha is the share of the other items drawn as negatives (at most 1) and t in [0, 1] the calibration (the
+paper's default 0.75): t = 0 is BCE, t = 1 makes the sigmoid estimate the full softmax's probability, which
+sampled BCE overestimates. The paper averages over the 1 + K columns too (Keras/PyTorch's BCE mean); the sum
+over negatives here is that loss times 1 + K, a constant that Adam's steps do not see.
 """
 
 import torch
@@ -111,9 +120,28 @@ class SampledSoftmaxLoss(NegativeSamplingLoss):
 class BinaryCrossEntropyLoss(NegativeSamplingLoss):
     """Binary cross-entropy: positive vs. sampled negatives, summed over negatives, mean over positions ("BCE")."""
 
+    def positive_weight(self, n_items: int) -> float:
+        return 1.0
+
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:
         positive_logits, negative_logits, _, hits, valid = self.scores(hidden, labels, target_mask, head, capacity)
-        positive_loss = F.softplus(-positive_logits.float())  # [C]: -log sigmoid(s_pos)
+        positive_loss = F.softplus(-positive_logits.float()) * self.positive_weight(head.weight.shape[0])  # [C]: -log sigmoid(s_pos)
         negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # [C, K]: -log(1 - sigmoid(s_neg))
         return valid_mean(positive_loss + negative_loss.sum(dim=1), valid)
+
+
+class GeneralizedBinaryCrossEntropyLoss(BinaryCrossEntropyLoss):
+    """gBCE: BCE with the positive's term weighted by beta (the module docstring; "gBCE")."""
+
+    def __init__(self, n_negatives: int, strategy: str = "uniform", item_counts: torch.Tensor | None = None,
+                 calibration: float = 0.75):
+        super().__init__(n_negatives, strategy, item_counts)
+        if not 0.0 <= calibration <= 1.0:
+            raise ValueError(f"calibration t must be in [0, 1], got {calibration}")
+        self.calibration = calibration
+
+    def positive_weight(self, n_items: int) -> float:
+        """beta = 1 - t * (1 - alpha), alpha = K / (n_items - 1) at most 1."""
+        alpha = min(1.0, self.sampler.n_negatives / max(n_items - 1, 1))
+        return 1.0 - self.calibration * (1.0 - alpha)

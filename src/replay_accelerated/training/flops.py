@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from replay_accelerated.losses import samples_negatives
+
 TRAIN_FACTOR = 3  # forward + backward (gradients of inputs and of weights)
 
 
@@ -63,9 +65,7 @@ def epoch_shapes(examples, pad_id: int) -> EpochShapes:
 
 def head_items_per_target(model_params, n_items: int) -> int:
     """Items the head scores for each target: the catalog, or the positive and sampled negatives."""
-    sampled = model_params.loss_type in ("CE_sampled", "BCE") or (
-        model_params.loss_type in ("CE", "CCE") and model_params.loss_sample_count is not None)
-    return 1 + model_params.loss_sample_count if sampled else n_items
+    return 1 + model_params.loss_sample_count if samples_negatives(model_params) else n_items
 
 
 def train_flops_per_epoch(model: nn.Module, shapes: EpochShapes, hidden_size: int, head_items: int,
