@@ -67,6 +67,28 @@ def test_attention_matches_slow_reference_values_and_gradients(causal):
     torch.testing.assert_close(grad_fast.double(), grad_slow, rtol=1e-4, atol=1e-5)
 
 
+def test_training_attention_on_a_cpu_is_sdpa_with_our_dropout():
+    # Training on a CPU with dropout runs the attention written out (SelfAttention.math_attention): without the
+    # dropout itself it must equal SDPA, fully masked queries (zeros) included; with it, drop weights at the rate.
+    attention = SelfAttention(HIDDEN, head_count=4, dropout_rate=0.1)
+    x = torch.randn(3, 7, HIDDEN, requires_grad=True)
+    allowed = torch.rand(3, 1, 7, 7) < 0.5
+    allowed[0, 0, 2] = False  # a query with no key
+    sdpa = attention.eval()(x, allowed)
+    attention.train().weights_dropout.p = 0.0  # the math path, its dropout off
+    written_out = attention(x, allowed)
+    torch.testing.assert_close(written_out, sdpa, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn_like(sdpa)
+    for grad, sdpa_grad in zip(torch.autograd.grad(written_out, x, upstream), torch.autograd.grad(sdpa, x, upstream)):
+        torch.testing.assert_close(grad, sdpa_grad, rtol=1e-5, atol=1e-6)
+    attention.weights_dropout.p = 0.1
+    q = k = v = torch.randn(2, 4, 64, 8)
+    weights_seen = attention.math_attention(q, k, torch.eye(64).expand(2, 4, 64, 64), torch.ones(1, 1, 64, 64,
+                                                                                              dtype=torch.bool))
+    dropped = (weights_seen == 0).float().mean().item()  # each weight is positive unless dropped
+    assert 0.08 < dropped < 0.12
+
+
 def _randomized(model):
     """Every parameter random, biases and norms included: a padding key would then never look like no key."""
     with torch.no_grad():

@@ -30,6 +30,9 @@ class SelfAttention(nn.Module):
     """Multi-head attention (torch.nn.MultiheadAttention's maths and weights) through the fused SDPA.
 
     `qkv` is MultiheadAttention's in_proj ([3H, H] weight: query, key, value rows) and `out` its out_proj.
+    Training on a CPU with dropout, SDPA runs its unfused math path, in float32 even under bf16 autocast, and
+    draws one Bernoulli sample per attention weight (5-7% of a bf16 BERT4Rec step of the seed size, profiled);
+    the same maths is then written out here (`math_attention`) with models/dropout.py's cheaper mask.
     """
 
     def __init__(self, hidden_size: int, head_count: int, dropout_rate: float):
@@ -40,6 +43,7 @@ class SelfAttention(nn.Module):
         self.dropout_rate = dropout_rate
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
+        self.weights_dropout = Dropout(dropout_rate)  # on the attention weights, on a CPU (see above)
         # MultiheadAttention starts its biases at zero (its matrices get xavier-normal from the model).
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
@@ -57,11 +61,24 @@ class SelfAttention(nn.Module):
             k, v = F.linear(context, weight_kv, bias_kv).split(hidden, dim=-1)
         # [B, L, H] -> [B, heads, L, H / heads]
         q, k, v = (t.view(batch, length, self.head_count, -1).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout_rate if self.training else 0.0
-        )
+        if self.training and self.dropout_rate > 0 and x.device.type == "cpu":
+            y = self.math_attention(q, k, v, allowed)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=self.dropout_rate if self.training else 0.0
+            )
         y = y.transpose(1, 2).reshape(batch, length, hidden)
         return self.out(y)
+
+    def math_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """SDPA's math path with our dropout on the weights: q, k, v [B, heads, L, d] -> [B, heads, L, d].
+
+        The products run in q's dtype (bf16 under bf16 autocast) and the softmax in float32, as SDPA's CPU math
+        path does it (which also runs its products in float32)."""
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # [B, heads, L, L]
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1, dtype=torch.float32)
+        weights = torch.where(allowed.any(dim=-1, keepdim=True), weights, 0.0)  # a query with no key: zeros, as SDPA
+        return self.weights_dropout(weights.to(v.dtype)) @ v
 
 
 class FeedForward(nn.Module):
