@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_SYNTHETIC, compose
+from conftest import SHARED_DATA, TINY_SYNTHETIC, compose
 from replay_accelerated.modes.train import train
 
 MODELS = ["bert4rec_synthetic", "sasrec_synthetic"]
@@ -24,6 +24,7 @@ LOSSES = [
     # Sampled BCE through SASRec's tied head learns more slowly (0.41 NDCG@10 after 16 epochs, under popularity after 8).
     ["model.params.model_params.loss_type=BCE", "model.params.model_params.loss_sample_count=30",
      "model.params.training_params.max_epochs=16", "model.params.training_params.patience=16"],
+    ["model.params.model_params.loss_type=gBCE", "model.params.model_params.loss_sample_count=30"],
     ["model.params.model_params.loss_type=SCE", "model.params.model_params.n_buckets=8",
      "model.params.model_params.bucket_size_x=64", "model.params.model_params.bucket_size_y=64"],
     ["model.params.model_params.loss_type=CCE"],
@@ -76,3 +77,22 @@ def test_fp16_mixed_precision_learns(tmp_path: Path, model: str):
 def test_reference_presets_learn(tmp_path: Path, preset: str):
     # The presets' layers on the synthetic data: only the dataset and model sizes are replaced.
     _learns(tmp_path, "dataset=synthetic", "model=bert4rec_synthetic", config_name=preset)
+
+
+ML_100K = SHARED_DATA / "ml-100k_ratings.parquet"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ML_100K.is_file(), reason="shared MovieLens-100K not present")
+@pytest.mark.parametrize("loss", ["CE_sampled", "gBCE"])
+def test_sasrec_with_256_sampled_negatives_learns_on_movielens(tmp_path: Path, loss: str):
+    # One set of negatives for the whole batch (our first rule) made SASRec's validation fall after its first epoch.
+    summary = train(compose(
+        tmp_path, "dataset=local", f"dataset.path={ML_100K}", "dataset.preprocess.protocol=leave_one_out",
+        "model=sasrec_local", "model.params.model_params.max_seq_len=50", "model.params.training_params.max_epochs=3",
+        f"model.params.model_params.loss_type={loss}", "model.params.model_params.loss_sample_count=256",
+        "model.params.training_params.precision=32-true", "metrics.types=[ndcg]", "metrics.ks=[10]",
+        "trainer.progress_bar=false"))
+    ndcg = [epoch["ndcg@10"] for epoch in summary["validation_history"]]
+    assert len(ndcg) == 3 and ndcg[0] < ndcg[1] < ndcg[2], ndcg
+    assert ndcg[2] > summary["validation_popularity_ndcg@10"], (ndcg, summary["validation_popularity_ndcg@10"])

@@ -64,6 +64,14 @@ def reference_run(reference, hidden, labels, target_mask, head, **kwargs):
     return value.detach(), torch.autograd.grad(value, [h, w, b])
 
 
+def negatives_of_rows(negatives, target_mask):
+    """Each target row's negatives [rows, K], in the order of hidden[target_mask]: the batch's one set
+    [K] for every row, or the row's sequence's [B, K]."""
+    if negatives.dim() == 1:
+        return negatives.expand(int(target_mask.sum()), -1)
+    return negatives[target_mask.nonzero()[:, 0]]
+
+
 def assert_matches(actual, expected, rtol=1e-4, atol=1e-6):
     (value, grads), (ref_value, ref_grads) = actual, expected
     torch.testing.assert_close(value.double(), ref_value, rtol=rtol, atol=atol)
@@ -82,20 +90,20 @@ def full_ce_reference(rows, positives, w, b):
 
 
 def sampled_ce_reference(rows, positives, w, b, negatives, q):
-    k = len(negatives)
+    k = negatives.shape[1]  # negatives [rows, K]
     losses = []
-    for x, y in zip(rows, positives):
+    for x, y, row_negatives in zip(rows, positives, negatives):
         positive = w[y] @ x + b[y]
-        terms = [positive] + [w[j] @ x + b[j] - math.log(k * q[j]) for j in negatives.tolist() if j != y]
+        terms = [positive] + [w[j] @ x + b[j] - math.log(k * q[j]) for j in row_negatives.tolist() if j != y]
         losses.append(torch.logsumexp(torch.stack(terms), 0) - positive)
     return torch.stack(losses).mean()
 
 
 def bce_reference(rows, positives, w, b, negatives):
     total = 0.0
-    for x, y in zip(rows, positives):
+    for x, y, row_negatives in zip(rows, positives, negatives):
         total = total - torch.log(torch.sigmoid(w[y] @ x + b[y]))
-        for j in negatives.tolist():
+        for j in row_negatives.tolist():
             if j != y:
                 total = total - torch.log(1 - torch.sigmoid(w[j] @ x + b[j]))
     return total / len(rows)
@@ -103,12 +111,12 @@ def bce_reference(rows, positives, w, b, negatives):
 
 def gbce_reference(rows, positives, w, b, negatives, t):
     # gSASRec's formulation: sigmoid(s_pos) ** beta, beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha).
-    alpha = len(negatives) / (len(w) - 1)
+    alpha = negatives.shape[1] / (len(w) - 1)
     beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
     total = 0.0
-    for x, y in zip(rows, positives):
+    for x, y, row_negatives in zip(rows, positives, negatives):
         total = total - torch.log(torch.sigmoid(w[y] @ x + b[y]) ** beta)
-        for j in negatives.tolist():
+        for j in row_negatives.tolist():
             if j != y:
                 total = total - torch.log(1 - torch.sigmoid(w[j] @ x + b[j]))
     return total / len(rows)
@@ -216,16 +224,18 @@ def test_sampled_softmax_matches_reference(strategy, cut):
     seed = torch.seed()
     actual = run(loss, *batch, seed=seed)
     torch.manual_seed(seed)
-    negatives = loss.sampler.sample(n_items, torch.device("cpu"))
+    negatives = loss.sampler.sample(n_items, torch.device("cpu"), sequences=None if cut else len(batch[0]))
     if strategy == "popularity":
         assert counts[negatives].min() > 0  # never an item without training interactions
-    expected = reference_run(sampled_ce_reference, *batch, negatives=negatives, q=q_of(strategy, counts, n_items))
+    expected = reference_run(sampled_ce_reference, *batch, negatives=negatives_of_rows(negatives, batch[2]),
+                             q=q_of(strategy, counts, n_items))
     assert_matches(actual, expected)
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "popularity"])
 def test_cce_minus_equals_sampled_softmax(strategy):
-    batch = make_batch(n_items=200)
+    # One sequence: CE_sampled's negatives per sequence are then CCE-'s one set per batch, drawn alike.
+    batch = make_batch(batch=1, width=40, n_items=200)
     counts = item_counts_for(200)
     seed = torch.seed()
     value, grads = run(SampledSoftmaxLoss(64, strategy, counts), *batch, seed=seed)
@@ -244,8 +254,8 @@ def test_bce_matches_reference(strategy):
     seed = torch.seed()
     actual = run(loss, *batch, seed=seed)
     torch.manual_seed(seed)
-    negatives = loss.sampler.sample(n_items, torch.device("cpu"))
-    assert_matches(actual, reference_run(bce_reference, *batch, negatives=negatives))
+    negatives = loss.sampler.sample(n_items, torch.device("cpu"), sequences=len(batch[0]))
+    assert_matches(actual, reference_run(bce_reference, *batch, negatives=negatives_of_rows(negatives, batch[2])))
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "popularity"])
@@ -257,8 +267,9 @@ def test_gbce_matches_reference(strategy):
     seed = torch.seed()
     actual = run(loss, *batch, seed=seed)
     torch.manual_seed(seed)
-    negatives = loss.sampler.sample(n_items, torch.device("cpu"))
-    assert_matches(actual, reference_run(gbce_reference, *batch, negatives=negatives, t=t))
+    negatives = loss.sampler.sample(n_items, torch.device("cpu"), sequences=len(batch[0]))
+    assert_matches(actual, reference_run(gbce_reference, *batch, negatives=negatives_of_rows(negatives, batch[2]),
+                                         t=t))
 
 
 def test_gbce_with_calibration_zero_or_every_item_drawn_is_bce():

@@ -102,7 +102,7 @@ def test_grad_input_of_a_softmax_loss_keeps_the_push_away_from_the_negatives():
     grad_y = (probabilities - F.one_hot(targets, n_items)) / rows
     exact = grad_y.double() @ weight.double()  # [rows, hidden]
     push = probabilities.double() @ weight.double() / rows  # the negatives' part of it
-    assert relative_error(int8_grad_input(grad_y, weight, torch.float32), exact) < 1e-3
+    assert relative_error(int8_grad_input(grad_y, weight, torch.float32), exact) < 1e-2  # whole row int8: 3e-2
     assert ((int8_grad_input(grad_y, weight, torch.float32).double() - exact).norm() / push.norm()).item() < 0.06
 
 
@@ -187,6 +187,14 @@ def test_candidate_subsets_agree_with_full_catalog():
     # ... and to the float64 logits much more tightly.
     reference = x.double() @ head.weight.detach().double().T + head.bias.detach().double()
     assert relative_error(head(x, per_row), reference.gather(1, per_row)) < 1e-5
+
+    per_sequence = torch.randint(0, n_items, (3, k))  # [B, K] for hidden [B, W, H]: the float fallback too
+    sequences = x.reshape(3, 7, hidden)
+    expected = head(sequences, per_sequence[:, None, :].expand(3, 7, k))  # each position's row: per-row path
+    torch.testing.assert_close(head(sequences, per_sequence), expected, rtol=1e-5, atol=1e-6)
+    linear = LinearHead(hidden, n_items)  # models/heads.py's score_items, per sequence against per row
+    per_row_of_sequences = linear(x, per_sequence.repeat_interleave(7, dim=0)).reshape(3, 7, k)
+    torch.testing.assert_close(linear(sequences, per_sequence), per_row_of_sequences, rtol=1e-5, atol=1e-6)
 
 
 def test_shared_candidates_backward_reaches_only_their_rows():

@@ -34,8 +34,9 @@ negative item (99.97% of the entries of a BERT4Rec batch over MovieLens-1M's ite
 grad_x kept the target's pull and lost the push away from the negatives, sum_j p_j W_j: its error was 105% of
 that push, and the head cost quality (NDCG@10 -36.8% against RePlay's best, docs/benchmarks/cpu_ml1m_bert4rec).
 With the largest entry apart (its weight row added in float), the row's int8 scale follows the largest
-negative instead: the error falls to under 1% of the push (benchmark/switchback_gradient.py measures this
-during training). Stochastic rounding, unbiased, left a noise 3.2 times the push.
+negative instead: the error falls to 0.7% of the push at initialisation and 6-9% after 50 to 500 steps, where
+the whole row's was 105% and 56-96% (benchmark/switchback_gradient.py, docs/benchmarks/cpu_switchback_gradient).
+Stochastic rounding, unbiased, left a noise of 320% of the push at initialisation and 18% after 500 steps.
 
 Backward weight quantization: column-wise (one absmax per input feature, over the N items), like the
 "vector-wise" SwitchBack of bitsandbytes, rather than the paper's tensor-wise (one scale for all of
@@ -51,9 +52,10 @@ result are sliced away. We pad after quantizing, so padding never touches a scal
 Candidate subsets (see `models/heads.py`):
 - `item_ids` [K]: the same K items for every row. Row-wise weight scales are per item, so quantizing
   only the selected rows gives exactly the scales (and logits) of the full catalog; same int8 path.
-- `item_ids` [N, K]: K items per row. torch has no batched int8 matmul, so this falls back, explicitly,
-  to the plain float path of `score_items` (gathered float weights, bmm). These logits are float,
-  not int8: they differ from the full-catalog int8 logits by the int8 error (about 1e-2 relative).
+- `item_ids` [N, K]: K items per row, or [B, K] per sequence for hidden [B, W, H]. torch has no batched
+  int8 matmul, so these fall back, explicitly, to the plain float path of `score_items` (gathered float
+  weights, bmm). These logits are float, not int8: they differ from the full-catalog int8 logits by the
+  int8 error (about 1e-2 relative).
 """
 
 import functools
@@ -66,6 +68,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from replay_accelerated.acceleration.shapes import round_up
+from replay_accelerated.models.heads import score_items
 
 INT8_MAX = 127  # symmetric int8: [-127, 127]; -128 unused, so that q and -q are both representable
 _TINY = torch.finfo(torch.float32).tiny  # smallest scale: an all-zero row gets q = 0, not 0 / 0 = NaN
@@ -219,7 +222,8 @@ class SwitchBackLinear(nn.Module):
     `forward(hidden [..., H], item_ids=None)`:
     - `item_ids=None`: [..., n_items], int8 path;
     - `item_ids` [K]: [..., K], int8 path on the selected weight rows (same logits as the full catalog);
-    - `item_ids` [..., K] (leading shape as hidden's): float fallback, see the module docstring.
+    - `item_ids` [..., K] (leading shape as hidden's), or [B, K] for hidden [B, W, H] (per sequence): float
+      fallback, see the module docstring.
     Output dtype: the autocast dtype under autocast, else hidden's dtype.
     `weight` [out_features, in_features] and `bias` [out_features] stay float parameters (the master
     copy); they are re-quantized on every call, so optimizers and losses that read `head.weight` /
@@ -286,14 +290,14 @@ class SwitchBackLinear(nn.Module):
             logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype, self._steps())  # [M, K]
             return logits.reshape(*lead, item_ids.shape[0])
 
-        # K candidates per row: no batched int8 matmul in torch, so the float path of `score_items`.
+        # K candidates per row or per sequence: no batched int8 matmul in torch, so the float path of `score_items`.
+        if hidden.dim() == 3 and item_ids.dim() == 2 and len(item_ids) == len(hidden):  # per sequence: [B, W, K]
+            return score_items(hidden.to(self.weight.dtype), self.weight, self.bias, item_ids).to(out_dtype)
         if item_ids.shape[:-1] != lead:
-            raise ValueError(f"item_ids {tuple(item_ids.shape)} must have hidden's leading shape {tuple(lead)}")
+            raise ValueError(f"item_ids {tuple(item_ids.shape)} must have hidden's leading shape {tuple(lead)}, "
+                             "or [B, K] for hidden [B, W, H]")
         ids = item_ids.reshape(x.shape[0], -1)  # [M, K]
-        candidates = self.weight[ids]  # [M, K, H], float
-        logits = torch.bmm(candidates, x.to(candidates.dtype).unsqueeze(-1)).squeeze(-1)  # [M, K]
-        if self.bias is not None:
-            logits = logits + self.bias[ids]  # [M, K]
+        logits = score_items(x.to(self.weight.dtype), self.weight, self.bias, ids)  # [M, K]
         return logits.to(out_dtype).reshape(item_ids.shape)
 
     def extra_repr(self) -> str:

@@ -23,17 +23,22 @@ def target_capacity(target_count: int) -> int:
     return coarse_size(max(target_count, 1), TARGET_ROWS_STEP)
 
 
-def target_rows(hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
-                capacity: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """rows [C, H], positives [C] and valid [C] (bool) for hidden [B, W, H], labels and target_mask [B, W].
+def target_positions(target_mask: torch.Tensor, capacity: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """position [C] (flat indices into target_mask [B, W]) and valid [C] (bool).
 
-    The first target_mask.sum() rows are the targets in row-major order; the rest are position 0
+    The first target_mask.sum() positions are the targets in row-major order; the rest are position 0
     repeated, with valid False. `capacity` (C) must be at least the number of targets."""
     if capacity is None:
         capacity = target_capacity(int(target_mask.sum()))  # reads the device
     position = torch.nonzero_static(target_mask.reshape(-1), size=capacity, fill_value=-1).squeeze(1)  # [C]
-    valid = position >= 0
-    position = position.clamp(min=0)
+    return position.clamp(min=0), position >= 0
+
+
+def target_rows(hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
+                capacity: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rows [C, H], positives [C] and valid [C] (bool) for hidden [B, W, H], labels and target_mask [B, W],
+    in the order of `target_positions`."""
+    position, valid = target_positions(target_mask, capacity)
     return hidden.reshape(-1, hidden.shape[-1])[position], labels.reshape(-1)[position], valid
 
 

@@ -3,7 +3,9 @@
 Every head takes `forward(hidden [N, H], item_ids=None)`:
 - `item_ids=None`: logits over the whole catalog, [N, n_items];
 - `item_ids` [K]: the same K candidates for every row (sampled negatives, a shortlist), [N, K];
-- `item_ids` [N, K]: K candidates per row (positive + its own negatives), [N, K].
+- `item_ids` [N, K]: K candidates per row (positive + its own negatives), [N, K];
+- `item_ids` [B, K] for hidden [B, W, H]: K candidates per sequence, scored at each of its W positions,
+  [B, W, K] (one batched product, no [B, W, K, H] copy of the weights).
 Losses that need the raw matrix (chunked or bucketed ones) read `head.weight` [n_items, H]
 and `head.bias` [n_items] or None (SASRec's tied head has no bias).
 """
@@ -15,12 +17,15 @@ from torch import nn
 
 def score_items(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 item_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits of `hidden` [N, H] for all items or for `item_ids` ([K] or [N, K])."""
+    """Logits of `hidden` for all items or for `item_ids` (the shapes of the module docstring)."""
     if item_ids is None:
         return F.linear(hidden, weight, bias)  # [N, n_items]
     if item_ids.dim() == 1:
         return F.linear(hidden, weight[item_ids], None if bias is None else bias[item_ids])  # [N, K]
-    candidates = weight[item_ids]  # [N, K, H]
+    candidates = weight[item_ids]  # [N, K, H] per row, or [B, K, H] per sequence
+    if hidden.dim() == 3 and item_ids.dim() == 2:  # per sequence: hidden [B, W, H], item_ids [B, K]
+        logits = torch.bmm(hidden, candidates.transpose(1, 2))  # [B, W, K]
+        return logits if bias is None else logits + bias[item_ids].unsqueeze(1)
     logits = torch.bmm(candidates, hidden.unsqueeze(-1)).squeeze(-1)  # [N, K]
     return logits if bias is None else logits + bias[item_ids]
 
