@@ -24,7 +24,8 @@ LOSSES = [
     # Sampled BCE through SASRec's tied head learns more slowly (0.41 NDCG@10 after 16 epochs, under popularity after 8).
     ["model.params.model_params.loss_type=BCE", "model.params.model_params.loss_sample_count=30",
      "model.params.training_params.max_epochs=16", "model.params.training_params.patience=16"],
-    ["model.params.model_params.loss_type=gBCE", "model.params.model_params.loss_sample_count=30"],
+    ["model.params.model_params.loss_type=gBCE", "model.params.model_params.loss_sample_count=30",  # as slow as BCE
+     "model.params.training_params.max_epochs=16", "model.params.training_params.patience=16"],
     ["model.params.model_params.loss_type=SCE", "model.params.model_params.n_buckets=8",
      "model.params.model_params.bucket_size_x=64", "model.params.model_params.bucket_size_y=64"],
     ["model.params.model_params.loss_type=CCE"],
