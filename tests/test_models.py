@@ -82,9 +82,9 @@ def test_training_attention_on_a_cpu_is_sdpa_with_our_dropout():
     for grad, sdpa_grad in zip(torch.autograd.grad(written_out, x, upstream), torch.autograd.grad(sdpa, x, upstream)):
         torch.testing.assert_close(grad, sdpa_grad, rtol=1e-5, atol=1e-6)
     attention.weights_dropout.p = 0.1
-    q = k = v = torch.randn(2, 4, 64, 8)
-    weights_seen = attention.math_attention(q, k, torch.eye(64).expand(2, 4, 64, 64), torch.ones(1, 1, 64, 64,
-                                                                                              dtype=torch.bool))
+    q = k = torch.randn(2, 4, 64, 8)
+    every_key = torch.ones(1, 1, 64, 64, dtype=torch.bool)
+    weights_seen = attention.math_attention(q, k, torch.eye(64).expand(2, 4, 64, 64), every_key)  # v = I: the weights
     dropped = (weights_seen == 0).float().mean().item()  # each weight is positive unless dropped
     assert 0.08 < dropped < 0.12
 

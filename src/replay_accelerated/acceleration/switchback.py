@@ -116,7 +116,7 @@ def int8_matmul_problem(device: torch.device) -> str | None:
     return None
 
 
-def _dequantize(acc: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+def dequantize(acc: torch.Tensor, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
     """acc int32 [R, C] * outer(row_scale [R], col_scale [C]) -> float32 [R, C]."""
     out = acc.float()  # [R, C], a fresh tensor, so the in-place products below are safe
     out.mul_(row_scale[:, None])  # scale of row r of the left operand
@@ -130,7 +130,7 @@ def int8_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     x_q, x_scale = quantize_absmax(x, dim=1)  # int8 [M, K], float32 [M]: a scale per token
     w_q, w_scale = quantize_absmax(weight, dim=1)  # int8 [N, K], float32 [N]: a scale per item
     acc = int8_matmul(x_q, w_q.t())  # int32 [M, N]
-    y = _dequantize(acc, x_scale, w_scale)  # float32 [M, N]: acc[m, n] * x_scale[m] * w_scale[n]
+    y = dequantize(acc, x_scale, w_scale)  # float32 [M, N]: acc[m, n] * x_scale[m] * w_scale[n]
     if bias is not None:
         y.add_(bias.float())  # [N], broadcast over rows
     return y.to(out_dtype)
@@ -146,7 +146,7 @@ def int8_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, out_dtype: torch
     g_q, g_scale = quantize_absmax(rest, dim=1)  # int8 [M, N], float32 [M]: per token
     w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], float32 [K]: per input feature
     acc = int8_matmul(g_q, w_q)  # int32 [M, K]
-    grad_x = _dequantize(acc, g_scale, w_scale)  # float32 [M, K]
+    grad_x = dequantize(acc, g_scale, w_scale)  # float32 [M, K]
     grad_x.add_(largest * weight[column.squeeze(1)].float())  # [M, 1] * [M, K]: one weight row per token
     return grad_x.to(out_dtype)
 

@@ -18,8 +18,9 @@ a few steps, takes the next batch's target rows and compares with the exact floa
 - `fp32`: grad_y and W in float32.
 Columns: the cosine between the product and the exact grad_x (all rows as one vector), the relative error
 (Frobenius), the error relative to the negatives' part sum_j p_j W_j / rows (the target's pull dominates the
-norm of grad_x, so the cosine hides the loss of the push away from the negatives), the share of grad_y's entries that quantize to zero and the softmax mass they held (for the
-row-wise int8). Writes switchback_gradient.csv and .md to --out.
+norm of grad_x, so the cosine hides the loss of the push away from the negatives), the share of grad_y's
+entries that quantize to zero and the softmax mass they held (for the row-wise int8). Writes
+switchback_gradient.csv and .md to --out.
 """
 
 import argparse
@@ -29,7 +30,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from replay_accelerated.acceleration.switchback import INT8_MAX, int8_grad_input, int8_matmul, quantize_absmax
+from replay_accelerated.acceleration.switchback import (
+    INT8_MAX,
+    dequantize,
+    int8_grad_input,
+    int8_matmul,
+    quantize_absmax,
+)
 from replay_accelerated.benchmark.render import write_measurements
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
@@ -40,16 +47,16 @@ from replay_accelerated.training.module import RecommenderModule
 
 
 def stochastic_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise absmax int8 of x [R, C] rounded at random, unbiased: E[q * scale] = x."""
-    scale = (x.abs().amax(dim=1, keepdim=True) / INT8_MAX).clamp_min(torch.finfo(torch.float32).tiny)  # [R, 1]
-    q = torch.floor(x / scale + torch.rand_like(x)).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # [R, C]
-    return q, scale.squeeze(1)
+    """Row-wise absmax int8 of x [R, C] (SwitchBack's scales) rounded at random, unbiased: E[q * scale] = x."""
+    _, scale = quantize_absmax(x, dim=1)  # [R]
+    q = torch.floor(x / scale[:, None] + torch.rand_like(x)).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # [R, C]
+    return q, scale
 
 
 def int8_product(q: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(q * scale[:, None]) @ weight through int8: q [M, N] int8, weight [N, K] quantized per column."""
     w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], [K]
-    return int8_matmul(q, w_q).float() * scale[:, None] * w_scale[None, :]  # [M, K]
+    return dequantize(int8_matmul(q, w_q), scale, w_scale)  # [M, K]
 
 
 PRODUCTS = {

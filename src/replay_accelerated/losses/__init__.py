@@ -66,7 +66,8 @@ def loss_params_problem(model_params) -> tuple[str, str] | None:
     if sampled and strategy not in (None, *STRATEGIES):
         return "negative_sampling_strategy", f"it is '{strategy}'; use one of {list(STRATEGIES)} or null (uniform)"
     if loss_type == "gBCE" and not 0 <= model_params.gbce_t <= 1:
-        return "gbce_t", f"gBCE's calibration t must be in [0, 1] (the paper's default: 0.75), got {model_params.gbce_t}"
+        return "gbce_t", (f"gBCE's calibration t must be in [0, 1] (the paper's default: 0.75), "
+                          f"got {model_params.gbce_t}")
     return None
 
 

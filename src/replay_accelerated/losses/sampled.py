@@ -135,12 +135,14 @@ class BinaryCrossEntropyLoss(NegativeSamplingLoss):
     """Binary cross-entropy: positive vs. sampled negatives, summed over negatives, mean over positions ("BCE")."""
 
     def positive_weight(self, n_items: int) -> float:
+        """The weight of the positive's term: 1 (gBCE's beta below)."""
         return 1.0
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:
         positive_logits, negative_logits, _, hits, valid = self.scores(hidden, labels, target_mask, head, capacity)
-        positive_loss = F.softplus(-positive_logits.float()) * self.positive_weight(head.weight.shape[0])  # [C]: -log sigmoid(s_pos)
+        beta = self.positive_weight(head.weight.shape[0])
+        positive_loss = beta * F.softplus(-positive_logits.float())  # [C]: -beta log sigmoid(s_pos)
         negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # [C, K]: -log(1 - sigmoid(s_neg))
         return valid_mean(positive_loss + negative_loss.sum(dim=1), valid)
 
