@@ -18,7 +18,7 @@ from replay.models.nn.sequential import SasRec as ReplaySasRec
 from replay.models.nn.sequential.bert4rec.dataset import _shift_features
 
 from replay_accelerated.data.sequences import ItemVocabulary
-from replay_accelerated.training.runtime import read_checkpoint
+from replay_accelerated.training.runtime import read_trained
 from replay_accelerated.models import Bert4Rec, SasRec, from_replay, save_for_infer
 from replay_accelerated.models.replay_import import read_replay_checkpoint
 from replay_accelerated.models.files import UntrustedCheckpoint
@@ -264,7 +264,7 @@ def test_saved_import_is_read_by_infer_with_original_ids(tmp_path, replay_class)
     checkpoint = save_for_infer(model, item_ids, tmp_path / "imported")
     name = "bert4rec" if replay_class is ReplayBert4Rec else "sasrec"
     cfg = OmegaConf.create({"model": {"name": name, "save_name": "imported"}, "trust_checkpoint": False})
-    vocabulary, state = read_checkpoint(checkpoint, cfg, "mode.infer.checkpoint")
+    vocabulary, state, _ = read_trained(checkpoint, cfg, "mode.infer.checkpoint")
     model_class = Bert4Rec if replay_class is ReplayBert4Rec else SasRec
     loaded = model_class(n_items=15, max_seq_len=5, hidden_size=8, block_count=1, head_count=2, dropout_rate=0.1)
     loaded.load_state_dict(state)

@@ -50,6 +50,19 @@ class Generator:  # ours: sizes of the synthetic dataset
 
 
 @dataclass
+class ItemFeatures:  # ours: a table of item side features (data/item_features.py)
+    path: Optional[str] = None  # null: the models know items by their ids only
+    format: Optional[str] = None  # csv, tsv, parquet, json or movielens; null: from the file name
+    item_column: str = "item_id"
+    separator: Optional[str] = None  # of a CSV or TSV table; null: by its format
+    list_separator: str = "|"  # between the values of a categorical_list column in a text table
+    # The feature columns, by type:
+    categorical: list[str] = field(default_factory=list)  # one value per item
+    categorical_list: list[str] = field(default_factory=list)  # several values per item
+    numerical: list[str] = field(default_factory=list)  # one number per item
+
+
+@dataclass
 class Dataset:
     name: str = MISSING
     source: str = MISSING  # ours: which loader reads the data
@@ -61,6 +74,7 @@ class Dataset:
     feature_schema: FeatureSchema = field(default_factory=FeatureSchema)
     preprocess: Preprocess = field(default_factory=Preprocess)
     generator: Optional[Generator] = None
+    item_features: ItemFeatures = field(default_factory=ItemFeatures)
 
 
 @dataclass
@@ -80,6 +94,8 @@ class ModelParams:
     gbce_t: float = 0.75  # ours: gBCE's calibration t (losses/sampled.py)
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
     masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
+    item_feature_aggregation: str = "sum"  # ours: sum (RePlay's SumAggregator) or concat (models/item_features.py)
+    item_feature_head: str = "id_only"  # ours: or item_representation: the head scores id + features
     padding_attention: str = "masked"  # ours: SASRec's padding, "masked", "replay" or "replay_nn" (models/sasrec.py)
 
 

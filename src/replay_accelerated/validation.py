@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
 from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config, ConfigOrigin
 from replay_accelerated.data.catalog import CATALOG
+from replay_accelerated.data.item_features import declaration_problem
 from replay_accelerated.data.split import PROTOCOLS
 from replay_accelerated.data.sources import FILE_SOURCES, ORDER_ONLY_SOURCES, SOURCES
 from replay_accelerated.data.synthetic import generator_problem
@@ -27,7 +28,9 @@ from replay_accelerated.evaluation.offline import METRICS
 from replay_accelerated.losses import LOSSES, loss_params_problem
 from replay_accelerated.models import MODELS
 from replay_accelerated.models.bert4rec import MASKING_RULES
+from replay_accelerated.models.item_features import AGGREGATIONS
 from replay_accelerated.models.sasrec import PADDING_ATTENTION
+from replay_accelerated.models.transformer import ITEM_FEATURE_HEADS
 from replay_accelerated.modes import DATA_MODES, MODES
 from replay_accelerated.training.precision import PRECISIONS
 from replay_accelerated.training.tracking import LOGGERS, missing_package
@@ -102,6 +105,8 @@ def _check_replay(cfg: DictConfig, require) -> None:
             f"RePlay's loaders pad every sequence to max_seq_len; set it to false {why}")
     require(training.init_from is None, "model.params.training_params.init_from",
             f"RePlay's baseline always starts from scratch; remove it {why}")
+    require(cfg.dataset.item_features.path is None, "dataset.item_features.path",
+            f"RePlay's baseline rows train on item ids only here; remove the item features {why}")
     if cfg.acceleration is not None:
         settings = OmegaConf.to_container(cfg.acceleration.model.acceleration_config)
         defaults = OmegaConf.to_container(OmegaConf.structured(AccelerationConfig))
@@ -149,6 +154,10 @@ def _check_model(cfg: DictConfig, require) -> None:
             f"'{model_params.padding_attention}' is not one of {list(PADDING_ATTENTION)}")
     require(model_params.padding_attention == "masked" or cfg.model.name == "sasrec", f"{prefix}.padding_attention",
             "only SASRec has the RePlay settings (RePlay's BERT4Rec masks padding keys as ours does); set masked")
+    require(model_params.item_feature_aggregation in AGGREGATIONS, f"{prefix}.item_feature_aggregation",
+            f"'{model_params.item_feature_aggregation}' is not one of {list(AGGREGATIONS)}")
+    require(model_params.item_feature_head in ITEM_FEATURE_HEADS, f"{prefix}.item_feature_head",
+            f"'{model_params.item_feature_head}' is not one of {list(ITEM_FEATURE_HEADS)}")
     require(training.embedding_dim == model_params.hidden_size, "model.params.training_params.embedding_dim",
             f"must equal model_params.hidden_size ({model_params.hidden_size}): "
             "item embeddings are the transformer's input")
@@ -242,6 +251,9 @@ def _check_acceleration(cfg: DictConfig, require) -> None:
             "(the model's own)")
     require(not (settings.tied_head and settings.head == "swichback_head"), f"{prefix}.tied_head",
             "the SwitchBack head has its own weight; use tied_head=false or another head")
+    require(not (settings.head == "swichback_head" and model_params.item_feature_head == "item_representation"),
+            f"{prefix}.head", "the SwitchBack head holds a copy of its weight, so it cannot score the items' features "
+            "(item_feature_head=item_representation); use head=linear_head, or item_feature_head=id_only")
     # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
     require(not (settings.head == "swichback_head" and model_params.loss_type in ("SCE", "CCE")),
             f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "
@@ -271,6 +283,8 @@ def _check_dataset(cfg: DictConfig, require) -> None:
     require(0.0 < preprocess.global_split_ratio < 1.0, "dataset.preprocess.global_split_ratio", "must be in (0, 1)")
     require(0.0 < preprocess.val_users_ratio < 1.0, "dataset.preprocess.val_users_ratio", "must be in (0, 1)")
     require(preprocess.min_val_users >= 0, "dataset.preprocess.min_val_users", "must be 0 or more")
+    key, problem = declaration_problem(cfg.dataset.item_features) or ("", None)
+    require(problem is None, key, problem or "")
 
 
 def _check_loss(cfg: DictConfig, require) -> None:

@@ -79,7 +79,7 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
     head = model.head
     model.head = HEADS[settings.head](model)
     if settings.tied_head and model.head is head and not isinstance(head, TiedHead):  # validation refuses SwitchBack
-        model.head = TiedHead(model.item_embedding, model.n_items)
+        model.head = model.tied_head(bias=True)
     if settings.compile and isinstance(model.head, SwitchBackLinear):
         model.head.fuse()  # its quantize and rescale steps through torch.compile
     if model.head is not head:

@@ -25,6 +25,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
+from replay_accelerated.data.item_features import ItemFeatures, read_item_features
 from replay_accelerated.data.split import SPLIT_NAMES, Splits, rating_filter, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
@@ -70,6 +71,7 @@ class PreparedData:
     # histories (leave-one-out test histories hold the validation targets, which may be new).
     unknown_history_items: dict[str, int]
     rating_filter: str  # split.rating_filter: which rows the rating filter kept
+    item_features: ItemFeatures | None = None  # dataset.item_features encoded per item (None: none declared)
 
     def summary(self) -> dict:
         return {
@@ -83,6 +85,9 @@ class PreparedData:
             "test_users": len(self.test),
             "test_users_dropped_ground_truth_before_threshold": self.splits.dropped_test_users,
             "unknown_history_items_dropped": self.unknown_history_items,
+            **({} if self.item_features is None else {
+                "item_features": self.item_features.kinds,
+                "items_with_features": round(self.item_features.matched, 4)}),
         }
 
 
@@ -136,6 +141,7 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         cache_dir=cache_dir,
         unknown_history_items=unknown,
         rating_filter=rating_filter(dataset.preprocess, rated),
+        item_features=read_item_features(dataset.item_features, vocabulary) if dataset.item_features.path else None,
     )
     if dataset.preprocess.protocol == "global_time" and len(prepared.validation) < FEW_VALIDATION_USERS:
         print(f"Warning: early stopping rests on {len(prepared.validation)} validation users, so validation NDCG@10 "

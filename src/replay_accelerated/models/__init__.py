@@ -10,11 +10,12 @@ from replay_accelerated.models.transformer import SequentialRecommender
 MODELS: dict[str, type[SequentialRecommender]] = {"bert4rec": Bert4Rec, "sasrec": SasRec}
 
 
-def build_model(name: str, n_items: int, model_params) -> SequentialRecommender:
-    """The model named in config for a catalog of `n_items`."""
+def build_model(name: str, n_items: int, model_params, item_features: dict | None = None) -> SequentialRecommender:
+    """The model named in config for a catalog of `n_items`, with the item features of `item_features` (the
+    spec of data/item_features.py's ItemFeatures; None: ids only)."""
     if name not in MODELS:
         raise ConfigError(f"config key 'model.name' is '{name}'; use one of {list(MODELS)}")
-    return MODELS[name].from_params(n_items, model_params)
+    return MODELS[name].from_params(n_items, model_params, item_features)
 
 
 __all__ = ["MODELS", "Bert4Rec", "SasRec", "SequentialRecommender", "build_model", "from_replay", "save_for_infer"]

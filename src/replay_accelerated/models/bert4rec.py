@@ -91,8 +91,8 @@ class Bert4Rec(SequentialRecommender):
     extra_tokens = 2  # padding, then the mask token
 
     def __init__(self, *, n_items: int, max_seq_len: int, hidden_size: int, block_count: int, head_count: int,
-                 dropout_rate: float, mask_prob: float = 0.15, masking: str = "replay"):
-        super().__init__(n_items, max_seq_len, hidden_size, dropout_rate)
+                 dropout_rate: float, mask_prob: float = 0.15, masking: str = "replay", **item_features):
+        super().__init__(n_items, max_seq_len, hidden_size, dropout_rate, **item_features)
         if masking not in MASKING_RULES:
             raise ValueError(f"masking must be one of {MASKING_RULES}, got {masking!r}")
         self.mask_id = n_items + 1
@@ -101,7 +101,10 @@ class Bert4Rec(SequentialRecommender):
         self.training_example = MaskedItems(max_seq_len, self.pad_id, self.mask_id, mask_prob, masking)
         self.blocks = nn.ModuleList(Bert4RecBlock(hidden_size, head_count, dropout_rate)
                                     for _ in range(block_count))
-        self.head = LinearHead(hidden_size, n_items)  # accelerations may swap it (acceleration/apply.py)
+        # RePlay's untied head; with item_feature_head=item_representation the head scores the items' rows
+        # (id and features) with a bias. Accelerations may swap it (acceleration/apply.py).
+        self.head = self.tied_head(bias=True) if self.item_feature_head == "item_representation" \
+            else LinearHead(hidden_size, n_items)
         self.reset_parameters()
 
     @staticmethod

@@ -39,17 +39,22 @@ class LinearHead(nn.Linear):
 
 class TiedHead(nn.Module):
     """Item head that reuses the input item embeddings (rows 0..n_items-1) as its weight, plus a bias
-    (RePlay's BERT4Rec with embedding tying) or none (RePlay's SASRec)."""
+    (RePlay's BERT4Rec with embedding tying) or none (RePlay's SASRec). With `item_features`
+    (models/item_features.py) its rows are the items' representations, id embedding and features: a rarely
+    seen item is then scored through its features too."""
 
-    def __init__(self, item_embedding: nn.Embedding, n_items: int, bias: bool = True):
+    def __init__(self, item_embedding: nn.Embedding, n_items: int, bias: bool = True,
+                 item_features: nn.Module | None = None):
         super().__init__()
         self.item_embedding = item_embedding
+        self.item_features = item_features
         self.n_items = n_items
         self.bias = nn.Parameter(torch.zeros(n_items)) if bias else None
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows
+        rows = self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows
+        return rows if self.item_features is None else self.item_features(rows)
 
     def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
         return score_items(hidden, self.weight, self.bias, item_ids)

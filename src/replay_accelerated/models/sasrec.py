@@ -51,7 +51,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
-from replay_accelerated.models.heads import TiedHead
 from replay_accelerated.models.transformer import FeedForward, SelfAttention, SequentialRecommender, TrainingTask
 
 EPS = 1e-8  # RePlay's (and the SASRec paper's) LayerNorm eps
@@ -105,8 +104,8 @@ class SasRec(SequentialRecommender):
     extra_tokens = 1  # padding
 
     def __init__(self, *, n_items: int, max_seq_len: int, hidden_size: int, block_count: int, head_count: int,
-                 dropout_rate: float, padding_attention: str = "masked"):
-        super().__init__(n_items, max_seq_len, hidden_size, dropout_rate)
+                 dropout_rate: float, padding_attention: str = "masked", **item_features):
+        super().__init__(n_items, max_seq_len, hidden_size, dropout_rate, **item_features)
         if padding_attention not in PADDING_ATTENTION:
             raise ValueError(f"padding_attention must be one of {PADDING_ATTENTION}, got {padding_attention!r}")
         self.padding_attention = padding_attention
@@ -114,7 +113,7 @@ class SasRec(SequentialRecommender):
         self.blocks = nn.ModuleList(SasRecBlock(hidden_size, head_count, dropout_rate) for _ in range(block_count))
         self.final_norm = nn.LayerNorm(hidden_size, eps=REPLAY_NN_FINAL_EPS if padding_attention == "replay_nn"
                                        else EPS)
-        self.head = TiedHead(self.item_embedding, n_items, bias=False)  # accelerations may swap it
+        self.head = self.tied_head(bias=False)  # accelerations may swap it
         self.reset_parameters()
 
     @staticmethod

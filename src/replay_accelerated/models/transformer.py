@@ -24,6 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.models.dropout import Dropout
+from replay_accelerated.models.heads import TiedHead
+from replay_accelerated.models.item_features import ItemFeatureEmbedding
+
+ITEM_FEATURE_HEADS = ("id_only", "item_representation")  # model_params.item_feature_head
 
 
 class SelfAttention(nn.Module):
@@ -141,21 +145,32 @@ class SequentialRecommender(nn.Module):
     training_example: "TrainingTask"  # how a batch of sequences becomes inputs and targets
     extra_tokens: int  # embedding rows after the items: padding (and BERT4Rec's mask token)
 
-    def __init__(self, n_items: int, max_seq_len: int, hidden_size: int, dropout_rate: float):
+    def __init__(self, n_items: int, max_seq_len: int, hidden_size: int, dropout_rate: float,
+                 item_features: dict | None = None, item_feature_aggregation: str = "sum",
+                 item_feature_head: str = "id_only"):
         super().__init__()
+        if item_feature_head not in ITEM_FEATURE_HEADS:
+            raise ValueError(f"item_feature_head must be one of {ITEM_FEATURE_HEADS}, got {item_feature_head!r}")
         self.n_items = n_items
         self.pad_id = n_items
         self.max_seq_len = max_seq_len
         self.item_embedding = nn.Embedding(n_items + self.extra_tokens, hidden_size)
+        # Item side features (models/item_features.py): None where the model knows items by their ids only.
+        self.item_features = None if not item_features else ItemFeatureEmbedding(
+            item_features, n_items + self.extra_tokens, hidden_size, item_feature_aggregation)
+        self.item_feature_head = item_feature_head
         self.position_embedding = nn.Embedding(max_seq_len, hidden_size)
         self.embedding_dropout = Dropout(dropout_rate)
 
     @classmethod
-    def from_params(cls, n_items: int, model_params) -> "SequentialRecommender":
-        """The model for a catalog of `n_items` with the sizes of the config's `model.params.model_params`."""
+    def from_params(cls, n_items: int, model_params, item_features: dict | None = None) -> "SequentialRecommender":
+        """The model for a catalog of `n_items` with the sizes of the config's `model.params.model_params`, and
+        the item features of `item_features` (data/item_features.py's ItemFeatures.spec(), None: ids only)."""
         return cls(n_items=n_items, max_seq_len=model_params.max_seq_len, hidden_size=model_params.hidden_size,
                    block_count=model_params.block_count, head_count=model_params.head_count,
-                   dropout_rate=model_params.dropout_rate, **cls.task_params(model_params))
+                   dropout_rate=model_params.dropout_rate, item_features=item_features,
+                   item_feature_aggregation=model_params.item_feature_aggregation,
+                   item_feature_head=model_params.item_feature_head, **cls.task_params(model_params))
 
     @staticmethod
     def task_params(model_params) -> dict:
@@ -163,15 +178,38 @@ class SequentialRecommender(nn.Module):
         return {}
 
     def architecture(self) -> dict:
-        """Settings that change the outputs but not the weights' shapes. Every checkpoint stores them
-        (training/checkpoints.py), so that a checkpoint rebuilds the model it was trained as."""
-        return {"head_count": self.blocks[0].attention.head_count}
+        """Settings that change the outputs but not the weights' shapes, and the item features' `spec` (which
+        the weights' shapes do not name). Every checkpoint stores them (training/checkpoints.py), so that a
+        checkpoint rebuilds the model it was trained as."""
+        settings = {"head_count": self.blocks[0].attention.head_count}
+        if self.item_features is not None:
+            settings |= {"item_features": self.item_features.spec, "item_feature_head": self.item_feature_head,
+                         "item_feature_aggregation": self.item_features.aggregation}
+        return settings
 
     def reset_parameters(self) -> None:
-        """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults."""
+        """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults, the
+        padding rows of feature embeddings zero."""
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):
                 nn.init.xavier_normal_(parameter)
+        for module in self.modules():
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def tied_head(self, bias: bool) -> TiedHead:
+        """A head that scores the item rows the input reads: the id embeddings, plus the features with
+        `item_feature_head: item_representation`."""
+        features = self.item_features if self.item_feature_head == "item_representation" else None
+        return TiedHead(self.item_embedding, self.n_items, bias=bias, item_features=features)
+
+    def item_rows(self) -> torch.Tensor:
+        """The input representation of every token: [n_items + extra_tokens, H], the id embeddings combined
+        with the item features when there are any (computed once per forward, read by every event)."""
+        if self.item_features is None:
+            return self.item_embedding.weight
+        return self.item_features(self.item_embedding.weight)
 
     def embed(self, item_ids: torch.Tensor, item_scale: float = 1.0) -> torch.Tensor:
         """Item embedding x item_scale + position embedding, before dropout. [B, W] -> [B, W, H]."""
@@ -180,7 +218,8 @@ class SequentialRecommender(nn.Module):
             raise ValueError(f"sequences of width {width} exceed max_seq_len={self.max_seq_len}; "
                              f"pass the newest {self.max_seq_len} items")
         positions = torch.arange(self.max_seq_len - width, self.max_seq_len, device=item_ids.device)
-        return self.item_embedding(item_ids) * item_scale + self.position_embedding(positions)
+        items = self.item_embedding(item_ids) if self.item_features is None else F.embedding(item_ids, self.item_rows())
+        return items * item_scale + self.position_embedding(positions)
 
     def attention_mask(self, is_token: torch.Tensor) -> torch.Tensor:
         """Where each query may attend, from is_token [B, W]: [B, 1, W, W] bool."""

@@ -13,5 +13,5 @@ from replay_accelerated.training.runtime import apply_env, build_accelerated_mod
 def run(cfg: DictConfig, origin: ConfigOrigin) -> list[Change]:
     apply_env(cfg.env)
     data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))  # the catalog size sets the head's width
-    _, changes = build_accelerated_model(cfg, len(data.vocabulary))
+    _, changes = build_accelerated_model(cfg, len(data.vocabulary), data.item_features)
     return changes

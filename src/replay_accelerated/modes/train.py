@@ -109,7 +109,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
                                     implementation=cfg.model.implementation)
         recommendations = run.pop("recommendations", None)
         # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
-        same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params)
+        same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params,
+                                  data.item_features and data.item_features.spec())
         run["train_flops_per_epoch"] = model_train_flops(same_shapes, cfg.model.params.model_params,
                                                          EpochShapes(**run["epoch_shapes"]))
     else:

@@ -77,7 +77,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
     checkpoint_dir = checkpoint_dir / UNFINISHED
     model_params = cfg.model.params.model_params
     training = cfg.model.params.training_params
-    model, changes = build_accelerated_model(cfg, len(data.vocabulary))
+    model, changes = build_accelerated_model(cfg, len(data.vocabulary), data.item_features)
     warm = warm_start(model, data.vocabulary, cfg) if training.init_from is not None else None
     item_counts = torch.bincount(torch.as_tensor(data.train.items, dtype=torch.long), minlength=len(data.vocabulary))
     train_loader = training_loader(data.train, model_params.max_seq_len, model.pad_id, model.training_example,

@@ -16,6 +16,7 @@ from replay_accelerated import outputs
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
+from replay_accelerated.data.item_features import ItemFeatures
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.models import SequentialRecommender, build_model
@@ -47,9 +48,15 @@ def apply_env(env) -> None:
     L.seed_everything(env.SEED, workers=True, verbose=False)
 
 
-def build_accelerated_model(cfg: DictConfig, n_items: int) -> tuple[SequentialRecommender, list[Change]]:
-    """The configured model with its accelerations applied, printed with the table of what changed."""
-    model = build_model(cfg.model.name, n_items, cfg.model.params.model_params)
+def build_accelerated_model(cfg: DictConfig, n_items: int, item_features: ItemFeatures | dict | None = None
+                            ) -> tuple[SequentialRecommender, list[Change]]:
+    """The configured model with its accelerations applied, printed with the table of what changed.
+    `item_features`: the data's features (their values are copied in), a checkpoint's stored spec (whose values
+    its weights hold), or None."""
+    spec = item_features.spec() if isinstance(item_features, ItemFeatures) else item_features
+    model = build_model(cfg.model.name, n_items, cfg.model.params.model_params, spec)
+    if isinstance(item_features, ItemFeatures):
+        model.item_features.load_values(item_features)
     changes = apply_accelerations(model, cfg.acceleration)
     print(model)  # the reference project's way to check which layers are used
     print(format_changes(changes))
@@ -88,7 +95,8 @@ def load_trained_model(cfg: DictConfig, checkpoint: str | None,
     after checking they belong to the configured model; `key` names the setting in errors."""
     path = checkpoint_path(cfg, checkpoint)
     vocabulary, state, architecture = read_trained(path, cfg, key)
-    model, _ = build_accelerated_model(as_trained(cfg, architecture, path), len(vocabulary))
+    model, _ = build_accelerated_model(as_trained(cfg, architecture, path), len(vocabulary),
+                                       architecture.get("item_features"))  # their values: in the weights
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -123,7 +131,8 @@ def as_trained(cfg: DictConfig, architecture: dict, path: Path) -> DictConfig:
     """`cfg` with the model settings the checkpoint at `path` was trained with (its `architecture`:
     settings that the weights' shapes do not show, such as head_count), which win over the config's."""
     model_params = cfg.model.params.model_params
-    differing = {name: value for name, value in architecture.items() if model_params.get(name) != value}
+    differing = {name: value for name, value in architecture.items()
+                 if name != "item_features" and model_params.get(name) != value}
     if not differing:
         return cfg
     print(f"{path} was trained with {', '.join(f'{k}={v}' for k, v in differing.items())} "
@@ -134,15 +143,10 @@ def as_trained(cfg: DictConfig, architecture: dict, path: Path) -> DictConfig:
     return cfg
 
 
-def read_checkpoint(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[ItemVocabulary, dict]:
-    """The item vocabulary and the model weights (without the `model.` prefix), after checking they belong
-    to the configured model; `key` is the setting that names the checkpoint, for errors."""
-    return read_trained(checkpoint_path, cfg, key)[:2]
-
-
 def read_trained(checkpoint_path: Path, cfg: DictConfig, key: str) -> tuple[ItemVocabulary, dict, dict]:
-    """`read_checkpoint`'s vocabulary and weights, and the model's stored `architecture()` (empty in
-    checkpoints written before it was stored)."""
+    """The item vocabulary, the model weights (without the `model.` prefix) and the model's stored
+    `architecture()` (empty in checkpoints written before it was stored), after checking they belong to the
+    configured model; `key` is the setting that names the checkpoint, for errors."""
     items_path = checkpoint_path.with_name("items.parquet")
     for path in (checkpoint_path, items_path):
         if not path.is_file():
