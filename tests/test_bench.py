@@ -64,7 +64,10 @@ def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(
     out = home / "results" / "bench" / "quick"
     runs = pd.read_csv(out / "results.csv")
     assert list(zip(runs["variant"], runs["seed"])) == [("replay_best", 42), ("CE_fp32", 42), ("CE_fp32", 43)]
-    assert runs[SEED_COLUMNS].drop(columns=["git_commit", *STEPS_ONLY]).notna().all().all(), runs.isna().sum()
+    # NDCG@10 on rare targets is NaN where no test target is rare (here every item is seen often)
+    rare = "test_rare_target_ndcg@10"
+    assert runs[SEED_COLUMNS].drop(columns=["git_commit", *STEPS_ONLY, rare]).notna().all().all(), runs.isna().sum()
+    assert rare in runs
     assert not runs["epoch_seconds_extrapolated"].any()
     assert list(runs["implementation"]) == ["replay", "replay_accelerated", "replay_accelerated"]
     assert runs.loc[0, "loss"] == "CE"  # RePlay's best loss for SASRec
@@ -159,7 +162,9 @@ def test_the_table_gives_verdicts_only_with_three_seeds_a_side_on_the_same_test_
 
     def seed(users: np.ndarray) -> pd.DataFrame:  # one run's per-user test values
         hit = (rng.random(len(users)) < 0.3).astype(float)
-        return pd.DataFrame({"user_id": users, "ndcg@10": hit / rng.integers(1, 4, len(users)), "hitrate@10": hit})
+        ndcg = hit / rng.integers(1, 4, len(users))
+        return pd.DataFrame({"user_id": users, "ndcg@10": ndcg, "hitrate@10": hit,  # every 4th user: a rare target
+                             "rare_target_ndcg@10": np.where(users % 4 == 0, ndcg, np.nan)})
 
     users = np.arange(600)
     one_seed = seed(users)
@@ -178,6 +183,7 @@ def test_the_table_gives_verdicts_only_with_three_seeds_a_side_on_the_same_test_
 
     verdict = table.loc["three_seeds", "ndcg@10_vs_best"]
     assert verdict.split(",")[0] in ("keeps", "worse") or verdict.startswith("inconclusive (±"), verdict
+    assert table.loc["three_seeds", "rare_target_ndcg@10_vs_best"].endswith("(150 users)")
     assert table.loc["three_seeds", "keeps_quality"] in (True, False)
     best = " / ".join(f"{run['ndcg@10'].mean():.3g}" for run in
                       (pd.read_parquet(tmp_path / f"replay_best_seed{s}" / "per_user_test.parquet") for s in (42, 43, 44)))

@@ -372,3 +372,30 @@ def test_recommend_and_its_batches_stream_users_with_the_same_output_for_any_bat
         assert recommendations["score"].tolist() == scores[found].tolist()
         assert recommendations["rank"].tolist() == (torch.nonzero(found)[:, 1] + 1).tolist()
         assert list(recommendations.dtypes) == [np.int64, np.int64, np.float32, np.int64]
+
+
+def test_rare_target_ndcg_scores_only_the_targets_seen_fewer_than_five_times_in_training():
+    from types import SimpleNamespace
+
+    from replay_accelerated.data.sequences import ItemVocabulary
+    from replay_accelerated.evaluation.report import RARE_TARGET_EVENTS, rare_target_ndcg
+
+    rng = np.random.default_rng()
+    vocabulary = ItemVocabulary(np.arange(100, 130))
+    train_items = rng.integers(0, 30, 300)  # item indices; some items seen rarely
+    counts = np.bincount(train_items, minlength=30)
+    users = np.arange(40)
+    truth = pd.DataFrame({"user_id": users, "item_id": vocabulary.item_ids[rng.integers(0, 30, 40)]})
+    top_k = pd.DataFrame([(user, item, 10.0 - place, place + 1) for user in users
+                          for place, item in enumerate(rng.permutation(vocabulary.item_ids)[:10])],
+                         columns=["user_id", "item_id", "score", "rank"])
+    data = SimpleNamespace(train=SimpleNamespace(items=train_items), vocabulary=vocabulary)
+    got = rare_target_ndcg(top_k, truth, data)
+
+    expected = {}
+    for user, item in zip(truth["user_id"], truth["item_id"]):
+        if counts[item - 100] < RARE_TARGET_EVENTS:
+            places = top_k[(top_k["user_id"] == user)]["item_id"].tolist()
+            expected[user] = 1 / np.log2(places.index(item) + 2) if item in places else 0.0
+    assert got.name == "rare_target_ndcg@10"
+    assert got.to_dict() == pytest.approx(expected)

@@ -22,7 +22,7 @@ SEED_COLUMNS = [
     "tokens_per_epoch", "targets_per_epoch", "train_flops_per_epoch", "matmul_flops_per_second", "mfu",
     "peak_memory_mb", "training_memory_mb", "validation_ndcg@10", "validation_hitrate@10",
     "test_ndcg@10", "test_ndcg@10_low", "test_ndcg@10_high",
-    "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high",
+    "test_hitrate@10", "test_hitrate@10_low", "test_hitrate@10_high", "test_rare_target_ndcg@10",
     "results_dir", "overrides", "config_hash", "validation_history",
 ]
 STEPS_ONLY = ["timed_steps", "step_seconds"]  # filled in the steps mode only...
@@ -114,6 +114,7 @@ def _quality(run: dict) -> dict:
         **{f"test_{metric}": round(test[metric], 4) for metric in ("ndcg@10", "hitrate@10")},
         **{f"test_{metric}_{side}": round(test_ci[metric][index], 4)
            for metric in ("ndcg@10", "hitrate@10") for index, side in enumerate(("low", "high"))},
+        "test_rare_target_ndcg@10": round(run.get("test_rare_target_ndcg@10", float("nan")), 4),
     }
 
 

@@ -22,6 +22,9 @@ REFERENCES = {"best": "replay_best", "default": "replay_default",
               # empty without those rows
               "nn_best": "replay_nn_best", "nn_default": "replay_nn_default"}
 METRICS = ("ndcg@10", "hitrate@10")  # the paired verdicts of every variant
+# NDCG@10 on the test users whose target was seen fewer than 5 times in training (evaluation/report.py): its
+# own verdict against the headline reference, not part of keeps_quality.
+RARE = "rare_target_ndcg@10"
 TABLE_COLUMNS = [
     "variant", "seeds", "precision", "loss", "acceleration", "epochs_run", "timed_steps",
     "median_train_seconds_per_epoch", "epoch_seconds_extrapolated", "epoch_seconds_per_seed", "step_seconds",
@@ -31,8 +34,8 @@ TABLE_COLUMNS = [
     "memory_ratio_vs_nn_best", "memory_ratio_vs_nn_default", "mfu",
     "useful_token_share",
     "data_preparation_share", "median_validation_seconds",
-    "test_ndcg@10", "test_ndcg@10_per_seed", "test_hitrate@10", "ndcg_ratio",
-    "ndcg@10_vs_best", "hitrate@10_vs_best", "ndcg@10_vs_default", "hitrate@10_vs_default",
+    "test_ndcg@10", "test_ndcg@10_per_seed", "test_hitrate@10", "test_rare_target_ndcg@10", "ndcg_ratio",
+    "ndcg@10_vs_best", "rare_target_ndcg@10_vs_best", "hitrate@10_vs_best", "ndcg@10_vs_default", "hitrate@10_vs_default",
     "ndcg@10_vs_nn_best", "hitrate@10_vs_nn_best", "ndcg@10_vs_nn_default", "hitrate@10_vs_nn_default",
     "time_to_target_seconds", "keeps_quality", "status",
 ]
@@ -99,13 +102,15 @@ def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], refe
         "test_ndcg@10": round(seeds["test_ndcg@10"].mean(), 4),
         "test_ndcg@10_per_seed": _per_seed(seeds["test_ndcg@10"]),
         "test_hitrate@10": round(seeds["test_hitrate@10"].mean(), 4),
+        "test_rare_target_ndcg@10": round(seeds["test_rare_target_ndcg@10"].mean(), 4)
+        if "test_rare_target_ndcg@10" in seeds else math.nan,
     }
     against_best = []  # the verdicts against the headline reference, None where none could be given
     for role, reference in references.items():
         if reference is None or reference not in per_user:
             continue
         if name == reference:
-            row.update({f"{metric}_vs_{role}": "reference" for metric in METRICS})
+            row.update({f"{metric}_vs_{role}": "reference" for metric in (*METRICS, RARE)})
             continue
         refusal = _different_users(per_user[name] + per_user[reference])
         for metric in METRICS:
@@ -116,6 +121,8 @@ def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], refe
                 against_best.append(verdict)
                 if metric == "ndcg@10" and verdict is not None:  # the plot's point (and interval, if any)
                     row["_ndcg_difference"] = (verdict.relative_difference, verdict.low, verdict.high)
+        if role == "best" and not refusal:
+            row[f"{RARE}_vs_best"] = _rare_target_verdict(per_user[name], per_user[reference])
     best = runs[references["best"]]
     if references["best"] in per_user:
         row["ndcg_ratio"] = round(row["test_ndcg@10"] / best["test_ndcg@10"].mean(), 3)
@@ -128,6 +135,18 @@ def _quality(name: str, seeds: pd.DataFrame, runs: dict[str, pd.DataFrame], refe
     return row
 
 
+def _rare_target_verdict(ours: list[tuple[str, pd.DataFrame]], theirs: list[tuple[str, pd.DataFrame]]) -> str | None:
+    """The paired verdict on NDCG@10 of the test users with a rare target (users without one are NaN), or None
+    where the runs did not record it or no test user has a rare target."""
+    if not all(RARE in values for _, values in ours + theirs):
+        return None
+    ours_matrix, theirs_matrix = _seed_matrix(ours, RARE), _seed_matrix(theirs, RARE)
+    users = ~np.isnan(ours_matrix).any(axis=0) & ~np.isnan(theirs_matrix).any(axis=0)
+    if not users.any():
+        return None
+    return f"{paired_verdict(ours_matrix[:, users], theirs_matrix[:, users]).describe()} ({int(users.sum())} users)"
+
+
 def _extrapolated(seeds: pd.DataFrame) -> bool:
     """Whether a variant's rows come from the steps mode (their epoch time is extrapolated)."""
     return bool(seeds["epoch_seconds_extrapolated"].fillna(False).astype(bool).iloc[0])
@@ -135,9 +154,10 @@ def _extrapolated(seeds: pd.DataFrame) -> bool:
 
 def _per_user(name: str, seeds: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Each seed's per-user test NDCG@10 and HitRate@10, sorted by user, with the run's name for messages."""
-    return [(f"`{name}` seed {seed}", pd.read_parquet(Path(directory) / "per_user_test.parquet")
-             .set_index("user_id")[list(METRICS)].sort_index())
-            for seed, directory in zip(seeds["seed"], seeds["results_dir"])]
+    frames = [pd.read_parquet(Path(directory) / "per_user_test.parquet").set_index("user_id").sort_index()
+              for directory in seeds["results_dir"]]
+    return [(f"`{name}` seed {seed}", frame[[column for column in (*METRICS, RARE) if column in frame]])
+            for seed, frame in zip(seeds["seed"], frames)]
 
 
 def _different_users(per_seed: list[tuple[str, pd.DataFrame]]) -> str:
