@@ -24,13 +24,22 @@ HEADS = {
     "linear": lambda model: LinearHead(HIDDEN, N_ITEMS),
     "tied": lambda model: TiedHead(model.item_embedding, N_ITEMS),
     "switchback": lambda model: SwitchBackLinear.from_linear(LinearHead(HIDDEN, N_ITEMS)),
+    "item_features": lambda model: model.tied_head(bias=True),  # each item's row: id and features (below)
 }
+FEATURES = {"genres": {"type": "categorical_list", "cardinality": 7, "width": 3, "values": list(range(7))},
+            "brand": {"type": "categorical", "cardinality": 4, "width": 1, "values": list(range(4))},
+            "price": {"type": "numerical", "cardinality": 0, "width": 1, "values": []}}
 LOSS_PARAMS = {"loss_sample_count": 12, "n_buckets": 3, "bucket_size_x": 20, "bucket_size_y": 30}
 
 
 def _module(model_class, loss_type: str, head: str) -> RecommenderModule:
+    features = {"item_features": FEATURES, "item_feature_head": "item_representation"} if head == "item_features" else {}
     model = model_class(n_items=N_ITEMS, max_seq_len=MAX_LEN, hidden_size=HIDDEN, block_count=2, head_count=2,
-                        dropout_rate=0.1)
+                        dropout_rate=0.1, **features)
+    for feature in [] if model.item_features is None else model.item_features.features:  # random values
+        values = feature.codes if hasattr(feature, "codes") else feature.numbers
+        values.copy_(torch.randint(0, feature.cardinality + 1, values.shape) if hasattr(feature, "codes")
+                     else torch.randn(values.shape))
     model.head = HEADS[head](model)
     params = OmegaConf.merge(OmegaConf.structured(ModelParams), {"loss_type": loss_type, **LOSS_PARAMS})
     loss = build_loss(params, torch.randint(1, 20, (N_ITEMS,)))
@@ -75,13 +84,20 @@ def _assert_compiled_step_is_eager_step(model_class, loss_type: str, head: str, 
             torch.testing.assert_close(compiled_grad, eager_grad, rtol=10 * rtol, atol=atol)
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", [head for head in HEADS if head != "item_features"])
 @pytest.mark.parametrize("loss_type", LOSSES)
 @pytest.mark.parametrize("model_class", [Bert4Rec, SasRec])
 def test_the_training_step_traces_as_one_graph(model_class, loss_type: str, head: str):
     # backend="eager": dynamo's tracing without inductor's code generation, cheap enough for every combination
     _assert_compiled_step_is_eager_step(model_class, loss_type, head, examples=2, backend="eager", rtol=1e-5,
                                         atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_type", ["CE", "CE_sampled", "CCE"])  # the full weight, candidates, weight chunks
+@pytest.mark.parametrize("model_class", [Bert4Rec, SasRec])
+def test_the_training_step_with_item_features_traces_as_one_graph(model_class, loss_type: str):
+    _assert_compiled_step_is_eager_step(model_class, loss_type, "item_features", examples=2, backend="eager",
+                                        rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow  # inductor compiles C++ for each graph: seconds per combination

@@ -335,3 +335,14 @@ def test_warm_start_matches_feature_values_and_new_items_start_from_their_featur
                                                                          "year": "numerical"})
     with pytest.raises(ConfigError, match="trained with the item features"):
         warm_start(other, ItemVocabulary(new_ids), cfg)
+
+
+def test_synthetic_features_give_about_two_genres_of_twenty_and_a_price_to_every_item():
+    vocabulary = ItemVocabulary(np.arange(5000))
+    config = OmegaConf.merge(OmegaConf.structured(ItemFeaturesConfig), {
+        "format": "synthetic", "categorical_list": ["genres"], "numerical": ["price"]})
+    features = read_item_features(config, vocabulary)
+    assert features.matched == 1.0 and len(features.values["genres"]) == 20
+    per_item = (features.codes["genres"] != 20).sum(axis=1)
+    assert per_item.min() >= 1 and 1.8 < per_item.mean() < 2.2
+    assert abs(features.numbers["price"].mean()) < 1e-3  # standardised

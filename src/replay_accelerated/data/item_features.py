@@ -15,7 +15,9 @@ of its type:
 Formats, by the file name unless `format` says: CSV (`.csv`), TSV (`.tsv`), parquet, JSON (`.json`,
 optionally `.gz`: either `{item id: [values]}`, the S3-Rec attribute files, read as the one declared
 column, or `{item id: {column: value}}`), and `movielens`: MovieLens' movies file (`movies.dat` of ML-1M
-and ML-10M, `movies.csv` of ML-20M), whose columns are `genres` (a list) and `year` (from the title).
+and ML-10M, `movies.csv` of ML-20M), whose columns are `genres` (a list) and `year` (from the title);
+`synthetic` needs no file: for every item of the log, `genres` (1 + Poisson(1) of 20, at most 6: about 2 per
+item as MovieLens-20M's) and a log-normal `price`, seeded, to measure what features cost at any scale.
 
 Encoding, per item index of the vocabulary (data/sequences.py):
 - categorical values get codes 0..cardinality-1 in sorted order (the values of the whole table, so
@@ -42,7 +44,8 @@ from replay_accelerated.data.sequences import ItemVocabulary
 from replay_accelerated.errors import ConfigError, DataError
 
 FEATURE_TYPES = ("categorical", "categorical_list", "numerical")
-FORMATS = ("csv", "tsv", "parquet", "json", "movielens")
+FORMATS = ("csv", "tsv", "parquet", "json", "movielens", "synthetic")
+SYNTHETIC_GENRES = 20  # `synthetic`: genres per catalog, about 2 per item, as MovieLens-20M's
 KEY = "dataset.item_features"
 
 
@@ -76,6 +79,8 @@ def declared_columns(config) -> dict[str, str]:
 def declaration_problem(config) -> tuple[str, str] | None:
     """(key, problem) where the declaration cannot be read, else None."""
     columns = [name for kind in FEATURE_TYPES for name in config[kind]]
+    if columns and config.path is None and config.format != "synthetic":
+        return f"{KEY}.path", "features are declared but no table is named; set it to the file of item features"
     if config.path is not None and not columns:
         return (f"{KEY}.categorical_list", "the feature table declares no feature column; list them by type, e.g. "
                 f"{KEY}.categorical_list=[genres] {KEY}.numerical=[year]")
@@ -99,8 +104,11 @@ def check_declaration(config) -> None:
 def read_item_features(config, vocabulary: ItemVocabulary) -> ItemFeatures:
     """The feature table of `config` (dataset.item_features) encoded for the items of `vocabulary`."""
     check_declaration(config)
-    path = local_file(config.path, key=f"{KEY}.path")
-    table = _read(path, config)
+    if config.format == "synthetic":
+        path, table = Path("synthetic item features"), _synthetic(vocabulary, config.item_column)
+    else:
+        path = local_file(config.path, key=f"{KEY}.path")
+        table = _read(path, config)
     if config.item_column not in table.columns:
         raise DataError(f"column '{config.item_column}' missing in {path.name} (it has {list(table.columns)}); "
                         f"set {KEY}.item_column to the column of item ids")
@@ -176,6 +184,17 @@ def _encode(ids: pd.Series, vocabulary: ItemVocabulary) -> np.ndarray:
     index = np.full(len(ids), -1, dtype=np.int64)
     index[integral.to_numpy()] = vocabulary.encode(numbers[integral].astype(np.int64))
     return index
+
+
+def _synthetic(vocabulary: ItemVocabulary, item_column: str) -> pd.DataFrame:
+    """The `synthetic` format's table for every item of `vocabulary` (see the module doc)."""
+    rng = np.random.default_rng(0)
+    n_items = len(vocabulary)
+    counts = 1 + rng.poisson(1.0, n_items).clip(max=5)
+    drawn = rng.random((n_items, SYNTHETIC_GENRES)).argsort(axis=1)[:, :6]  # distinct genres per item
+    return pd.DataFrame({item_column: vocabulary.item_ids,
+                         "genres": [row[:count].tolist() for row, count in zip(drawn, counts)],
+                         "price": rng.lognormal(3.0, 1.0, n_items)})
 
 
 def _open_text(path: Path):

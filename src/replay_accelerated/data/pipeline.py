@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from replay_accelerated.data.download import file_checksum
-from replay_accelerated.data.item_features import ItemFeatures, read_item_features
+from replay_accelerated.data.item_features import ItemFeatures, declared_columns, read_item_features
 from replay_accelerated.data.split import SPLIT_NAMES, Splits, rating_filter, split_interactions
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.data.sources import load_interactions, source_fingerprint
@@ -141,7 +141,8 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         cache_dir=cache_dir,
         unknown_history_items=unknown,
         rating_filter=rating_filter(dataset.preprocess, rated),
-        item_features=read_item_features(dataset.item_features, vocabulary) if dataset.item_features.path else None,
+        item_features=read_item_features(dataset.item_features, vocabulary)
+        if declared_columns(dataset.item_features) else None,
     )
     if dataset.preprocess.protocol == "global_time" and len(prepared.validation) < FEW_VALIDATION_USERS:
         print(f"Warning: early stopping rests on {len(prepared.validation)} validation users, so validation NDCG@10 "
