@@ -346,3 +346,39 @@ def test_synthetic_features_give_about_two_genres_of_twenty_and_a_price_to_every
     per_item = (features.codes["genres"] != 20).sum(axis=1)
     assert per_item.min() >= 1 and 1.8 < per_item.mean() < 2.2
     assert abs(features.numbers["price"].mean()) < 1e-3  # standardised
+
+
+def test_movielens_genres_come_from_the_ratings_archive_without_a_path(tmp_path: Path, server):
+    import hashlib
+    import zipfile
+
+    from conftest import compose
+    from replay_accelerated.data.pipeline import prepare_data
+
+    rng = np.random.default_rng()
+    ratings = "".join(f"{user}::{item}::5::{1_000_000 + 1000 * step + user}\n" for user in range(1, 61)
+                      for step, item in enumerate(rng.choice(np.arange(1, 31), size=15, replace=False)))
+    genres = ["Comedy", "Drama", "Children's", "Sci-Fi"]
+    movies = "".join(f"{item}::Café {item} ({1950 + item})::{'|'.join(rng.choice(genres, 2, replace=False))}\n"
+                     for item in range(1, 31))
+    archive = server.root / "ml-1m.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("ml-1m/ratings.dat", ratings)
+        zip_file.writestr("ml-1m/movies.dat", movies.encode("latin-1"))  # as GroupLens ships it
+    checksum = "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()
+    cfg = compose(tmp_path, "dataset=movielens_1m", f"dataset.url={server.url('ml-1m.zip')}",
+                  f"dataset.checksum={checksum}", "dataset/item_features=movielens")
+    data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    features = data.item_features
+    assert features.matched == 1.0 and features.values["genres"] == sorted(genres)
+    lines = {int(line.split("::")[0]): line.split("::") for line in movies.splitlines()}
+    assert _decoded(features, "genres", sorted(genres)) == [sorted(lines[item][2].split("|"))
+                                                           for item in data.vocabulary.item_ids]
+    years = np.array([1950 + item for item in data.vocabulary.item_ids])
+    np.testing.assert_allclose(features.numbers["year"], (years - years.mean()) / years.std(), atol=1e-4)
+
+
+def test_movielens_features_without_a_path_need_a_movielens_dataset(main_in_process):
+    result = main_in_process("dataset=synthetic", "dataset/item_features=movielens", "validate_only=true")
+    assert result.returncode == 2
+    assert "config key 'dataset.item_features.path'" in result.stderr and "movies file" in result.stderr

@@ -18,7 +18,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
 from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config, ConfigOrigin
-from replay_accelerated.data.catalog import CATALOG
+from replay_accelerated.data.catalog import CATALOG, MOVIELENS_SOURCES
 from replay_accelerated.data.item_features import declaration_problem
 from replay_accelerated.data.split import PROTOCOLS
 from replay_accelerated.data.sources import FILE_SOURCES, ORDER_ONLY_SOURCES, SOURCES
@@ -283,8 +283,12 @@ def _check_dataset(cfg: DictConfig, require) -> None:
     require(0.0 < preprocess.global_split_ratio < 1.0, "dataset.preprocess.global_split_ratio", "must be in (0, 1)")
     require(0.0 < preprocess.val_users_ratio < 1.0, "dataset.preprocess.val_users_ratio", "must be in (0, 1)")
     require(preprocess.min_val_users >= 0, "dataset.preprocess.min_val_users", "must be 0 or more")
-    key, problem = declaration_problem(cfg.dataset.item_features) or ("", None)
+    features = cfg.dataset.item_features
+    key, problem = declaration_problem(features) or ("", None)
     require(problem is None, key, problem or "")
+    require(features.format != "movielens" or features.path is not None or source in MOVIELENS_SOURCES,
+            "dataset.item_features.path", f"MovieLens' genres come from the archive of dataset={'/'.join(MOVIELENS_SOURCES)}"
+            f" (this is dataset.source={source}); set it to the movies file (movies.dat or movies.csv)")
 
 
 def _check_loss(cfg: DictConfig, require) -> None:

@@ -124,6 +124,10 @@ def source_of(name: str) -> DatasetSource:
     return CATALOG[name]
 
 
+# The GroupLens archives: each also holds its movies' titles and genres (data/item_features.py's `movielens`).
+MOVIELENS_SOURCES = tuple(name for name, source in CATALOG.items() if source.folder == "movielens")
+
+
 def catalog_path(name: str, data_dir: Path) -> Path:
     """Where the file of dataset `name` is kept (and where a hand-downloaded copy is picked up)."""
     source = source_of(name)

@@ -15,7 +15,8 @@ of its type:
 Formats, by the file name unless `format` says: CSV (`.csv`), TSV (`.tsv`), parquet, JSON (`.json`,
 optionally `.gz`: either `{item id: [values]}`, the S3-Rec attribute files, read as the one declared
 column, or `{item id: {column: value}}`), and `movielens`: MovieLens' movies file (`movies.dat` of ML-1M
-and ML-10M, `movies.csv` of ML-20M), whose columns are `genres` (a list) and `year` (from the title);
+and ML-10M, `movies.csv` of ML-20M, or the GroupLens zip holding it: without a path, the archive of
+`dataset=movielens_*`), whose columns are `genres` (a list) and `year` (from the title);
 `synthetic` needs no file: for every item of the log, `genres` (1 + Poisson(1) of 20, at most 6: about 2 per
 item as MovieLens-20M's) and a log-normal `price`, seeded, to measure what features cost at any scale.
 
@@ -31,8 +32,10 @@ Encoding, per item index of the vocabulary (data/sequences.py):
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +82,7 @@ def declared_columns(config) -> dict[str, str]:
 def declaration_problem(config) -> tuple[str, str] | None:
     """(key, problem) where the declaration cannot be read, else None."""
     columns = [name for kind in FEATURE_TYPES for name in config[kind]]
-    if columns and config.path is None and config.format != "synthetic":
+    if columns and config.path is None and config.format not in ("synthetic", "movielens"):
         return f"{KEY}.path", "features are declared but no table is named; set it to the file of item features"
     if config.path is not None and not columns:
         return (f"{KEY}.categorical_list", "the feature table declares no feature column; list them by type, e.g. "
@@ -101,11 +104,18 @@ def check_declaration(config) -> None:
         raise ConfigError(f"{problem[0]}: {problem[1]}")
 
 
-def read_item_features(config, vocabulary: ItemVocabulary) -> ItemFeatures:
-    """The feature table of `config` (dataset.item_features) encoded for the items of `vocabulary`."""
+def read_item_features(config, vocabulary: ItemVocabulary, archive: Path | None = None) -> ItemFeatures:
+    """The feature table of `config` (dataset.item_features) encoded for the items of `vocabulary`; `archive`:
+    the dataset's GroupLens zip, read by the `movielens` format without a path."""
     check_declaration(config)
     if config.format == "synthetic":
         path, table = Path("synthetic item features"), _synthetic(vocabulary, config.item_column)
+    elif config.path is None:  # movielens: the ratings' archive
+        if archive is None:
+            raise ConfigError(f"{KEY}.format=movielens without {KEY}.path reads the movies file of a "
+                              f"dataset=movielens_1m, movielens_10m or movielens_20m archive; set {KEY}.path to "
+                              "the movies file (movies.dat or movies.csv)")
+        path, table = archive, _read_movielens(archive, config)
     else:
         path = local_file(config.path, key=f"{KEY}.path")
         table = _read(path, config)
@@ -225,13 +235,26 @@ def _read_json(path: Path, config) -> pd.DataFrame:
 
 
 def _read_movielens(path: Path, config) -> pd.DataFrame:
-    """MovieLens' movies file: item id, title (year), genres joined by '|'."""
-    if path.name.lower().removesuffix(".gz").endswith(".csv"):  # ML-20M: movieId,title,genres with a header
-        frame = pd.read_csv(path)
+    """MovieLens' movies file (or the GroupLens zip holding it): item id, title (year), genres joined by '|'."""
+    name = path.name.lower().removesuffix(".gz")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = [member for member in archive.namelist() if member.endswith(("/movies.dat", "/movies.csv"))]
+            if not members:
+                raise DataError(f"{path} holds no movies.dat or movies.csv; set {KEY}.path to the movies file")
+            name, data = members[0], archive.read(members[0])
+    else:
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as file:
+            data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # GroupLens ships ML-1M's movies.dat in Latin-1
+        text = data.decode("latin-1")
+    if name.endswith(".csv"):  # ML-20M: movieId,title,genres with a header
+        frame = pd.read_csv(io.StringIO(text))
         frame.columns = [config.item_column, "title", "genres"]
     else:  # ML-1M and ML-10M: MovieID::Title::Genres
-        with _open_text(path) as file:
-            rows = [line.rstrip("\n").split("::") for line in file if line.strip()]
+        rows = [line.split("::") for line in text.splitlines() if line.strip()]
         frame = pd.DataFrame(rows, columns=[config.item_column, "title", "genres"])
     frame["genres"] = frame["genres"].map(lambda text: [] if text == "(no genres listed)" else text.split("|"))
     frame["year"] = pd.to_numeric(frame["title"].str.extract(r"\((\d{4})\)\s*$")[0], errors="coerce")

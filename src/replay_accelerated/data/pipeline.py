@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from replay_accelerated.data.catalog import MOVIELENS_SOURCES, catalog_file
 from replay_accelerated.data.download import file_checksum
 from replay_accelerated.data.item_features import ItemFeatures, declared_columns, read_item_features
 from replay_accelerated.data.split import SPLIT_NAMES, Splits, rating_filter, split_interactions
@@ -141,7 +142,7 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         cache_dir=cache_dir,
         unknown_history_items=unknown,
         rating_filter=rating_filter(dataset.preprocess, rated),
-        item_features=read_item_features(dataset.item_features, vocabulary)
+        item_features=read_item_features(dataset.item_features, vocabulary, _archive(dataset, data_dir))
         if declared_columns(dataset.item_features) else None,
     )
     if dataset.preprocess.protocol == "global_time" and len(prepared.validation) < FEW_VALIDATION_USERS:
@@ -152,6 +153,15 @@ def prepare_data(dataset, data_dir: Path) -> PreparedData:
         print(f"Items unknown to the training vocabulary are dropped from histories (the rule of our models, "
               f"mode=infer and the RePlay rows): {unknown} events", file=sys.stderr)
     return prepared
+
+
+def _archive(dataset, data_dir: Path) -> Path | None:
+    """The dataset's GroupLens zip, where the item features are MovieLens' own without a path (it holds the
+    movies' genres); None otherwise."""
+    features = dataset.item_features
+    if features.format != "movielens" or features.path is not None or dataset.source not in MOVIELENS_SOURCES:
+        return None
+    return catalog_file(dataset.source, data_dir, url=dataset.url, checksum=dataset.checksum)
 
 
 def _write_cache(cache_dir: Path, settings: dict, splits: Splits, vocabulary: ItemVocabulary, sequences: dict,
