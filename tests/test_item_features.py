@@ -382,3 +382,49 @@ def test_movielens_features_without_a_path_need_a_movielens_dataset(main_in_proc
     result = main_in_process("dataset=synthetic", "dataset/item_features=movielens", "validate_only=true")
     assert result.returncode == 2
     assert "config key 'dataset.item_features.path'" in result.stderr and "movies file" in result.stderr
+
+
+def test_replay_nn_sasrec_reads_each_events_feature_values_as_ours(tmp_path: Path):
+    from replay.preprocessing.label_encoder import LabelEncodingRule
+
+    from conftest import compose
+    from replay_accelerated.data.pipeline import prepare_data
+    from replay_accelerated.training.replay_baseline import ITEM_SEQUENCE, _nn_pipeline
+
+    rng = np.random.default_rng()
+    _random_table(rng, np.arange(120)).to_csv(tmp_path / "features.csv", index=False)
+    cfg = compose(tmp_path, *TINY_SYNTHETIC, "model=sasrec_synthetic", "model.implementation=replay_nn",
+                  f"dataset.item_features.path={tmp_path / 'features.csv'}", "dataset.item_features.categorical=[brand]",
+                  "dataset.item_features.categorical_list=[genres]", "dataset.item_features.numerical=[year]")
+    data = prepare_data(cfg.dataset, Path(cfg.paths.data_dir))
+    features = data.item_features
+    pipeline = _nn_pipeline(data.splits, cfg.model.params.model_params, cfg.model.params.training_params,
+                            {"accelerator": "cpu"}, tmp_path, features, data.vocabulary)
+    assert set(pipeline.module.model.body.embedder.feature_embedders) == {ITEM_SEQUENCE, "brand", "genres", "year"}
+
+    # RePlay's item index -> original id, as its label encoder (fitted as the pipeline fits it) maps them
+    known = pd.concat([data.splits.train_events, data.splits.validation_events])
+    original = LabelEncodingRule("item_id", handle_unknown="drop").fit(known).get_inverse_mapping()
+    batch = pipeline.prepare(next(pipeline.training_batches()), torch.device("cpu"))
+    tensors, real = batch["feature_tensors"], batch["padding_mask"]  # [B, L]; genres [B, L, longest list]
+    genres_padding = len(features.values["genres"])
+    for row, position in zip(*np.nonzero(real.numpy())):
+        ours = data.vocabulary.encode(pd.Series([original[int(tensors[ITEM_SEQUENCE][row, position])]]))[0]
+        genres = tensors["genres"][row, position]
+        assert sorted(genres[genres != genres_padding].tolist()) == sorted(
+            code for code in features.codes["genres"][ours] if code != genres_padding)
+        assert int(tensors["brand"][row, position]) == features.codes["brand"][ours]
+        assert float(tensors["year"][row, position]) == pytest.approx(features.numbers["year"][ours])
+    assert (tensors["genres"][~real] == genres_padding).all() and real.sum() > 10
+
+
+@pytest.mark.slow  # trains RePlay's model
+def test_replay_nn_sasrec_trains_with_item_features_as_a_bench_row(tmp_path: Path):
+    _random_table(np.random.default_rng(), np.arange(120)).to_csv(tmp_path / "features.csv", index=False)
+    result = run_main(tmp_path, *TINY_SYNTHETIC, "model=sasrec_synthetic", "model.implementation=replay_nn",
+                      "model.params.training_params.max_epochs=1", f"dataset.item_features.path={tmp_path / 'features.csv'}",
+                      "dataset.item_features.categorical_list=[genres]", "dataset.item_features.numerical=[year]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "results" / "sasrec_synthetic" / "run.json").read_text())
+    assert run["data"]["item_features"] == {"genres": "categorical_list", "year": "numerical"}
+    assert run["test_metrics"]["ndcg@10"] > 0

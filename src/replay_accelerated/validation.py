@@ -19,7 +19,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
 from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config, ConfigOrigin
 from replay_accelerated.data.catalog import CATALOG, MOVIELENS_SOURCES
-from replay_accelerated.data.item_features import declaration_problem
+from replay_accelerated.data.item_features import declaration_problem, declared_columns
 from replay_accelerated.data.split import PROTOCOLS
 from replay_accelerated.data.sources import FILE_SOURCES, ORDER_ONLY_SOURCES, SOURCES
 from replay_accelerated.data.synthetic import generator_problem
@@ -105,8 +105,12 @@ def _check_replay(cfg: DictConfig, require) -> None:
             f"RePlay's loaders pad every sequence to max_seq_len; set it to false {why}")
     require(training.init_from is None, "model.params.training_params.init_from",
             f"RePlay's baseline always starts from scratch; remove it {why}")
-    require(cfg.dataset.item_features.path is None, "dataset.item_features.path",
-            f"RePlay's baseline rows train on item ids only here; remove the item features {why}")
+    require(not declared_columns(cfg.dataset.item_features) or cfg.model.implementation == "replay_nn",
+            "model.implementation", "item features train with RePlay's replay.nn SasRec (its SequenceEmbedding): "
+            "use model.implementation=replay_nn, or remove the item features")
+    require(model_params.item_feature_head == "id_only" and model_params.item_feature_aggregation == "sum",
+            f"{prefix}.item_feature_head", f"RePlay's SasRec sums the features into its input and scores item ids "
+            f"only; use item_feature_head=id_only and item_feature_aggregation=sum {why}")
     if cfg.acceleration is not None:
         settings = OmegaConf.to_container(cfg.acceleration.model.acceleration_config)
         defaults = OmegaConf.to_container(OmegaConf.structured(AccelerationConfig))

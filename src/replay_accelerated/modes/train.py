@@ -106,7 +106,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
         run = train_replay_baseline(cfg.model.name, data.splits, cfg.model.params.model_params,
                                     cfg.model.params.training_params, list(cfg.metrics.ks), cfg.env.SEED,
                                     trainer=cfg.trainer, steps=cfg.mode.steps, warmup_steps=cfg.mode.warmup_steps,
-                                    implementation=cfg.model.implementation)
+                                    implementation=cfg.model.implementation, item_features=data.item_features,
+                                    vocabulary=data.vocabulary)
         recommendations = run.pop("recommendations", None)
         # Counted on our model of the same shapes: RePlay's blocks are the architecture we re-implement.
         same_shapes = build_model(cfg.model.name, len(data.vocabulary), cfg.model.params.model_params,

@@ -18,6 +18,11 @@ Two APIs (`model.implementation`):
           -> lightning.Trainer(replay.nn.lightning.LightningModule(SasRec.from_params(...)))
   with replay.nn's callbacks (ComputeMetricsCallback, TorchTopItemsCallback) and SeenItemsFilter.
   ParquetModule reads in the training process (no loader workers: `num_workers` is not used).
+  With item features (dataset.item_features, data/item_features.py) each event also carries its item's
+  feature codes and numbers, in our encoding: one sequence column per feature (a list feature as a list
+  of lists), declared in the TensorSchema as CATEGORICAL, CATEGORICAL_LIST (padding: the cardinality) or
+  NUMERICAL (tensor_dim 1, padding 0.0); SasRec.from_params sums their embeddings with the item's
+  (SumAggregator) and its head scores item ids only: our `item_feature_head: id_only`.
 
 Both train through the same loop (`_train`): early stopping and the best checkpoint on
 validation NDCG@10, the same measurements and recommendations.
@@ -81,6 +86,8 @@ from replay.preprocessing.label_encoder import LabelEncodingRule
 from torch.utils.data import DataLoader
 
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER
+from replay_accelerated.data.item_features import ItemFeatures
+from replay_accelerated.data.sequences import ItemVocabulary
 from replay_accelerated.data.split import Splits
 from replay_accelerated.models.replay_import import read_replay_checkpoint
 from replay_accelerated.training.checkpoints import KeepSigtermHandler
@@ -144,6 +151,8 @@ def train_replay_baseline(
     steps: int | None = None,
     warmup_steps: int = 0,
     implementation: str = "replay",
+    item_features: ItemFeatures | None = None,
+    vocabulary: ItemVocabulary | None = None,
 ) -> dict:
     """Train RePlay's `model_name` ("bert4rec" or "sasrec") on `splits`; recommend top-max(ks) to test users.
 
@@ -160,8 +169,10 @@ def train_replay_baseline(
     On a CPU, `peak_memory_mb` is the whole process's peak resident memory so far; `training_memory_mb`
     what training added (training/measurements.TrainingMemory). With `steps`, only `steps` training
     steps after `warmup_steps` are timed (training/measurements.StepTimer): no validation, checkpoint or
-    recommendations.
+    recommendations. `item_features` (with the `vocabulary` their rows follow): replay.nn only.
     """
+    if item_features is not None and implementation != "replay_nn":
+        raise ValueError("item features train with RePlay's replay.nn SasRec only (implementation='replay_nn')")
     if model_name not in LOSS_TYPES.get(implementation, {}):
         raise ValueError(f"RePlay's API '{implementation}' has no model '{model_name}'; expected one of "
                          f"{ {api: list(models) for api, models in LOSS_TYPES.items()} }")
@@ -175,7 +186,8 @@ def train_replay_baseline(
         if implementation == "replay":
             pipeline = _models_pipeline(model_name, splits, model_params, training_params, placement)
         else:
-            pipeline = _nn_pipeline(splits, model_params, training_params, placement, Path(workdir))
+            pipeline = _nn_pipeline(splits, model_params, training_params, placement, Path(workdir), item_features,
+                                    vocabulary)
         if steps is not None:
             return _time_steps(pipeline, placement, steps, warmup_steps)
         return _train(pipeline, splits, model_params.max_seq_len, training_params, ks, placement, max_epochs,
@@ -391,8 +403,8 @@ def _head_at_every_position(model_params: Any) -> bool:
 # The newer API: replay.nn.
 
 
-def _nn_pipeline(splits: Splits, model_params: Any, training_params: Any, placement: dict,
-                 workdir: Path) -> Pipeline:
+def _nn_pipeline(splits: Splits, model_params: Any, training_params: Any, placement: dict, workdir: Path,
+                 item_features: ItemFeatures | None = None, vocabulary: ItemVocabulary | None = None) -> Pipeline:
     max_seq_len = model_params.max_seq_len
 
     # 1. RePlay's label encoders: user and item ids -> contiguous indices. Items a history holds that
@@ -402,12 +414,25 @@ def _nn_pipeline(splits: Splits, model_params: Any, training_params: Any, placem
     users = LabelEncodingRule(USER).fit(pd.concat([known, splits.test_events])[[USER]])
     item_count = len(items.get_mapping())
     schema = _tensor_schema(model_params.hidden_size, cardinality=item_count, padding_value=item_count)
+    features = {} if item_features is None else _event_features(item_features, vocabulary, items)
+    if features:
+        schema = TensorSchema([schema[ITEM_SEQUENCE], *(_feature_info(name, kind, cardinality, model_params.hidden_size)
+                                                       for name, (kind, cardinality, _, _) in features.items())])
 
     def sequences(events: pd.DataFrame, column: str = ITEM_SEQUENCE) -> pd.DataFrame:
-        """Each user's items in our order: (query_id, `column` [list of item indices]), by query_id."""
+        """Each user's items in our order: (query_id, `column` [list of item indices]), by query_id; the item
+        sequences with their features' sequences (a column per feature)."""
         encoded = users.transform(items.transform(_in_our_order(events)))
+        if column == ITEM_SEQUENCE:
+            for name, (_, _, values, _) in features.items():
+                encoded[name] = [values[item] for item in encoded[ITEM].to_numpy()]
         grouped = groupby_sequences(encoded, groupby_col=USER, sort_col=TIMESTAMP)
-        return pd.DataFrame({QUERY: grouped[USER].to_numpy(), column: grouped[ITEM].to_numpy()})
+        frame = pd.DataFrame({QUERY: grouped[USER].to_numpy(), column: grouped[ITEM].to_numpy()})
+        for name, (kind, _, _, _) in features.items() if column == ITEM_SEQUENCE else ():
+            # numbers as float32 (the model's dtype: parquet would keep Python's float64)
+            frame[name] = [np.asarray(values, dtype=np.float32) for values in grouped[name]] \
+                if kind == "numerical" else grouped[name].to_numpy()
+        return frame
 
     # 2. Parquet files, one row per user, and RePlay's ParquetModule over them.
     train = sequences(splits.train_events)
@@ -416,8 +441,8 @@ def _nn_pipeline(splits: Splits, model_params: Any, training_params: Any, placem
     validation_path = _parquet(validation, workdir / "validation.parquet")
     transforms = make_default_sasrec_transforms(schema)
     loss = _nn_loss(model_params, item_count, transforms["train"])
-    metadata = {"train": _metadata(train, max_seq_len + 1, item_count),  # the input and its next items
-                "validate": _metadata(validation, max_seq_len, item_count)}
+    metadata = {"train": _metadata(train, max_seq_len + 1, item_count, features),  # the input and its next items
+                "validate": _metadata(validation, max_seq_len, item_count, features)}
     device = _data_device(placement)
     data = ParquetModule(training_params.batch_size, metadata, transforms,
                          # RePlay's default: shuffled by torch's generator (seeded), on the device trained on
@@ -445,7 +470,8 @@ def _nn_pipeline(splits: Splits, model_params: Any, training_params: Any, placem
         """replay.nn's prediction: scores over the catalog, seen items removed, top-k per user."""
         history = _histories(sequences, events, ground_truth)
         path = _parquet(history, workdir / "predict.parquet")
-        predict = ParquetModule(training_params.batch_size, {"predict": _metadata(history, max_seq_len, item_count)},
+        predict = ParquetModule(training_params.batch_size,
+                                {"predict": _metadata(history, max_seq_len, item_count, features)},
                                 transforms, config={"predict": {"device": device}}, predict_path=str(path))
         prediction = TorchTopItemsCallback(top_k=k, query_column=QUERY,
                                            postprocessors=[SeenItemsFilter(item_count, SEEN)])
@@ -486,15 +512,48 @@ def _histories(sequences: Callable[..., pd.DataFrame], events: pd.DataFrame, gro
     return history.merge(sequences(ground_truth[ground_truth[USER].isin(events[USER])], GROUND_TRUTH), on=QUERY)
 
 
+def _event_features(item_features: ItemFeatures, vocabulary: ItemVocabulary, items: LabelEncodingRule) -> dict:
+    """name -> (type, cardinality, the value of each of RePlay's item indices, the longest list): our codes (a
+    list of codes without padding for a list feature) and numbers, by RePlay's item index."""
+    replay_ids = pd.Series(items.get_inverse_mapping()).sort_index()  # RePlay's item index -> original id
+    ours = vocabulary.encode(replay_ids)  # -> our item index
+    features = {}
+    for name, kind in item_features.kinds.items():
+        if kind == "numerical":
+            features[name] = (kind, None, item_features.numbers[name][ours].tolist(), 1)
+            continue
+        cardinality = len(item_features.values[name])
+        codes = item_features.codes[name][ours]
+        if kind == "categorical":
+            features[name] = (kind, cardinality, codes.tolist(), 1)
+        else:
+            lists = [row[row != cardinality].tolist() for row in codes]
+            features[name] = (kind, cardinality, lists, max(1, max(map(len, lists))))
+    return features
+
+
+def _feature_info(name: str, kind: str, cardinality: int | None, hidden_size: int) -> TensorFeatureInfo:
+    """The TensorFeatureInfo of one item feature's sequence, embedded in hidden_size (summed with the item's)."""
+    types = {"categorical": FeatureType.CATEGORICAL, "categorical_list": FeatureType.CATEGORICAL_LIST,
+             "numerical": FeatureType.NUMERICAL}
+    size = {"tensor_dim": 1} if kind == "numerical" else {"cardinality": cardinality, "padding_value": cardinality}
+    return TensorFeatureInfo(name=name, feature_type=types[kind], is_seq=True, embedding_dim=hidden_size,
+                             feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, name)], **size)
+
+
 def _parquet(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_parquet(path, index=False)
     return path
 
 
-def _metadata(frame: pd.DataFrame, width: int, padding: int) -> dict:
+def _metadata(frame: pd.DataFrame, width: int, padding: int, features: dict | None = None) -> dict:
     """ParquetModule's columns: the item sequence left-padded to `width` with `padding` (longer ones keep their
-    newest items), and the evaluation columns whole, padded with -1 (not an item: RePlay ignores it)."""
+    newest items), each feature's sequence alike (`_event_features`; a list feature also padded to its longest
+    list), and the evaluation columns whole, padded with -1 (not an item: RePlay ignores it)."""
     metadata = {QUERY: {}, ITEM_SEQUENCE: {"shape": width, "padding": padding}}
+    for name, (kind, cardinality, _, longest) in (features or {}).items():
+        metadata[name] = {"shape": [width, longest] if kind == "categorical_list" else width,
+                          "padding": 0.0 if kind == "numerical" else cardinality}
     for column in (SEEN, GROUND_TRUTH):
         if column in frame:
             metadata[column] = {"shape": max(1, int(frame[column].map(len).max())), "padding": -1}
