@@ -11,7 +11,8 @@ or is stopped leaves them as they were); one run at a time writes a save name's 
 - `paths.results_dir/<save_name>/`: `metrics_validation.csv`, `metrics_test.csv`
   (metrics x k), `recommendations_test.parquet` (top-k with original ids),
   `per_user_test.parquet` (NDCG@10 and HitRate@10 of every test user, 0 without
-  recommendations: the paired quality verdict of the bench) and `run.json` (resolved
+  recommendations: the paired quality verdict of the bench; and NDCG@10 against the user's rare
+  targets, items seen fewer than 5 times in training, NaN for a user without one) and `run.json` (resolved
   config, versions, data fingerprint, hardware, epoch times, samples/s, validation
   history, peak memory and training memory, data-preparation and padding shares, an epoch's
   shapes and analytical training FLOPs, popularity baseline).
