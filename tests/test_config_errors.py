@@ -21,6 +21,10 @@ def test_every_config_file_composes_and_validates(home: Path, name: str) -> None
         overrides.append(f"dataset.path={home / 'log.txt'}")
     if name in ("mode/infer.yaml", "mode/embeddings.yaml"):  # the file of the users they serve
         overrides.append(f"mode.{stem}.input={home / 'log.txt'}")
+    if name == "dataset/item_features/movielens.yaml":  # read from the MovieLens archive itself
+        overrides.append("dataset=movielens_1m")
+    if name == "dataset/item_features/s3rec_beauty.yaml":  # the attribute file of the S3-Rec sequences
+        overrides += ["dataset=s3rec_beauty", f"dataset.item_features.path={home / 'attributes.json'}"]
     cfg = compose(home, *overrides, config_name="config" if group else stem)
     if group == "model":
         assert cfg.model.save_name == stem and cfg.model.name == stem.split("_")[0]
