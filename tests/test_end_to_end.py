@@ -106,7 +106,8 @@ def test_bench_mode_trains_each_variant_and_resumes(home: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(home / "results" / "bench" / "smoke" / "results.csv")
     assert list(table["variant"]) == ["plain", "selu"]
-    assert table.drop(columns=["overrides", *STEPS_ONLY]).notna().all().all()  # trained, not timed by steps
+    # trained, not timed by steps (NDCG@10 on rare targets: NaN, no synthetic test target is rare)
+    assert table.drop(columns=["overrides", *STEPS_ONLY, "test_rare_target_ndcg@10"]).notna().all().all()
     assert pd.read_csv(home / "results" / "bench" / "smoke" / "summary.csv")["speed_up_vs_best"].iloc[0] == 1.0
     again = run_main(home, "mode=bench", *quick, "mode.bench.allow_mixed=true")  # the checkout may change meanwhile
     assert again.stdout.count("already in") == 2
