@@ -127,7 +127,7 @@ def read_item_features(config, vocabulary: ItemVocabulary, archive: Path | None 
         if name not in table.columns:
             raise DataError(f"column '{name}' declared in {KEY}.{kind} is missing in {path.name} (it has "
                             f"{list(table.columns)}); declare the file's column names")
-    table = table.dropna(subset=[config.item_column]).reset_index(drop=True)
+    table = table.dropna(subset=[config.item_column])  # original row labels: errors name the file's lines
     ids = table[config.item_column]
     repeated = ids.astype(str).duplicated()
     if repeated.any():
