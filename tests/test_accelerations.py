@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from replay_accelerated.acceleration.apply import ACTIVATIONS, apply_accelerations, format_changes
-from replay_accelerated.acceleration.switchback import SwitchBackLinear
+from replay_accelerated.acceleration.switchback import SwitchBackLinear, TiedSwitchBackHead
 from replay_accelerated.config import Acceleration
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.heads import LinearHead, TiedHead
@@ -45,14 +45,28 @@ def test_activation_is_swapped_in_every_feed_forward(cls, act_fn, expected):
 
 
 @pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
-def test_switchback_head_keeps_the_weights_and_is_reported(cls):
+def test_switchback_head_keeps_the_weights_the_tie_and_the_checkpoint_keys(cls):
     model = _model(cls)
-    weight = model.head.weight.detach().clone()
+    weight, keys = model.head.weight.detach().clone(), set(model.state_dict())
     changes = apply_accelerations(model, _acceleration(head="swichback_head"))
-    assert isinstance(model.head, SwitchBackLinear)
+    kind = TiedSwitchBackHead if cls is SasRec else SwitchBackLinear  # SASRec's head is tied (RePlay's)
+    assert isinstance(model.head, kind)
     torch.testing.assert_close(model.head.weight.detach(), weight)
-    assert changes[0].module == "head" and "SwitchBackLinear" in changes[0].after and "int8" in changes[0].after
-    assert "SwitchBackLinear" in repr(model)
+    assert set(model.state_dict()) == keys  # the same model: only the head's arithmetic changed
+    assert changes[0].module == "head" and kind.__name__ in changes[0].after and "int8" in changes[0].after
+    assert kind.__name__ in repr(model)
+    if cls is SasRec:  # the tie is kept: the head reads the input embedding itself, and its gradient reaches it
+        assert model.head.item_embedding is model.item_embedding
+        model.head(torch.randn(3, 16)).sum().backward()
+        assert model.item_embedding.weight.grad is not None
+
+
+def test_tied_head_then_switchback_on_bert4rec():
+    model = _model(Bert4Rec)
+    changes = apply_accelerations(model, _acceleration(tied_head=True, head="swichback_head"))
+    assert isinstance(model.head, TiedSwitchBackHead) and model.head.bias is not None
+    assert model.head.item_embedding is model.item_embedding
+    assert changes[0].before.startswith("LinearHead") and changes[0].after.startswith("TiedSwitchBackHead")
 
 
 def test_tied_head_and_linear_head():

@@ -6,8 +6,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import DEVICES
-from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_grad_input, int8_matmul, quantize_absmax
-from replay_accelerated.models.heads import LinearHead
+from replay_accelerated.acceleration.switchback import (
+    SwitchBackLinear,
+    TiedSwitchBackHead,
+    int8_grad_input,
+    int8_matmul,
+    quantize_absmax,
+)
+from replay_accelerated.models.heads import LinearHead, TiedHead
 
 FORWARD_TOL = 2e-2  # int8 on both operands: measured about 0.7e-2
 GRAD_INPUT_TOL = 3e-2  # int8 grad_y and int8 weight columns: measured about 0.8e-2
@@ -59,6 +65,31 @@ def test_forward_and_gradients_match_float64(device: str):
     check_against_reference(n_rows=64, hidden=64, n_items=200, device=device)
 
 
+def test_tied_head_matches_float64_and_sums_both_gradients_into_the_embedding():
+    """TiedSwitchBackHead scores through int8 the embedding rows it shares; the embedding's gradient is the input
+    side's (lookup) plus the head's (the float "switch back" product), as a tied nn.Linear would give."""
+    n_items, hidden, rows = 150, 24, 40
+    embedding = nn.Embedding(n_items + 2, hidden)  # + padding and mask rows, which the head does not score
+    head = TiedSwitchBackHead.from_tied(TiedHead(embedding, n_items, bias=True))
+    nn.init.normal_(head.bias)
+    ids = torch.randint(0, n_items + 2, (rows,))
+    grad_y = torch.randn(rows, n_items)
+    x = embedding(ids) * 2.0  # [rows, H]: the input side of the tie
+    y = head(x)
+    y.backward(grad_y)
+
+    table = embedding.weight.detach().double().requires_grad_()
+    bias = head.bias.detach().double().requires_grad_()
+    x_ref = table[ids] * 2.0
+    y_ref = x_ref @ table[:n_items].T + bias
+    y_ref.backward(grad_y.double())
+    assert relative_error(y, y_ref) < FORWARD_TOL
+    # The head's own part is float (grad_W); the input part through int8 grad_x, times 2 back into the rows looked up.
+    assert relative_error(embedding.weight.grad, table.grad) < GRAD_INPUT_TOL
+    torch.testing.assert_close(head.bias.grad.double(), bias.grad, rtol=1e-5, atol=1e-5)
+    assert head.weight.shape == (n_items, hidden) and "int8" in repr(head)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_shapes_not_multiples_of_8(device: str):
     # 13 rows and 37, 101 not multiples of 8: every padding branch of int8_matmul runs
@@ -105,6 +136,11 @@ def test_grad_input_of_a_softmax_loss_keeps_the_push_away_from_the_negatives():
     grad_x = int8_grad_input(grad_y, weight, torch.float32).double()
     assert relative_error(grad_x, exact) < 1e-2  # whole row int8: 3e-2
     assert ((grad_x - exact).norm() / push.norm()).item() < 0.06
+    # More entries apart, less error; every entry apart is the float product.
+    one_apart = int8_grad_input(grad_y, weight, torch.float32, float_entries=1).double()
+    assert (grad_x - exact).norm() < (one_apart - exact).norm()
+    every = int8_grad_input(grad_y, weight, torch.float32, float_entries=n_items).double()
+    assert relative_error(every, exact) < 1e-5  # float32 sums of 3,000 terms
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -253,11 +253,6 @@ def _check_acceleration(cfg: DictConfig, require) -> None:
             f"{prefix}.transformer_block.pff_block.act_fn",
             f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)} or null "
             "(the model's own)")
-    require(not (settings.tied_head and settings.head == "swichback_head"), f"{prefix}.tied_head",
-            "the SwitchBack head has its own weight; use tied_head=false or another head")
-    require(not (settings.head == "swichback_head" and model_params.item_feature_head == "item_representation"),
-            f"{prefix}.head", "the SwitchBack head holds a copy of its weight, so it cannot score the items' features "
-            "(item_feature_head=item_representation); use head=linear_head, or item_feature_head=id_only")
     # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
     require(not (settings.head == "swichback_head" and model_params.loss_type in ("SCE", "CCE")),
             f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "

@@ -11,9 +11,12 @@ table that `mode=inspect` and every training run print:
                                               -> the activation of every feed-forward block
       head: classification_head | linear_head -> the model's own head (BERT4Rec: nn.Linear,
                                                  SASRec: tied to the item embeddings, as RePlay)
-            swichback_head                    -> int8 SwitchBackLinear item head (untied)
+            swichback_head                    -> the same head scored through SwitchBack's int8 products:
+                                                 SwitchBackLinear (its own weight) or, for a tied
+                                                 head, TiedSwitchBackHead (the tie kept)
       tied_head: true                         -> the item embeddings as the head's weight, plus a
-                                                 bias (SASRec's head is tied already: no change)
+                                                 bias (SASRec's head is tied already: no change);
+                                                 applied before `head`, so SwitchBack keeps the tie
       compile: true                           -> the training step through torch.compile: model, loss
                                                  and backward as one graph (training/module.py), and a
                                                  SwitchBack head's quantize / rescale steps (fused kernels)
@@ -27,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from replay_accelerated.acceleration.switchback import SwitchBackLinear
+from replay_accelerated.acceleration.switchback import SwitchBackLinear, SwitchBackScoring, TiedSwitchBackHead
 from replay_accelerated.config import AccelerationConfig
 from replay_accelerated.models.heads import TiedHead
 from replay_accelerated.models.transformer import FeedForward, SequentialRecommender
@@ -44,7 +47,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEADS = {
     "classification_head": lambda model: model.head,  # the model's own (the reference project's name)
     "linear_head": lambda model: model.head,  # the same: BERT4Rec's is an nn.Linear, SASRec's tied as RePlay's
-    "swichback_head": lambda model: SwitchBackLinear.from_linear(model.head),
+    "swichback_head": lambda model: TiedSwitchBackHead.from_tied(model.head) if isinstance(model.head, TiedHead)
+    else SwitchBackLinear.from_linear(model.head),
 }
 
 
@@ -77,10 +81,10 @@ def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Chan
                 changes.append(Change(f"{path}.activation", before, repr(activation)))
 
     head = model.head
-    model.head = HEADS[settings.head](model)
-    if settings.tied_head and model.head is head and not isinstance(head, TiedHead):  # validation refuses SwitchBack
+    if settings.tied_head and not isinstance(head, TiedHead):
         model.head = model.tied_head(bias=True)
-    if settings.compile and isinstance(model.head, SwitchBackLinear):
+    model.head = HEADS[settings.head](model)
+    if settings.compile and isinstance(model.head, SwitchBackScoring):
         model.head.fuse()  # its quantize and rescale steps through torch.compile
     if model.head is not head:
         changes.append(Change("head", _short(head), _short(model.head)))

@@ -68,8 +68,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from replay_accelerated.acceleration.shapes import round_up
-from replay_accelerated.models.heads import score_items
+from replay_accelerated.models.heads import TiedHead, score_items
 
+FLOAT_ENTRIES = 32  # per grad_y row, kept apart from int8 in the backward product (see the module docstring)
 INT8_MAX = 127  # symmetric int8: [-127, 127]; -128 unused, so that q and -q are both representable
 _TINY = torch.finfo(torch.float32).tiny  # smallest scale: an all-zero row gets q = 0, not 0 / 0 = NaN
 
@@ -136,18 +137,21 @@ def int8_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return y.to(out_dtype)
 
 
-def int8_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """The backward product grad_y [M, N] @ W [N, K] through int8, each row's largest entry apart in float,
-    returned as `out_dtype` [M, K] (see "The largest entry of each grad_y row" in the module docstring)."""
+def int8_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype,
+                    float_entries: int = FLOAT_ENTRIES) -> torch.Tensor:
+    """The backward product grad_y [M, N] @ W [N, K] through int8, each row's `float_entries` largest entries apart
+    in float, returned as `out_dtype` [M, K] (see "The largest entries of each grad_y row" in the module docstring)."""
     grad_y = grad_y.float()
-    column = grad_y.abs().argmax(dim=1, keepdim=True)  # [M, 1]: the target's column under a softmax loss
-    largest = grad_y.gather(1, column)  # [M, 1]
-    rest = grad_y.scatter(1, column, 0.0)  # [M, N]: the row without its largest entry
+    kept = min(float_entries, grad_y.shape[1])
+    columns = grad_y.abs().topk(kept, dim=1).indices  # [M, kept]: the target's and the likeliest negatives' columns
+    largest = grad_y.gather(1, columns)  # [M, kept]
+    rest = grad_y.scatter(1, columns, 0.0)  # [M, N]: the row without its largest entries
     g_q, g_scale = quantize_absmax(rest, dim=1)  # int8 [M, N], float32 [M]: per token
     w_q, w_scale = quantize_absmax(weight, dim=0)  # int8 [N, K], float32 [K]: per input feature
     acc = int8_matmul(g_q, w_q)  # int32 [M, K]
     grad_x = dequantize(acc, g_scale, w_scale)  # float32 [M, K]
-    grad_x.add_(largest * weight[column.squeeze(1)].float())  # [M, 1] * [M, K]: one weight row per token
+    # sum_k largest[m, k] * W[columns[m, k]], without a [M, kept, K] copy of the weight rows.
+    grad_x.add_(F.embedding_bag(columns, weight.float(), per_sample_weights=largest, mode="sum"))  # [M, K]
     return grad_x.to(out_dtype)
 
 
@@ -216,8 +220,10 @@ def _output_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-class SwitchBackLinear(nn.Module):
-    """Item head / linear layer with SwitchBack int8 matmuls; follows the head interface of `models.heads`.
+class SwitchBackScoring:
+    """What every SwitchBack head shares: `forward` scores through int8 the float master weight that the head's
+    `weight` [n_items, H] and `bias` [n_items] or None give (its own parameters, or the tied item embeddings),
+    re-quantized on every call, and `fuse()` runs the int8 steps through torch.compile.
 
     `forward(hidden [..., H], item_ids=None)`:
     - `item_ids=None`: [..., n_items], int8 path;
@@ -225,9 +231,53 @@ class SwitchBackLinear(nn.Module):
     - `item_ids` [..., K] (leading shape as hidden's), or [B, K] for hidden [B, W, H] (per sequence): float
       fallback, see the module docstring.
     Output dtype: the autocast dtype under autocast, else hidden's dtype.
-    `weight` [out_features, in_features] and `bias` [out_features] stay float parameters (the master
-    copy); they are re-quantized on every call, so optimizers and losses that read `head.weight` /
-    `head.bias` (chunked cross-entropy, ...) see ordinary parameters.
+    """
+
+    fused = False  # True: the int8 steps through torch.compile (`fuse`)
+
+    def fuse(self):
+        """Run the quantize and rescale steps through torch.compile (`fused_steps`); same results."""
+        self.fused = True
+        return self
+
+    def _steps(self) -> Int8Steps:
+        return fused_steps() if self.fused else EAGER
+
+    def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = self.weight, self.bias  # [n_items, H], [n_items] or None (a tied weight: computed once)
+        out_dtype = _output_dtype(hidden)
+        lead = hidden.shape[:-1]  # leading shape [...]
+        x = hidden.reshape(-1, weight.shape[1])  # [M, H]
+
+        if item_ids is None:  # the whole catalog
+            logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype, self._steps())  # [M, n_items]
+            return logits.reshape(*lead, weight.shape[0])
+
+        if item_ids.dim() == 1:  # the same K candidates for every row: int8 on the selected rows
+            rows = weight[item_ids]  # [K, H]; per-item scales do not depend on the other rows
+            logits = SwitchBackMatmul.apply(x, rows, None if bias is None else bias[item_ids], out_dtype,
+                                            self._steps())  # [M, K]
+            return logits.reshape(*lead, item_ids.shape[0])
+
+        # K candidates per row or per sequence: no batched int8 matmul in torch, so the float path of `score_items`.
+        if hidden.dim() == 3 and item_ids.dim() == 2 and len(item_ids) == len(hidden):  # per sequence: [B, W, K]
+            return score_items(hidden.to(weight.dtype), weight, bias, item_ids).to(out_dtype)
+        if item_ids.shape[:-1] != lead:
+            raise ValueError(f"item_ids {tuple(item_ids.shape)} must have hidden's leading shape {tuple(lead)}, "
+                             "or [B, K] for hidden [B, W, H]")
+        ids = item_ids.reshape(x.shape[0], -1)  # [M, K]
+        logits = score_items(x.to(weight.dtype), weight, bias, ids)  # [M, K]
+        return logits.to(out_dtype).reshape(item_ids.shape)
+
+    def _int8_repr(self) -> str:
+        return ", int8" + (", fused" if self.fused else "")
+
+
+class SwitchBackLinear(SwitchBackScoring, nn.Module):
+    """Item head / linear layer with SwitchBack int8 matmuls and its own weight; follows the head interface of
+    `models.heads` (see SwitchBackScoring). `weight` [out_features, in_features] and `bias` [out_features] stay
+    float parameters (the master copy), so optimizers and losses that read `head.weight` / `head.bias` (chunked
+    cross-entropy, ...) see ordinary parameters.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
@@ -240,7 +290,6 @@ class SwitchBackLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(out_features, **factory))  # [n_items]
         else:
             self.register_parameter("bias", None)
-        self.fused = False  # True: the int8 steps through torch.compile (`fuse`)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -252,11 +301,8 @@ class SwitchBackLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Module) -> "SwitchBackLinear":
-        """A SwitchBackLinear with a copy of `linear.weight` [out, in] and `linear.bias` [out] (or None).
-
-        Works for anything with those attributes (nn.Linear, LinearHead, TiedHead). The weight is
-        COPIED: a TiedHead's tie to the item embeddings is not kept.
-        """
+        """A SwitchBackLinear with a copy of `linear.weight` [out, in] and `linear.bias` [out] (or None), for
+        anything with those attributes (nn.Linear, LinearHead). A tied head keeps its tie: `TiedSwitchBackHead`."""
         weight = linear.weight.detach()  # [out, in]
         bias = getattr(linear, "bias", None)
         new = cls(weight.shape[1], weight.shape[0], bias=bias is not None,
@@ -267,40 +313,22 @@ class SwitchBackLinear(nn.Module):
                 new.bias.copy_(bias.detach())
         return new
 
-    def fuse(self) -> "SwitchBackLinear":
-        """Run the quantize and rescale steps through torch.compile (`fused_steps`); same results."""
-        self.fused = True
-        return self
-
-    def _steps(self) -> Int8Steps:
-        return fused_steps() if self.fused else EAGER
-
-    def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
-        out_dtype = _output_dtype(hidden)
-        lead = hidden.shape[:-1]  # leading shape [...]
-        x = hidden.reshape(-1, self.in_features)  # [M, H]
-
-        if item_ids is None:  # the whole catalog
-            logits = SwitchBackMatmul.apply(x, self.weight, self.bias, out_dtype, self._steps())  # [M, n_items]
-            return logits.reshape(*lead, self.out_features)
-
-        if item_ids.dim() == 1:  # the same K candidates for every row: int8 on the selected rows
-            weight = self.weight[item_ids]  # [K, H]; per-item scales do not depend on the other rows
-            bias = None if self.bias is None else self.bias[item_ids]  # [K]
-            logits = SwitchBackMatmul.apply(x, weight, bias, out_dtype, self._steps())  # [M, K]
-            return logits.reshape(*lead, item_ids.shape[0])
-
-        # K candidates per row or per sequence: no batched int8 matmul in torch, so the float path of `score_items`.
-        if hidden.dim() == 3 and item_ids.dim() == 2 and len(item_ids) == len(hidden):  # per sequence: [B, W, K]
-            return score_items(hidden.to(self.weight.dtype), self.weight, self.bias, item_ids).to(out_dtype)
-        if item_ids.shape[:-1] != lead:
-            raise ValueError(f"item_ids {tuple(item_ids.shape)} must have hidden's leading shape {tuple(lead)}, "
-                             "or [B, K] for hidden [B, W, H]")
-        ids = item_ids.reshape(x.shape[0], -1)  # [M, K]
-        logits = score_items(x.to(self.weight.dtype), self.weight, self.bias, ids)  # [M, K]
-        return logits.to(out_dtype).reshape(item_ids.shape)
-
     def extra_repr(self) -> str:
         bias = "" if self.bias is not None else ", bias=False"
-        fused = ", fused" if self.fused else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}{bias}, int8{fused}"
+        return f"in_features={self.in_features}, out_features={self.out_features}{bias}{self._int8_repr()}"
+
+
+class TiedSwitchBackHead(SwitchBackScoring, TiedHead):
+    """A tied head (the item embeddings, or the items' representations with features, as its weight; SASRec's,
+    RePlay's) scored through SwitchBack's int8 products: the same parameters and checkpoint keys as the
+    TiedHead it replaces, so the model stays the one it was, and only the head's arithmetic changes."""
+
+    @classmethod
+    def from_tied(cls, head: TiedHead) -> "TiedSwitchBackHead":
+        """The same embedding, features and bias (shared, not copied) as `head`."""
+        new = cls(head.item_embedding, head.n_items, bias=False, item_features=head.item_features)
+        new.bias = head.bias
+        return new
+
+    def extra_repr(self) -> str:
+        return f"n_items={self.n_items}{'' if self.bias is not None else ', bias=False'}{self._int8_repr()}"

@@ -132,7 +132,7 @@ def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoin
 
     `mode=infer` then reads them with `mode.infer.checkpoint=<checkpoint_dir>/best.ckpt` and a model
     config of the same model name, max_seq_len, hidden_size and block_count, and no acceleration that
-    changes the weights' names (head=swichback_head on SASRec, tied_head on BERT4Rec); the head count and
+    changes the weights' names (tied_head on BERT4Rec); the head count and
     SASRec's padding attention come from the file (the model's `architecture()`).
     Our vocabulary is sorted by original id, so the item rows are reordered to that order.
     """

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from replay_accelerated import outputs
 from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
-from replay_accelerated.acceleration.switchback import SwitchBackLinear, int8_matmul_problem
+from replay_accelerated.acceleration.switchback import SwitchBackScoring, int8_matmul_problem
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
 from replay_accelerated.data.item_features import ItemFeatures
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
@@ -73,7 +73,7 @@ def check_device_support(cfg: DictConfig, device: torch.device, model: Sequentia
     if precision.startswith("16") and device.type != "cuda":
         raise ConfigError(f"{key}={precision} needs a CUDA device (Lightning has no fp16 autocast on {device.type}); "
                           f"use {key}=bf16-mixed or 32")
-    if isinstance(model.head, SwitchBackLinear):
+    if isinstance(model.head, SwitchBackScoring):
         problem = int8_matmul_problem(device)
         if problem is not None:
             raise ConfigError(
