@@ -289,3 +289,19 @@ def test_rows_measured_while_the_machine_ran_at_another_speed_are_refused(tmp_pa
     check_same_machine_speed(rows, 219.0e9, False, tmp_path / "results.csv")  # +9.5% of 200, +18% of 185
     with pytest.raises(UserError, match=r"200.0 GFLOP/s \(their median\)"):
         check_same_machine_speed(rows, 223.0e9, False, tmp_path / "results.csv")
+
+
+def test_a_rare_target_reference_of_zero_gives_no_relative_verdict():
+    from replay_accelerated.benchmark.summary import _rare_target_verdict
+
+    rng = np.random.default_rng()
+    users = pd.Index(np.arange(40), name="user_id")
+
+    def runs(values):  # three seeds of per-user values; every 4th user has a rare target, the others NaN
+        return [(f"seed {s}", pd.DataFrame({"rare_target_ndcg@10": np.where(users % 4 == 0, values(), np.nan)},
+                                           index=users)) for s in range(3)]
+
+    zero = runs(lambda: np.zeros(len(users)))
+    assert _rare_target_verdict(runs(lambda: rng.random(len(users))), zero) == \
+        "no verdict: the reference scores 0 on them (10 users)"
+    assert _rare_target_verdict(zero, runs(lambda: rng.random(len(users)) + 0.1)).endswith("(10 users)")

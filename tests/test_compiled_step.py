@@ -10,7 +10,7 @@ import torch._inductor.config
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import OmegaConf
 
-from replay_accelerated.acceleration.switchback import SwitchBackLinear
+from replay_accelerated.acceleration.apply import HEADS as HEADS_OF_ACCELERATIONS
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.losses import LOSSES, build_loss
@@ -23,7 +23,7 @@ N_ITEMS, MAX_LEN, HIDDEN = 90, 16, 16
 HEADS = {
     "linear": lambda model: LinearHead(HIDDEN, N_ITEMS),
     "tied": lambda model: TiedHead(model.item_embedding, N_ITEMS),
-    "switchback": lambda model: SwitchBackLinear.from_linear(LinearHead(HIDDEN, N_ITEMS)),
+    "switchback": lambda model: HEADS_OF_ACCELERATIONS["swichback_head"](model),  # SASRec's keeps its tie
     "item_features": lambda model: model.tied_head(bias=True),  # each item's row: id and features (below)
 }
 FEATURES = {"genres": {"type": "categorical_list", "cardinality": 7, "width": 3, "values": list(range(7))},

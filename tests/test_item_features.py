@@ -1,6 +1,7 @@
 """Item side features: reading and encoding the table (data/item_features.py), the feature embeddings against a
 plain reference (models/item_features.py), both models and both head modes, checkpoints, and clear errors."""
 
+import copy
 import gzip
 import json
 from pathlib import Path
@@ -12,8 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, TINY_SYNTHETIC, run_main
+from replay_accelerated.acceleration.apply import apply_accelerations
+from replay_accelerated.acceleration.switchback import TiedSwitchBackHead
+from replay_accelerated.config import Acceleration, ModelParams
 from replay_accelerated.config import ItemFeatures as ItemFeaturesConfig
-from replay_accelerated.config import ModelParams
 from replay_accelerated.data.formats import item_sequences
 from replay_accelerated.data.item_features import read_item_features
 from replay_accelerated.data.sequences import ItemVocabulary
@@ -196,6 +199,13 @@ def test_models_read_the_features_and_the_head_mode_decides_the_scores(tmp_path:
     assert not torch.allclose(rows[:30], model.item_embedding.weight[:30])
     if head == "item_representation":
         torch.testing.assert_close(model.head.weight, rows[:30])
+        # The SwitchBack head keeps the tie and the features: its int8 scores are the float ones up to int8's error.
+        int8 = copy.deepcopy(model)
+        apply_accelerations(int8, OmegaConf.merge(OmegaConf.structured(Acceleration),
+                                                  {"model": {"acceleration_config": {"head": "swichback_head"}}}))
+        assert isinstance(int8.head, TiedSwitchBackHead) and int8.head.item_features is int8.item_features
+        int8_scores = int8.score_next(history)
+        assert ((int8_scores - scores).norm() / scores.norm()).item() < 2e-2
     else:
         assert not hasattr(model.head, "item_features") or model.head.item_features is None
     # A checkpoint holds the values: a model built from the stored spec scores the same.

@@ -144,6 +144,8 @@ def _rare_target_verdict(ours: list[tuple[str, pd.DataFrame]], theirs: list[tupl
     users = ~np.isnan(ours_matrix).any(axis=0) & ~np.isnan(theirs_matrix).any(axis=0)
     if not users.any():
         return None
+    if not theirs_matrix[:, users].any():  # a relative difference from 0 is undefined
+        return f"no verdict: the reference scores 0 on them ({int(users.sum())} users)"
     return f"{paired_verdict(ours_matrix[:, users], theirs_matrix[:, users]).describe()} ({int(users.sum())} users)"
 
 

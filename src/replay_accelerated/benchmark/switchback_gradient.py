@@ -12,8 +12,9 @@ This trains our BERT4Rec (the seed config's sizes, plain CE, fp32, an nn.Linear 
 a few steps, takes the next batch's target rows and compares with the exact float64 grad_x:
 - `int8_rowwise`: grad_y quantized per row to the nearest int8 (our SwitchBack until issue 25);
 - `int8_stochastic`: per row, rounded up or down at random with the probabilities that make it unbiased;
-- `int8_largest_apart`: each row's largest entry (the target's) kept apart in float, the rest int8 per row
-  (SwitchBack's `int8_grad_input` now);
+- `int8_largest_apart`: each row's largest entry (the target's) kept apart in float, the rest int8 per row (our
+  first fix);
+- `int8_64_largest_apart`: each row's 64 largest entries kept apart (SwitchBack's `int8_grad_input` now);
 - `bf16`: grad_y and W in bf16, accumulated in float32 (a bf16 matrix product);
 - `fp32`: grad_y and W in float32.
 Columns: the cosine between the product and the exact grad_x (all rows as one vector), the relative error
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from replay_accelerated.acceleration.switchback import (
+    FLOAT_ENTRIES,
     INT8_MAX,
     dequantize,
     int8_grad_input,
@@ -62,7 +64,8 @@ def int8_product(q: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor) -> 
 PRODUCTS = {
     "int8_rowwise": lambda grad_y, weight: int8_product(*quantize_absmax(grad_y, dim=1), weight),
     "int8_stochastic": lambda grad_y, weight: int8_product(*stochastic_int8(grad_y), weight),
-    "int8_largest_apart": lambda grad_y, weight: int8_grad_input(grad_y, weight, torch.float32),
+    "int8_largest_apart": lambda grad_y, weight: int8_grad_input(grad_y, weight, torch.float32, float_entries=1),
+    f"int8_{FLOAT_ENTRIES}_largest_apart": lambda grad_y, weight: int8_grad_input(grad_y, weight, torch.float32),
     "bf16": lambda grad_y, weight: (grad_y.bfloat16() @ weight.bfloat16()).float(),
     "fp32": lambda grad_y, weight: grad_y @ weight,
 }
