@@ -48,6 +48,7 @@ QUICK = [  # TINY_SYNTHETIC without its epoch settings (the quick mode sets thos
 ]
 
 
+@pytest.mark.slow  # four trainings and three bench runs: about 85 s; the steps-mode bench below stays in the default
 def test_quick_bench_with_seeds_verdicts_mfu_a_failing_variant_and_fingerprints(home: Path):
     # The command's own choices (here the model) reach every variant; only the mode is replaced.
     # "broken" fails inside its training process (its filter leaves no interaction): the bench goes on.

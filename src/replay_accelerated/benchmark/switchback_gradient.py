@@ -12,9 +12,9 @@ This trains our BERT4Rec (the seed config's sizes, plain CE, fp32, an nn.Linear 
 a few steps, takes the next batch's target rows and compares with the exact float64 grad_x:
 - `int8_rowwise`: grad_y quantized per row to the nearest int8 (our SwitchBack until issue 25);
 - `int8_stochastic`: per row, rounded up or down at random with the probabilities that make it unbiased;
-- `int8_largest_apart`: each row's largest entry (the target's) kept apart in float, the rest int8 per row (our
-  first fix);
-- `int8_64_largest_apart`: each row's 64 largest entries kept apart (SwitchBack's `int8_grad_input` now);
+- `int8_{k}_largest_apart` for each k of `--float-entries` (default 1 and 64): each row's k largest entries kept
+  apart in float, the rest int8 per row (k = 1, the target's entry: our first fix; k = 64: SwitchBack's
+  `int8_grad_input` now);
 - `bf16`: grad_y and W in bf16, accumulated in float32 (a bf16 matrix product);
 - `fp32`: grad_y and W in float32.
 Columns: the cosine between the product and the exact grad_x (all rows as one vector), the relative error
@@ -25,6 +25,7 @@ switchback_gradient.csv and .md to --out.
 """
 
 import argparse
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -61,17 +62,20 @@ def int8_product(q: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor) -> 
     return dequantize(int8_matmul(q, w_q), scale, w_scale)  # [M, K]
 
 
-PRODUCTS = {
-    "int8_rowwise": lambda grad_y, weight: int8_product(*quantize_absmax(grad_y, dim=1), weight),
-    "int8_stochastic": lambda grad_y, weight: int8_product(*stochastic_int8(grad_y), weight),
-    "int8_largest_apart": lambda grad_y, weight: int8_grad_input(grad_y, weight, torch.float32, float_entries=1),
-    f"int8_{FLOAT_ENTRIES}_largest_apart": lambda grad_y, weight: int8_grad_input(grad_y, weight, torch.float32),
-    "bf16": lambda grad_y, weight: (grad_y.bfloat16() @ weight.bfloat16()).float(),
-    "fp32": lambda grad_y, weight: grad_y @ weight,
-}
+def products(float_entries: list[int]) -> dict:
+    """The products compared, by name: `int8_{k}_largest_apart` for each k of `float_entries`."""
+    apart = {f"int8_{k}_largest_apart": functools.partial(int8_grad_input, out_dtype=torch.float32, float_entries=k)
+             for k in float_entries}
+    return {
+        "int8_rowwise": lambda grad_y, weight: int8_product(*quantize_absmax(grad_y, dim=1), weight),
+        "int8_stochastic": lambda grad_y, weight: int8_product(*stochastic_int8(grad_y), weight),
+        **apart,
+        "bf16": lambda grad_y, weight: (grad_y.bfloat16() @ weight.bfloat16()).float(),
+        "fp32": lambda grad_y, weight: grad_y @ weight,
+    }
 
 
-def compare(module: RecommenderModule, example, step: int) -> list[dict]:
+def compare(module: RecommenderModule, example, step: int, compared: dict) -> list[dict]:
     """One row per product for the target rows of `example` (a TrainingExample)."""
     with torch.no_grad():
         hidden = module.model(example.inputs)[example.target_mask]  # [M, H]
@@ -87,7 +91,7 @@ def compare(module: RecommenderModule, example, step: int) -> list[dict]:
         q, scale = quantize_absmax(grad_y, dim=1)
         zero = (q == 0) & (grad_y != 0)
         rows = []
-        for name, product in PRODUCTS.items():
+        for name, product in compared.items():
             approx = product(grad_y, weight).double()
             rows.append({
                 "step": step, "product": name, "target_rows": len(targets),
@@ -106,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="parquet with user_id, item_id, timestamp")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 50, 200, 500])
+    parser.add_argument("--float-entries", type=int, nargs="+", default=[1, FLOAT_ENTRIES],
+                        help="entries of each row kept apart in float, one product per value")
     parser.add_argument("--out", type=Path, default=Path("switchback_gradient"))
     arguments = parser.parse_args()
     torch.manual_seed(0)
@@ -124,7 +130,7 @@ def main() -> None:
             example = plan.to("cpu")
             if step in arguments.steps:
                 module.eval()
-                rows += compare(module, example, step)
+                rows += compare(module, example, step, products(arguments.float_entries))
                 module.train()
             module.training_loss(example).backward()
             optimizer.step()

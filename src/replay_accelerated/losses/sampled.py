@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from replay_accelerated.losses.targets import target_positions, valid_mean
+from replay_accelerated.models.heads import item_count
 
 STRATEGIES = ("uniform", "popularity")
 
@@ -108,7 +109,7 @@ class NegativeSamplingLoss(nn.Module):
         batch, width, _ = hidden.shape
         position, valid = target_positions(target_mask, capacity)  # [C], [C]
         positives = labels.reshape(-1)[position]  # [C]
-        negatives = self.sampler.sample(head.weight.shape[0], hidden.device, sequences=batch)  # [B, K]
+        negatives = self.sampler.sample(item_count(head), hidden.device, sequences=batch)  # [B, K]
         # Scored per sequence at every position ([B, W, K], one batched product), then the target rows kept.
         negative_logits = head(hidden, negatives).reshape(batch * width, -1)[position]  # [C, K]
         negatives = negatives[position // width]  # [C, K]: the ids each row scored
@@ -124,7 +125,7 @@ class SampledSoftmaxLoss(NegativeSamplingLoss):
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:
         positive_logits, negative_logits, negatives, hits, valid = self.scores(hidden, labels, target_mask, head,
                                                                                capacity)
-        correction = self.sampler.log_expected_counts(negatives, head.weight.shape[0])  # [K]
+        correction = self.sampler.log_expected_counts(negatives, item_count(head))  # [K]
         negative_logits = (negative_logits.float() - correction).masked_fill(hits, float("-inf"))
         logits = torch.cat([positive_logits.float().unsqueeze(1), negative_logits], dim=1)  # [C, 1 + K]
         row_loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # [C]: cross-entropy with the positive first
@@ -141,7 +142,7 @@ class BinaryCrossEntropyLoss(NegativeSamplingLoss):
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:
         positive_logits, negative_logits, _, hits, valid = self.scores(hidden, labels, target_mask, head, capacity)
-        beta = self.positive_weight(head.weight.shape[0])
+        beta = self.positive_weight(item_count(head))
         positive_loss = beta * F.softplus(-positive_logits.float())  # [C]: -beta log sigmoid(s_pos)
         negative_loss = F.softplus(negative_logits.float()).masked_fill(hits, 0.0)  # [C, K]: -log(1 - sigmoid(s_neg))
         return valid_mean(positive_loss + negative_loss.sum(dim=1), valid)

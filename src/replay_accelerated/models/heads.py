@@ -58,3 +58,9 @@ class TiedHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, item_ids: torch.Tensor | None = None) -> torch.Tensor:
         return score_items(hidden, self.weight, self.bias, item_ids)
+
+
+def item_count(head: nn.Module) -> int:
+    """How many items `head` scores, without computing a tied head's weight (with item features, a forward over every
+    item's features)."""
+    return head.n_items if isinstance(head, TiedHead) else head.weight.shape[0]
