@@ -56,6 +56,9 @@ def test_wrong_type_names_key_and_override(home: Path):
 def test_missing_required_value_names_key_and_file(main_in_process):
     message = _error(main_in_process("dataset=local"))
     assert "dataset.path" in message and "local.yaml" in message
+    # A key of a group inside a group: the inner group's file, not the dataset's.
+    message = _error(main_in_process("dataset=sequences", "dataset.path=x.txt", "dataset/item_features=s3rec_beauty"))
+    assert "dataset.item_features.path" in message and "item_features/s3rec_beauty.yaml" in message, message
 
 
 def test_bad_choice_and_range_are_explained(main_in_process):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 @dataclass
 class FeatureSchema:
@@ -293,6 +294,15 @@ class Config:
     validate_only: bool = False  # ours: true composes and validates the command as its mode would, then stops
 
 
+def _sets(node: DictConfig, key: str) -> bool:
+    """Whether the config file `node` sets `key`, to a value or to '???' (a value the user must give)."""
+    absent = object()
+    try:
+        return OmegaConf.select(node, key, default=absent, throw_on_missing=True) is not absent
+    except MissingMandatoryValue:
+        return True
+
+
 @dataclass
 class ConfigOrigin:
     """Where each part of the composed config came from, to name it in errors."""
@@ -312,11 +322,23 @@ class ConfigOrigin:
         for override in reversed(self.overrides):  # a key given twice: Hydra applies the last
             if override.lstrip("+~").split("=")[0] == key:
                 return f"the command-line override '{override}'"
-        group, _, rest = key.partition(".")
-        choice = self.group_choices.get(group)
-        if not choice:
+        # The config groups the key lies in, innermost first: `dataset.item_features.path` is in `dataset/item_features`
+        # (its choice's file) and in `dataset` (whose file may set it too).
+        parts = key.split(".")
+        groups = [("/".join(parts[:depth]), ".".join(parts[depth:])) for depth in range(len(parts) - 1, 0, -1)
+                  if self.group_choices.get("/".join(parts[:depth]))]
+        if not groups:
             return self._find(f"{self.config_name}.yaml") or f"{self.config_name}.yaml"
-        # A group file may extend others of its group (`defaults: [bert4rec]`): name the one that sets the key.
+        for group, rest in groups:
+            for path in self._chain(group, self.group_choices[group]):
+                if _sets(OmegaConf.load(path), rest):
+                    return path
+        group, _ = groups[0]
+        chain = self._chain(group, self.group_choices[group])
+        return chain[0] if chain else f"{group}/{self.group_choices[group]}.yaml"
+
+    def _chain(self, group: str, choice: str) -> list[str]:
+        """The files of a group's choice: the chosen one, then those it extends (`defaults: [bert4rec]`)."""
         chain, pending = [], [choice]
         while pending:
             path = self._find(f"{group}/{pending.pop(0)}.yaml")
@@ -325,11 +347,7 @@ class ConfigOrigin:
             chain.append(path)
             defaults = OmegaConf.load(path).get("defaults") or []
             pending += [entry for entry in defaults if isinstance(entry, str) and entry != "_self_"]
-        for path in chain:
-            absent = object()
-            if OmegaConf.select(OmegaConf.load(path), rest, default=absent) is not absent:
-                return path
-        return chain[0] if chain else f"{group}/{choice}.yaml"
+        return chain
 
     def _find(self, name: str) -> Optional[str]:
         for directory in self.search_dirs:
