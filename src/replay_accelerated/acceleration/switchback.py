@@ -326,12 +326,5 @@ class TiedSwitchBackHead(SwitchBackScoring, TiedHead):
     RePlay's) scored through SwitchBack's int8 products: the same parameters and checkpoint keys as the
     TiedHead it replaces, so the model stays the one it was, and only the head's arithmetic changes."""
 
-    @classmethod
-    def from_tied(cls, head: TiedHead) -> "TiedSwitchBackHead":
-        """The same embedding, features and bias (shared, not copied) as `head`."""
-        new = cls(head.item_embedding, head.n_items, bias=False, item_features=head.item_features)
-        new.bias = head.bias
-        return new
-
     def extra_repr(self) -> str:
         return f"n_items={self.n_items}{'' if self.bias is not None else ', bias=False'}{self._int8_repr()}"

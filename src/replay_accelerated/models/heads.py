@@ -51,6 +51,13 @@ class TiedHead(nn.Module):
         self.n_items = n_items
         self.bias = nn.Parameter(torch.zeros(n_items)) if bias else None
 
+    @classmethod
+    def from_tied(cls, head: "TiedHead") -> "TiedHead":
+        """A head of this class with the same embedding, features and bias (shared, not copied) as `head`."""
+        new = cls(head.item_embedding, head.n_items, bias=False, item_features=head.item_features)
+        new.bias = head.bias
+        return new
+
     @property
     def weight(self) -> torch.Tensor:
         rows = self.item_embedding.weight[: self.n_items]  # [n_items, H], without padding and mask rows

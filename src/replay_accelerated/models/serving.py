@@ -71,14 +71,17 @@ class TopKUnseen(_Serving):
 
 
 def float_head_copy(model: SequentialRecommender) -> SequentialRecommender:
-    """`model` itself, or, when its head is not one of the float heads (the SwitchBack int8 head), a copy
-    whose head is a LinearHead with the same float weights and bias."""
-    if isinstance(model.head, (LinearHead, TiedHead)):
+    """`model` itself, or, when its head is not one of the float heads (a SwitchBack int8 head), a copy whose
+    head scores the same float weights: a TiedHead with the same tie for a tied one, else a LinearHead."""
+    if type(model.head) in (LinearHead, TiedHead):
         return model
     served = copy.deepcopy(model)
     head = served.head
-    served.head = LinearHead(head.weight.shape[1], head.weight.shape[0], bias=head.bias is not None)
-    served.head.load_state_dict(head.state_dict())
+    if isinstance(head, TiedHead):  # TiedSwitchBackHead: the copy's own embedding, features and bias
+        served.head = TiedHead.from_tied(head)
+    else:
+        served.head = LinearHead(head.weight.shape[1], head.weight.shape[0], bias=head.bias is not None)
+        served.head.load_state_dict(head.state_dict())
     return served.eval()
 
 
