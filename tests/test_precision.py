@@ -55,7 +55,7 @@ def test_explicit_bf16_on_a_gpu_that_only_emulates_it_warns(monkeypatch, capsys)
     monkeypatch.setattr(precision, "matmul_flops_per_second", lambda device, hidden, bf16, **kwargs: 1 if bf16 else 4)
     assert precision.resolve_precision("bf16-mixed", device) == ("bf16-mixed", "configured")
     assert capsys.readouterr().out.startswith("Warning: bf16 precision without native support (no native bf16 on "
-                                              "Tesla T4): a bf16 matrix product runs 4.0x slower")
+                                              "Tesla T4): a bf16 matrix product runs 4.00x slower")
 
 
 def test_an_explicit_precision_is_kept_and_emulated_bf16_warns_once_with_the_measured_slowdown(monkeypatch, capsys):

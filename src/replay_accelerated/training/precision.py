@@ -107,7 +107,7 @@ def _warn_emulated_bf16(device: torch.device, why: str) -> None:
     _warned.add(device.type)
     slowdown = matmul_flops_per_second(device, 64, bf16=False, repetitions=3, min_seconds=0.01) / \
         matmul_flops_per_second(device, 64, bf16=True, repetitions=3, min_seconds=0.01)
-    print(f"Warning: bf16 precision without native support ({why}): a bf16 matrix product runs {slowdown:.2g}x "
+    print(f"Warning: bf16 precision without native support ({why}): a bf16 matrix product runs {slowdown:.2f}x "
           f"slower than fp32 here, so training will be slower, not faster; set "
           f"model.params.training_params.precision=auto (or 32-true)", flush=True)
 
