@@ -123,6 +123,7 @@ def main() -> None:
     model = build_model("bert4rec", len(vocabulary), params)
     module = RecommenderModule(model, build_loss(params, None), 1e-3, 0.0, [10])
     optimizer = module.configure_optimizers()
+    compared = products(arguments.float_entries)
     rows, step, epoch = [], 0, 0
     while step <= max(arguments.steps):
         loader = training_loader(sequences, params.max_seq_len, model.pad_id, model.training_example, 32, seed=epoch)
@@ -130,7 +131,7 @@ def main() -> None:
             example = plan.to("cpu")
             if step in arguments.steps:
                 module.eval()
-                rows += compare(module, example, step, products(arguments.float_entries))
+                rows += compare(module, example, step, compared)
                 module.train()
             module.training_loss(example).backward()
             optimizer.step()
