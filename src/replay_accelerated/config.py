@@ -290,7 +290,7 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics)
     evaluation: Evaluation = field(default_factory=Evaluation)
     optuna: Optuna = field(default_factory=Optuna)
-    trust_checkpoint: bool = False  # ours: true loads model files that hold code-bearing objects (see README)
+    trust_checkpoint: bool = False  # ours: true loads model files that hold code-bearing objects (see docs/operating.md)
     validate_only: bool = False  # ours: true composes and validates the command as its mode would, then stops
 
 
