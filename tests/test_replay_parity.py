@@ -418,3 +418,96 @@ def test_replay_nn_sasrec_our_model_cannot_reproduce_is_refused():
         from_replay(built(eps=1e-8))
     with pytest.warns(UserWarning, match="padding value"), pytest.raises(ValueError, match="padding_value"):
         from_replay(built(padding_value=0))
+
+
+def _replay_nn_sasrec_with_features(n_items: int, hidden: int, heads: int, max_len: int, cardinalities: dict):
+    """replay.nn's SasRec.from_params over the item id and one feature of each type (RePlay's TensorSchema, summed
+    by its SumAggregator), random weights; padding rows zero, as its embeddings keep them."""
+    from replay.nn.sequential import SasRec as ReplayNnSasRec
+
+    def info(name, feature_type, **size):
+        return TensorFeatureInfo(name=name, feature_type=feature_type, is_seq=True, embedding_dim=hidden,
+                                 feature_sources=[TensorFeatureSource(FeatureSource.INTERACTIONS, name)], **size)
+
+    schema = TensorSchema([
+        *_nn_schema(n_items, hidden).all_features,
+        info("brand", FeatureType.CATEGORICAL, cardinality=cardinalities["brand"],
+             padding_value=cardinalities["brand"]),
+        info("genres", FeatureType.CATEGORICAL_LIST, cardinality=cardinalities["genres"],
+             padding_value=cardinalities["genres"]),
+        info("year", FeatureType.NUMERICAL, tensor_dim=1)])
+    replay = _randomized(ReplayNnSasRec.from_params(schema, embedding_dim=hidden, num_heads=heads, num_blocks=2,
+                                                    max_sequence_length=max_len, dropout=0.2))
+    with torch.no_grad():
+        for name, embedder in replay.body.embedder.feature_embedders.items():
+            if hasattr(embedder, "emb"):
+                embedder.emb.weight[embedder.emb.padding_idx] = 0
+    return replay
+
+
+def _random_item_features(n_items: int, cardinalities: dict) -> dict:
+    """Each item's brand code, its list of 0 to 3 genre codes, and a number, in RePlay's item order."""
+    rng = np.random.default_rng()
+    return {"brand": rng.integers(0, cardinalities["brand"], n_items),
+            "genres": [rng.choice(cardinalities["genres"], rng.integers(0, 4), replace=False) for _ in range(n_items)],
+            "year": rng.normal(size=n_items).astype(np.float32)}
+
+
+def _event_feature_tensors(items: torch.Tensor, values: dict, cardinalities: dict) -> dict:
+    """What replay.nn reads per event: each position's item's values; padding positions (item n_items) get the
+    features' padding values (the cardinality; 0 for a number)."""
+    n_items = len(values["year"])
+    longest = max(1, max(len(genres) for genres in values["genres"]))
+    brand = torch.tensor([*values["brand"], cardinalities["brand"]])
+    genres = torch.full((n_items + 1, longest), cardinalities["genres"])
+    for item, codes in enumerate(values["genres"]):
+        genres[item, :len(codes)] = torch.as_tensor(codes)
+    year = torch.tensor([*values["year"], 0.0])
+    return {ITEM: items, "brand": brand[items], "genres": genres[items], "year": year[items]}
+
+
+def test_imported_replay_nn_sasrec_with_item_features_scores_as_its_forward_inference(tmp_path):
+    """RePlay's feature-aware SasRec (categorical, categorical-list and numerical features summed with the item's)
+    imported with each item's values: every score within 1e-5 at every history length, also saved for infer with
+    its items reordered; a state dict needs the values to tell the item id apart, and wrong values are refused."""
+    from conftest import compose
+    from replay_accelerated.training.runtime import load_trained_model
+
+    n_items, hidden, heads, max_len = 29, 16, 2, 7
+    cardinalities = {"brand": 5, "genres": 6}
+    replay = _replay_nn_sasrec_with_features(n_items, hidden, heads, max_len, cardinalities)
+    values = _random_item_features(n_items, cardinalities)
+    model = from_replay(replay, item_features=values)
+    assert model.item_feature_head == "id_only" and len(model.item_features.features) == 3
+    lengths = [1, 2, 5, max_len] * 3
+    items, is_item = _nn_histories(lengths, max_len, n_items)
+    with torch.no_grad():
+        expected = replay.forward_inference(_event_feature_tensors(items, values, cardinalities), is_item)["logits"]
+        torch.testing.assert_close(model.score_next(items), expected, rtol=1e-5, atol=1e-5)
+        from_state = from_replay(replay.state_dict(), head_count=heads, item_features=values)
+        torch.testing.assert_close(from_state.eval().score_next(items), expected, rtol=1e-5, atol=1e-5)
+        reversed_years = from_replay(replay, item_features={**values, "year": values["year"][::-1].copy()})
+        assert not torch.allclose(reversed_years.score_next(items), expected, atol=1e-3)  # the values count
+
+    original_ids = np.random.default_rng().permutation(np.arange(100, 100 + n_items))  # saved in sorted id order
+    save_for_infer(model, original_ids, tmp_path / "imported")
+    cfg = compose(tmp_path, "model=sasrec", f"model.params.model_params.max_seq_len={max_len}",
+                  f"model.params.model_params.hidden_size={hidden}",
+                  f"model.params.training_params.embedding_dim={hidden}", "model.params.model_params.head_count=1")
+    loaded, _ = load_trained_model(cfg, str(tmp_path / "imported" / "best.ckpt"))
+    position = torch.from_numpy(np.argsort(np.argsort(original_ids, kind="stable")))  # old item -> its new row
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_next(torch.where(is_item, position[items.clamp(max=n_items - 1)],
+                                                                 n_items))[:, position], expected,
+                                   rtol=1e-5, atol=1e-5)
+
+    with pytest.raises(ValueError, match=r"item_features lacks \['genres'\]"):
+        from_replay(replay, item_features={name: value for name, value in values.items() if name != "genres"})
+    with pytest.raises(ValueError, match="which is the item id cannot be told"):
+        from_replay(replay.state_dict(), head_count=heads)
+    with pytest.raises(ValueError, match="has 28 values"):
+        from_replay(replay, item_features={**values, "year": values["year"][:-1]})
+    with pytest.raises(ValueError, match="codes outside 0..4"):
+        from_replay(replay, item_features={**values, "brand": np.full(n_items, 7)})
+    with pytest.raises(ValueError, match="one code per event"):
+        from_replay(replay, item_features={**values, "brand": [[code] for code in values["brand"]]})

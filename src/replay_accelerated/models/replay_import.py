@@ -22,11 +22,17 @@ The head count is not in the weights' shapes: it comes from the module (its hype
 `replay.nn`'s attention layers), or from `head_count=` where neither is there (a bare state dict).
 A bare `replay.nn` state dict is taken as `SasRec.from_params` builds it: ReLU feed-forward, final
 LayerNorm eps 1e-5, padding as the embedding's last row.
+
+A `replay.nn` SasRec with item features (categorical, categorical-list and numerical embedders summed with the
+item's, `SumAggregator`) is imported with `item_features={feature: values per item}`, in RePlay's item order and
+its codes: RePlay reads them per event, so its weights do not hold which item has which value. They become our
+feature buffers (models/item_features.py) with `item_feature_head="id_only"`, RePlay's `get_item_weights`.
 """
 
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -71,7 +77,8 @@ SASREC_BLOCK = {  # RePlay's SasRecModel.sasrec_layers.<list>.{i}.<key> (replay.
 }
 
 
-def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_count: int | None = None):
+def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_count: int | None = None,
+                item_features=None):
     """Our model with every weight of a RePlay 0.22 `Bert4Rec` or `SasRec` (either API), in eval mode.
 
     `module`: the Lightning module (or `replay.nn`'s torch module), its checkpoint file (read as
@@ -81,7 +88,10 @@ def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_cou
     item_ids[i] is the original id of item i. `trust_checkpoint=True` unpickles a checkpoint file in
     full, running any code it carries (see models/files.py): only for files from a source you trust.
     `head_count`: RePlay's head count, needed only when the module does not say it (it wins where both
-    do and differ: an error).
+    do and differ: an error). `item_features`, for a `replay.nn` SasRec that embeds item features: {feature name:
+    its value for each item, in RePlay's item order}: a code per item (categorical), a list of codes per item or
+    a 2-D array padded with the feature's cardinality (categorical list), a number per item (numerical); codes as
+    RePlay's embedding reads them (0..cardinality - 1). Our ItemFeatures (data/item_features.py) is read the same.
     """
     if isinstance(module, (str, Path)):
         module = read_replay_checkpoint(Path(module), trust_checkpoint)
@@ -92,8 +102,11 @@ def from_replay(module, tokenizer=None, trust_checkpoint: bool = False, head_cou
         network, state, hparams = module, module.state_dict(), dict(getattr(module, "hparams", {}))
     nn_prefix = next((name[:-len(REPLAY_NN_POSITIONS)] for name in state if name.endswith(REPLAY_NN_POSITIONS)), None)
     if nn_prefix is not None:
-        model, weights = _replay_nn_sasrec(state, nn_prefix, network, head_count)
+        model, weights = _replay_nn_sasrec(state, nn_prefix, network, head_count, item_features)
     else:
+        if item_features is not None:
+            raise ValueError("item_features are read only for replay.nn's SasRec; the deprecated Bert4Rec and "
+                             "SasRec are imported with item ids only")
         is_sasrec = any(name.startswith("_model.sasrec_layers.") for name in state)
         if not is_sasrec and not any(name.startswith("_model.transformer_blocks.") for name in state):
             raise ValueError("not a RePlay Bert4Rec or SasRec: no _model.transformer_blocks.*, "
@@ -143,8 +156,11 @@ def save_for_infer(model: SequentialRecommender, item_ids: np.ndarray, checkpoin
     order = torch.from_numpy(np.argsort(item_ids, kind="stable"))  # new item i is old item order[i]
     state = {}
     for name, value in model.state_dict().items():
-        # Every item-indexed tensor: the embedding rows 0..n_items-1, the head's weight and bias.
-        if name == "item_embedding.weight" or name.startswith("head."):
+        # Every item-indexed tensor: the embedding rows 0..n_items-1, the head's weight and bias, and each
+        # item's feature values (not the features' own embedding tables).
+        features = "item_features." in name
+        if (name == "item_embedding.weight" or name.startswith("head.") and not features
+                or features and name.endswith((".codes", ".numbers"))):
             value = torch.cat([value[: model.n_items][order], value[model.n_items:]])
         state[f"model.{name}"] = value
     checkpoint_dir = Path(checkpoint_dir)
@@ -225,46 +241,165 @@ def _sasrec(state: Mapping, hparams: dict) -> tuple[SasRec, dict]:
     return model, weights
 
 
-def _replay_nn_sasrec(state: Mapping, prefix: str, network, head_count: int | None) -> tuple[SasRec, dict]:
+def _replay_nn_sasrec(state: Mapping, prefix: str, network, head_count: int | None,
+                      item_features) -> tuple[SasRec, dict]:
     """replay.nn's SasRec (`prefix`: "" for the torch module, "model." in its LightningModule). `network`, the
     module where given, tells what the weights cannot: head count, activation, final eps, padding row, dropout."""
     body = prefix + "body."
-    embeddings = [name for name in state if name.startswith(f"{body}embedder.feature_embedders.")]
-    if len(embeddings) != 1 or not embeddings[0].endswith(".emb.weight"):
-        raise ValueError(f"RePlay SasRec with features besides the item id ({embeddings}) cannot be imported: "
-                         "our SASRec reads item ids only")
-    items = state[embeddings[0]]  # [n_items + 1, H]: the padding row last (from_params' padding_value)
+    embedders = _replay_nn_embedders(state, f"{body}embedder.feature_embedders.")  # feature -> {weight: tensor}
+    item_name = _replay_nn_item_feature(embedders, network, item_features)
+    if set(embedders[item_name]) != {"emb.weight"}:
+        raise ValueError(f"RePlay SasRec's item embedder {item_name} holds {sorted(embedders[item_name])}, not an "
+                         "embedding table; it cannot be imported")
+    items = embedders[item_name]["emb.weight"]  # [n_items + 1, H]: the padding row last (from_params' padding_value)
     settings = {"head_count": None, "dropout_rate": 0.3}  # SasRec.from_params' default dropout
     if network is not None:
-        settings = _replay_nn_settings(getattr(network, "model", network).body, len(items))
+        settings = _replay_nn_settings(getattr(network, "model", network).body, item_name, len(items))
     blocks = _block_weights(state, f"{body}encoder.", SASREC_BLOCK)
     if blocks and blocks[0]["blocks.0.feed_forward.up.weight"].shape[:2] != (items.shape[1],) * 2:
         raise ValueError("RePlay SasRec with hidden_dim != embedding_dim cannot be imported: our SASRec's "
                          "feed-forward keeps the hidden size")
+    features = {name: weights for name, weights in embedders.items() if name != item_name}
+    spec, values = _replay_nn_feature_spec(features, item_features, len(items) - 1,
+                                           network and getattr(network, "model", network).body.embedder)
     model = SasRec(n_items=len(items) - 1, max_seq_len=len(state[prefix + REPLAY_NN_POSITIONS]),
                    hidden_size=items.shape[1], block_count=len(blocks),
                    head_count=_head_count({"head_count": settings["head_count"]}, head_count),
-                   dropout_rate=settings["dropout_rate"], padding_attention="replay_nn")
+                   dropout_rate=settings["dropout_rate"], padding_attention="replay_nn", item_features=spec or None)
     weights = {"item_embedding.weight": items, "head.item_embedding.weight": items,  # the tied head
                "position_embedding.weight": state[prefix + REPLAY_NN_POSITIONS],
                "final_norm.weight": state[f"{body}output_normalization.weight"],
                "final_norm.bias": state[f"{body}output_normalization.bias"]}
     for block in blocks:
         weights.update(_linear_feed_forward(block))
-    used = {embeddings[0], prefix + REPLAY_NN_POSITIONS, f"{body}output_normalization.weight",
-            f"{body}output_normalization.bias"}
+    if spec:
+        model.item_features.load_values(values)
+        for index, name in enumerate(spec):  # our feature modules follow the spec's order
+            ours = f"item_features.features.{index}."
+            weights |= {ours + name_ours: features[name][name_replay] for name_replay, name_ours in
+                        (("emb.weight", "embedding.weight"), ("linear.weight", "linear.weight"),
+                         ("linear.bias", "linear.bias")) if name_replay in features[name]}
+            weights |= {key: value for key, value in model.state_dict().items()
+                        if key.startswith(ours) and key.endswith(("codes", "numbers"))}
+    used = {prefix + REPLAY_NN_POSITIONS, f"{body}output_normalization.weight", f"{body}output_normalization.bias"}
     # The loss's own tensors, if any, only serve training.
-    _check_all_used(state, used | _block_names(state, f"{body}encoder.") | _block_names(state, prefix + "loss."),
-                    "SasRec")
+    _check_all_used(state, used | _block_names(state, f"{body}encoder.") | _block_names(state, prefix + "loss.")
+                    | _block_names(state, f"{body}embedder.feature_embedders."), "SasRec")
     return model, weights
 
 
-def _replay_nn_settings(body, n_embeddings: int) -> dict:
+def _replay_nn_embedders(state: Mapping, prefix: str) -> dict[str, dict[str, torch.Tensor]]:
+    """RePlay's SequenceEmbedding weights by feature: {feature: {"emb.weight" | "linear.weight" | ...: tensor}}."""
+    embedders: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in state.items():
+        if name.startswith(prefix):
+            feature, _, weight = name[len(prefix):].partition(".")
+            embedders.setdefault(feature, {})[weight] = value
+    return embedders
+
+
+def _replay_nn_item_feature(embedders: dict, network, item_features) -> str:
+    """The name of the item id's embedder: the module says it; without the module, the one embedder that
+    `item_features` does not name."""
+    if network is not None:
+        return getattr(network, "model", network).body.embedder._item_feature_name
+    named = set(_feature_values(item_features)) if item_features is not None else set()
+    candidates = [name for name in embedders if name not in named]
+    if len(candidates) != 1:
+        raise ValueError(f"RePlay SasRec embeds {sorted(embedders)}: which is the item id cannot be told from a "
+                         "state dict; pass item_features={feature: values per item} for every other feature, "
+                         "or pass the module itself")
+    return candidates[0]
+
+
+def _feature_values(item_features) -> dict:
+    """{feature: values per item} from a mapping, or from our ItemFeatures (codes and numbers by feature)."""
+    if hasattr(item_features, "kinds"):  # data/item_features.py's ItemFeatures
+        return {**item_features.codes, **item_features.numbers}
+    return dict(item_features)
+
+
+def _replay_nn_feature_spec(features: dict, item_features, n_items: int, embedder) -> tuple[dict, object]:
+    """Our item-feature spec (models/item_features.py) of RePlay's feature embedders `features`, and their
+    values per item as ItemFeatureEmbedding.load_values reads them (`.codes`, `.numbers`)."""
+    if not features:
+        if item_features is not None:
+            raise ValueError("item_features were passed, but the RePlay SasRec embeds no feature besides the item id")
+        return {}, None
+    given = _feature_values(item_features) if item_features is not None else {}
+    missing, unknown = sorted(set(features) - set(given)), sorted(set(given) - set(features))
+    if missing or unknown:
+        raise ValueError(f"the RePlay SasRec embeds item features {sorted(features)} besides the item id; "
+                         f"item_features {'lacks ' + str(missing) if missing else 'names ' + str(unknown)}: pass "
+                         "from_replay(..., item_features={feature: its value for each item}) for exactly those")
+    spec, codes, numbers = {}, {}, {}
+    for name, weights in features.items():
+        module = embedder.feature_embedders[name] if embedder is not None else None
+        values = given[name]
+        if "linear.weight" in weights:  # NumericalEmbedding: Linear(tensor_dim, H)
+            if weights["linear.weight"].shape[1] != 1:
+                raise ValueError(f"RePlay feature {name} is a numerical list ({weights['linear.weight'].shape[1]} "
+                                 "numbers an event); our model reads one number per item")
+            numbers[name] = _per_item(name, np.asarray(values, dtype=np.float32), n_items)
+            spec[name] = {"type": "numerical", "cardinality": 0, "width": 1, "values": []}
+            continue
+        if set(weights) != {"emb.weight"}:
+            raise ValueError(f"RePlay feature {name} holds {sorted(weights)}; only categorical, categorical-list "
+                             "and numerical embeddings can be imported")
+        cardinality = len(weights["emb.weight"]) - 1
+        is_list = not np.isscalar(values[0]) and np.ndim(values[0]) != 0
+        if module is not None:
+            _check_replay_nn_categorical(name, module.emb, cardinality, is_list)
+        codes[name] = _per_item(name, _padded_codes(values, cardinality) if is_list
+                                else np.asarray(values, dtype=np.int64), n_items)
+        if codes[name].min() < 0 or codes[name].max() > cardinality:
+            raise ValueError(f"item_features[{name!r}] holds codes outside 0..{cardinality - 1} (its embedding has "
+                             f"{cardinality} values and the padding row {cardinality})")
+        spec[name] = {"type": "categorical_list" if is_list else "categorical", "cardinality": cardinality,
+                      "width": codes[name].shape[1] if is_list else 1, "values": list(range(cardinality))}
+    return spec, SimpleNamespace(codes=codes, numbers=numbers)
+
+
+def _padded_codes(lists, cardinality: int) -> np.ndarray:
+    """A list of code lists (or a 2-D array already padded) as [n_items, longest] padded with the cardinality."""
+    lists = [np.asarray(codes, dtype=np.int64).ravel() for codes in lists]
+    padded = np.full((len(lists), max(1, max(map(len, lists)))), cardinality, dtype=np.int64)
+    for row, codes in enumerate(lists):
+        padded[row, :len(codes)] = codes
+    return padded
+
+
+def _per_item(name: str, values: np.ndarray, n_items: int) -> np.ndarray:
+    if len(values) != n_items:
+        raise ValueError(f"item_features[{name!r}] has {len(values)} values; the RePlay SasRec scores {n_items} "
+                         "items: give one per item, in RePlay's item order")
+    return values
+
+
+def _check_replay_nn_categorical(name: str, embedding, cardinality: int, is_list: bool) -> None:
+    """Stop where RePlay's categorical embedder does what ours does not: a mean or max over a list, another padding
+    row, or a list where the values give one code per item (and back)."""
+    bag = isinstance(embedding, torch.nn.EmbeddingBag)
+    problems = []
+    if bag and embedding.mode != "sum":
+        problems.append(f"it aggregates its lists by {embedding.mode!r}, ours by sum "
+                        "(categorical_list_feature_aggregation_method='sum')")
+    if embedding.padding_idx != cardinality:
+        problems.append(f"its padding row is {embedding.padding_idx}, ours the last one ({cardinality}): set its "
+                        "padding_value to its cardinality")
+    if bag != is_list:
+        problems.append("it embeds " + ("lists of codes" if bag else "one code") + " per event, but item_features "
+                        "gives " + ("lists" if is_list else "one code") + " per item")
+    if problems:
+        raise ValueError(f"RePlay feature {name} cannot be imported: {problems[0]}")
+
+
+def _replay_nn_settings(body, item_name: str, n_embeddings: int) -> dict:
     """What a replay.nn SasRecBody holds beyond its weights; stops on what our SASRec does not implement."""
     encoder = body.encoder
     attention = encoder.attention_layers[0]
     activation = encoder.forward_layers[0].activation
-    padding_row = body.embedder.feature_embedders[body.embedder.feature_names[0]].emb.padding_idx
+    padding_row = body.embedder.feature_embedders[item_name].emb.padding_idx
     for problem, fix in (
             (not isinstance(activation, torch.nn.ReLU), f"its feed-forward activation is {activation}, ours ReLU"),
             (not isinstance(body.output_normalization, torch.nn.LayerNorm)
@@ -320,4 +455,4 @@ def _check_all_used(state: Mapping, used: set[str], model: str) -> None:
     unused = sorted(name for name in state if name not in used)
     if unused:
         raise ValueError(f"RePlay {model} weights {unused[:5]} have no counterpart in our model; only RePlay "
-                         "0.22's standard models (item ids only, no extra features) can be imported")
+                         "0.22's standard models (and replay.nn SasRec's item features) can be imported")
