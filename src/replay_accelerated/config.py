@@ -177,6 +177,9 @@ class Bench:  # ours: mode=bench
     variants: dict[str, list[str]] = field(default_factory=dict)  # variant name -> overrides
     pairwise: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # option -> value -> overrides
     common: list[str] = field(default_factory=list)  # overrides applied to every variant (quick mode)
+    # The precision of every variant that does not set its own: pinned, so that a table does not depend on the
+    # machine's `auto` (training/precision.py).
+    precision: str = "32-true"
     only: list[str] = field(default_factory=list)  # names of the variants to run; empty: all
     seeds: dict[str, int] = field(default_factory=dict)  # variant name -> seeds to train it with (others: 1)
     allow_mixed: bool = False  # true: append rows of other code or hardware to an existing results.csv

@@ -103,7 +103,8 @@ def pairwise_variants(options: dict[str, dict[str, list[str]]]) -> dict[str, lis
 
 
 def bench_variants(bench) -> dict[str, list[str]]:
-    """The whole matrix: variant name -> its overrides (common ones first), in the configured order."""
+    """The whole matrix: variant name -> its overrides (the pinned precision, then the common ones first), in the
+    configured order; a variant's own precision comes later and wins."""
     variants = {name: list(overrides) for name, overrides in bench.variants.items()}
     variants.update(pairwise_variants({option: {value: list(o) for value, o in values.items()}
                                        for option, values in bench.pairwise.items()}))
@@ -111,7 +112,8 @@ def bench_variants(bench) -> dict[str, list[str]]:
     if unknown:
         raise ConfigError(f"config key 'mode.bench.only' names {unknown}, which are not variants of bench "
                           f"'{bench.name}'; choose from {list(variants)}")
-    return {name: [*bench.common, *overrides] for name, overrides in variants.items()}
+    pinned = f"model.params.training_params.precision={bench.precision}"
+    return {name: [pinned, *bench.common, *overrides] for name, overrides in variants.items()}
 
 
 def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], DictConfig],
