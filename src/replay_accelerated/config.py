@@ -16,6 +16,20 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+# `mode.name`: each is the module of the same name in modes/, exposing run(cfg, origin).
+MODES = (
+    "train",  # train, evaluate, write results
+    "inspect",  # print the model and its accelerations
+    "infer",  # recommendations from a saved model
+    "embeddings",  # item and user vectors of a saved model, for retrieval
+    "export",  # a saved model as ONNX and torch.export files, for serving
+    "optimize",  # an Optuna search over training runs
+    "bench",  # a matrix of training runs, compared
+)
+# The modes that read the training data (`dataset.*`); the others read a checkpoint and their own input.
+DATA_MODES = ("train", "inspect", "optimize", "bench")
+
+
 @dataclass
 class FeatureSchema:
     query_column: str = "user_id"

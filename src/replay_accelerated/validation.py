@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
-from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config, ConfigOrigin
+from replay_accelerated.config import (DATA_MODES, MODES, REPLAY_IMPLEMENTATIONS, AccelerationConfig, Config,
+                                       ConfigOrigin)
 from replay_accelerated.data.catalog import CATALOG, MOVIELENS_SOURCES
 from replay_accelerated.data.item_features import declaration_problem, declared_columns
 from replay_accelerated.data.split import PROTOCOLS
@@ -31,7 +32,6 @@ from replay_accelerated.models.bert4rec import MASKING_RULES
 from replay_accelerated.models.item_features import AGGREGATIONS
 from replay_accelerated.models.sasrec import PADDING_ATTENTION
 from replay_accelerated.models.transformer import ITEM_FEATURE_HEADS
-from replay_accelerated.modes import DATA_MODES, MODES
 from replay_accelerated.training.precision import PRECISIONS
 from replay_accelerated.training.tracking import LOGGERS, missing_package
 

@@ -1,6 +1,6 @@
 """Serving latency and throughput of an exported model: PyTorch eager, torch.export and onnxruntime.
 
-    python -m replay_accelerated.benchmark.serving --out docs/benchmarks/cpu_serving
+    python -m replay_accelerated.benchmark.serving_latency --out docs/benchmarks/cpu_serving
 
 For each model (BERT4Rec, SASRec at the seed config: hidden 256, 2 blocks, 2 heads, max_seq_len 128) on
 the MovieLens-20M-shaped catalog (18,345 items; random weights: speed does not depend on them), the top-k
