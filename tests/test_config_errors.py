@@ -104,3 +104,19 @@ def test_a_logger_that_is_not_installed_is_named_with_its_package(main_in_proces
     message = _error(main_in_process("trainer.loggers=[csv,wandb]", "mode=inspect"))
     assert "trainer.loggers" in message and "pip install wandb" in message
     assert "'neptune' is not one of" in _error(main_in_process("trainer.loggers=[neptune]"))
+
+
+def test_a_typo_in_a_key_is_reported_before_torch_is_imported(home: Path):
+    """The schema check needs only Hydra, OmegaConf and config.py: a mistyped key stops the run before the
+    registries (and torch, Lightning, RePlay) load, which take seconds."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, runpy, sys\n"
+              "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+              "sys.argv = ['main.py', '+model.params.model_params.block_cout=2']\n"
+              f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=home, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "unknown config key 'model.params.model_params.block_cout'" in result.stderr + result.stdout
+    assert "torch imported: False" in result.stdout

@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> None:
         if cfg.validate_only:
             print(f"The command is valid (mode={cfg.mode.name}); validate_only=true: nothing was run")
             return
-        modes.run(cfg, origin)  # imports the mode's module (and torch) only now that the config is good
+        modes.run(cfg, origin)  # imports the mode's module only now that the config is valid
     except UserError as error:
         _stop(error)
     except (Terminated, SystemExit) as stop:
