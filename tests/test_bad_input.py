@@ -11,7 +11,7 @@ import torch
 from conftest import compose
 from replay_accelerated.data.formats import read_local_log
 from replay_accelerated.errors import ConfigError, DataError
-from replay_accelerated.training import runtime
+from replay_accelerated.training import assembly
 
 
 def _log(n_users: int = 40, per_user: int = 12) -> pd.DataFrame:
@@ -107,7 +107,7 @@ def test_unknown_choices_name_the_key_and_the_allowed_values(tmp_path: Path, key
 
 def _model(head: str = "classification_head"):
     cfg = compose(Path("."), "acceleration=none", f"acceleration.model.acceleration_config.head={head}")
-    model, _ = runtime.build_accelerated_model(cfg, n_items=50)
+    model, _ = assembly.build_accelerated_model(cfg, n_items=50)
     return cfg, model
 
 
@@ -117,24 +117,24 @@ def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla V100")
     with pytest.raises(ConfigError, match="Tesla V100 has no bfloat16 support; use .*16-mixed"):
-        runtime.check_device_support(cfg, torch.device("cuda"), model)
-    runtime.check_device_support(cfg, torch.device("cpu"), model)  # CPUs run bf16 autocast
+        assembly.check_device_support(cfg, torch.device("cuda"), model)
+    assembly.check_device_support(cfg, torch.device("cpu"), model)  # CPUs run bf16 autocast
 
 
 def test_fp16_autocast_without_cuda_is_refused():
     cfg, model = _model()
     cfg.model.params.training_params.precision = "16-mixed"
     with pytest.raises(ConfigError, match=r"16-mixed needs a CUDA device \(.*\); use .*bf16-mixed"):
-        runtime.check_device_support(cfg, torch.device("cpu"), model)
+        assembly.check_device_support(cfg, torch.device("cpu"), model)
 
 
 def test_switchback_head_without_int8_matmul_is_refused(monkeypatch):
     cfg, model = _model("swichback_head")
-    runtime.check_device_support(cfg, torch.device("cpu"), model)  # available here
+    assembly.check_device_support(cfg, torch.device("cpu"), model)  # available here
 
     def no_int8(*args):
         raise RuntimeError("_int_mm is not implemented for this device")
 
     monkeypatch.setattr(torch, "_int_mm", no_int8)
     with pytest.raises(ConfigError, match=r"swichback_head needs int8 .*not implemented.*head=linear_head"):
-        runtime.check_device_support(cfg, torch.device("cpu"), model)
+        assembly.check_device_support(cfg, torch.device("cpu"), model)

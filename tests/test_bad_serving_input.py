@@ -16,7 +16,7 @@ from conftest import compose
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.models.files import STAMP_KEY
 from replay_accelerated.training.precision import training_device
-from replay_accelerated.training.runtime import build_accelerated_model
+from replay_accelerated.training.assembly import build_accelerated_model
 
 MODEL = ["model.params.model_params.max_seq_len=20", "model.params.model_params.hidden_size=32",
          "model.params.training_params.embedding_dim=32"]

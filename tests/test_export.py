@@ -90,7 +90,7 @@ def trained_tiny_catalog(tmp_path_factory) -> Path:
 def test_exported_top_k_recommends_what_infer_recommends(trained_tiny_catalog: Path, home: Path, main_in_process):
     import onnxruntime
 
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
 
     checkpoint = trained_tiny_catalog / "checkpoints" / "bert4rec_synthetic" / "best.ckpt"
     model, vocabulary = load_trained_model(compose(home, *TINY_CATALOG), str(checkpoint))

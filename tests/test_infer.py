@@ -184,7 +184,7 @@ def test_export_writes_onnx_and_torch_export_files_that_score_as_the_model(train
     import onnxruntime
 
     from conftest import compose
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
 
     checkpoint = f"{trained / 'checkpoints' / 'bert4rec_synthetic' / 'best.ckpt'}"
     result = main_in_process("export", *TRAIN, f"mode.export.checkpoint={checkpoint}", "mode.export.k=7",

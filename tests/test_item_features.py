@@ -283,7 +283,7 @@ def test_training_with_features_then_infer_embeddings_and_export_read_them_from_
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(tmp_path / "export" / "model.onnx"))
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
     from conftest import compose
 
     trained, vocabulary = load_trained_model(compose(tmp_path, *model), None)

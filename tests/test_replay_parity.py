@@ -18,7 +18,7 @@ from replay.models.nn.sequential import SasRec as ReplaySasRec
 from replay.models.nn.sequential.bert4rec.dataset import _shift_features
 
 from replay_accelerated.data.sequences import ItemVocabulary
-from replay_accelerated.training.runtime import read_trained
+from replay_accelerated.training.trained_model import read_trained
 from replay_accelerated.models import Bert4Rec, SasRec, from_replay, save_for_infer
 from replay_accelerated.models.replay_import import read_replay_checkpoint
 from replay_accelerated.models.files import UntrustedCheckpoint
@@ -139,7 +139,7 @@ def test_imported_sasrec_scores_as_replay_at_every_history_length(tmp_path, trai
 
     from conftest import compose
     from replay_accelerated.models.serving import NextItemScores, write_function
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
 
     n_items, hidden, heads, max_len = 31, 16, 4, 8
     replay = _randomized(ReplaySasRec(_schema(n_items, hidden), block_count=2, head_count=heads, hidden_size=hidden,
@@ -317,7 +317,7 @@ def test_imported_replay_nn_sasrec_scores_as_its_forward_inference_at_every_hist
     """replay.nn's SasRec differs from the deprecated one: its final LayerNorm eps (1e-5) and its padding rows;
     the import reproduces both (padding_attention="replay_nn"), saved for infer too."""
     from conftest import compose
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
 
     n_items, hidden, heads, max_len = 31, 16, 4, 8
     replay = _replay_nn_sasrec(n_items, hidden, heads, 2, max_len)
@@ -471,7 +471,7 @@ def test_imported_replay_nn_sasrec_with_item_features_scores_as_its_forward_infe
     imported with each item's values: every score within 1e-5 at every history length, also saved for infer with
     its items reordered; a state dict needs the values to tell the item id apart, and wrong values are refused."""
     from conftest import compose
-    from replay_accelerated.training.runtime import load_trained_model
+    from replay_accelerated.training.trained_model import load_trained_model
 
     n_items, hidden, heads, max_len = 29, 16, 2, 7
     cardinalities = {"brand": 5, "genres": 6}

@@ -29,12 +29,8 @@ from replay_accelerated.data.formats import ITEM, USER, local_file
 from replay_accelerated.data.sequences import UserSequences
 from replay_accelerated.models.transformer import SequentialRecommender
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
-from replay_accelerated.training.runtime import (
-    apply_env,
-    check_writable,
-    load_trained_model,
-    read_histories,
-)
+from replay_accelerated.training.environment import apply_env, check_writable
+from replay_accelerated.training.trained_model import load_trained_model, read_histories
 
 BATCH_SIZE = 256  # users per forward pass
 

@@ -43,7 +43,8 @@ from replay_accelerated.models.serving import (
     write_function,
 )
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
-from replay_accelerated.training.runtime import apply_env, check_writable, checkpoint_path, load_trained_model
+from replay_accelerated.training.environment import apply_env, check_writable
+from replay_accelerated.training.trained_model import checkpoint_path, load_trained_model
 
 PARITY_BATCH = 8  # random histories per width in the parity check
 # What export.json says of each input and output, for whoever writes the serving side.

@@ -36,13 +36,8 @@ from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr
 from replay_accelerated.errors import UserError
 from replay_accelerated.evaluation.offline import recommend
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
-from replay_accelerated.training.runtime import (
-    apply_env,
-    check_writable,
-    load_trained_model,
-    read_histories,
-    with_every_user,
-)
+from replay_accelerated.training.environment import apply_env, check_writable
+from replay_accelerated.training.trained_model import load_trained_model, read_histories, with_every_user
 
 
 def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:

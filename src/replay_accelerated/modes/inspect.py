@@ -7,7 +7,8 @@ from omegaconf import DictConfig
 from replay_accelerated.acceleration.apply import Change
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.data.pipeline import prepare_data
-from replay_accelerated.training.runtime import apply_env, build_accelerated_model
+from replay_accelerated.training.assembly import build_accelerated_model
+from replay_accelerated.training.environment import apply_env
 
 
 def run(cfg: DictConfig, origin: ConfigOrigin) -> list[Change]:

@@ -47,7 +47,7 @@ from replay_accelerated.training.measurements import hardware, package_versions
 from replay_accelerated.training.precision import resolve_precision, training_device
 from replay_accelerated.outputs import FolderLock
 from replay_accelerated.training.checkpoints import UNFINISHED, config_fingerprint, mark_complete, publish
-from replay_accelerated.training.runtime import apply_env, check_writable, first_process
+from replay_accelerated.training.environment import apply_env, check_writable, first_process
 from replay_accelerated.training.tracking import build_loggers, log_files
 
 

@@ -45,7 +45,7 @@ from replay_accelerated.training.measurements import (
 )
 from replay_accelerated.training.module import RecommenderModule
 from replay_accelerated.training.precision import training_device
-from replay_accelerated.training.runtime import build_accelerated_model, check_device_support
+from replay_accelerated.training.assembly import build_accelerated_model, check_device_support
 from replay_accelerated.training.warm_start import warm_start
 
 PROGRESS_BAR_STEPS = 25  # steps between redraws of the progress bar

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from replay_accelerated.data.sequences import ItemVocabulary
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.models import SequentialRecommender
-from replay_accelerated.training.runtime import read_trained
+from replay_accelerated.training.trained_model import read_trained
 
 KEY = "model.params.training_params.init_from"
 # The parameters with one row per item (then, for the embedding, the padding and mask token rows).

@@ -1,86 +1,19 @@
-"""What every mode that runs a model does first: export the environment, check the output folders
-and the device, assemble the configured model with its accelerations, or load a trained one with the
-histories of the users it serves (`mode=infer`, `mode=embeddings`)."""
+"""A trained model back from its checkpoint (`mode=infer`, `mode=embeddings`, `mode=export`, warm start), with
+its vocabulary and the config it was trained with, and the histories of the users it serves."""
 
 import copy
-import os
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
-from replay_accelerated import outputs
-from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
-from replay_accelerated.acceleration.switchback import SwitchBackScoring, int8_matmul_problem
 from replay_accelerated.data.formats import ITEM, TIMESTAMP, USER, read_local_log
-from replay_accelerated.data.item_features import ItemFeatures
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.errors import ConfigError, UserError
-from replay_accelerated.models import SequentialRecommender, build_model
+from replay_accelerated.errors import UserError
+from replay_accelerated.models import SequentialRecommender
 from replay_accelerated.models.files import STAMP_KEY, UntrustedCheckpoint, load_checkpoint
-
-
-def check_writable(paths, save_name: str | None = None) -> None:
-    """Every output folder can be created and written, before any work is done; with `save_name`, the
-    run's own folders inside them too."""
-    for key in ("results_dir", "checkpoint_dir", "log_dir"):
-        outputs.check_writable(paths[key], f"paths.{key}")
-        if save_name is not None:
-            outputs.check_writable(Path(paths[key]) / save_name, f"paths.{key} (or model.save_name)")
-
-
-def first_process() -> bool:
-    """Whether this is the first (or only) process of a run: the others of a DDP run (started by Lightning
-    or torchrun, which set these variables) leave the run's folders to it."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
-def apply_env(env) -> None:
-    """Export the `env` config before torch touches a device, and seed everything."""
-    for name in ("CUDA_DEVICE_ORDER", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
-        if env[name] is not None:
-            os.environ[name] = str(env[name])
-    if env.OMP_NUM_THREADS is not None:
-        torch.set_num_threads(int(env.OMP_NUM_THREADS))
-    L.seed_everything(env.SEED, workers=True, verbose=False)
-
-
-def build_accelerated_model(cfg: DictConfig, n_items: int, item_features: ItemFeatures | dict | None = None
-                            ) -> tuple[SequentialRecommender, list[Change]]:
-    """The configured model with its accelerations applied, printed with the table of what changed.
-    `item_features`: the data's features (their values are copied in), a checkpoint's stored spec (whose values
-    its weights hold), or None."""
-    spec = item_features.spec() if isinstance(item_features, ItemFeatures) else item_features
-    model = build_model(cfg.model.name, n_items, cfg.model.params.model_params, spec)
-    if isinstance(item_features, ItemFeatures):
-        model.item_features.load_values(item_features)
-    changes = apply_accelerations(model, cfg.acceleration)
-    print(model)  # the reference project's way to check which layers are used
-    print(format_changes(changes))
-    return model, changes
-
-
-def check_device_support(cfg: DictConfig, device: torch.device, model: SequentialRecommender) -> None:
-    """The configured precision and int8 head can run on the training device; stop before training if not."""
-    precision = str(cfg.model.params.training_params.precision)
-    key = "model.params.training_params.precision"
-    if precision.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"{key}={precision}, but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
-                          f"use {key}=16-mixed (fp16 with loss scaling) or 32")
-    if precision.startswith("16") and device.type != "cuda":
-        raise ConfigError(f"{key}={precision} needs a CUDA device (Lightning has no fp16 autocast on {device.type}); "
-                          f"use {key}=bf16-mixed or 32")
-    if isinstance(model.head, SwitchBackScoring):
-        problem = int8_matmul_problem(device)
-        if problem is not None:
-            raise ConfigError(
-                f"acceleration.model.acceleration_config.head=swichback_head needs int8 matrix multiplication "
-                f"(torch._int_mm), which is unavailable on {device} here ({problem}); "
-                "use head=linear_head, or train on a device with int8 support"
-            )
+from replay_accelerated.training.assembly import build_accelerated_model
 
 
 def checkpoint_path(cfg: DictConfig, checkpoint: str | None) -> Path:

@@ -1,0 +1,46 @@
+"""The configured model with its accelerations (acceleration/apply.py), and the check that the training device
+runs what it asks for (bf16 on a GPU, int8 products for the SwitchBack head)."""
+
+import torch
+from omegaconf import DictConfig
+
+from replay_accelerated.acceleration.apply import Change, apply_accelerations, format_changes
+from replay_accelerated.acceleration.switchback import SwitchBackScoring, int8_matmul_problem
+from replay_accelerated.data.item_features import ItemFeatures
+from replay_accelerated.errors import ConfigError
+from replay_accelerated.models import SequentialRecommender, build_model
+
+
+def build_accelerated_model(cfg: DictConfig, n_items: int, item_features: ItemFeatures | dict | None = None
+                            ) -> tuple[SequentialRecommender, list[Change]]:
+    """The configured model with its accelerations applied, printed with the table of what changed.
+    `item_features`: the data's features (their values are copied in), a checkpoint's stored spec (whose values
+    its weights hold), or None."""
+    spec = item_features.spec() if isinstance(item_features, ItemFeatures) else item_features
+    model = build_model(cfg.model.name, n_items, cfg.model.params.model_params, spec)
+    if isinstance(item_features, ItemFeatures):
+        model.item_features.load_values(item_features)
+    changes = apply_accelerations(model, cfg.acceleration)
+    print(model)  # the reference project's way to check which layers are used
+    print(format_changes(changes))
+    return model, changes
+
+
+def check_device_support(cfg: DictConfig, device: torch.device, model: SequentialRecommender) -> None:
+    """The configured precision and int8 head can run on the training device; stop before training if not."""
+    precision = str(cfg.model.params.training_params.precision)
+    key = "model.params.training_params.precision"
+    if precision.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"{key}={precision}, but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                          f"use {key}=16-mixed (fp16 with loss scaling) or 32")
+    if precision.startswith("16") and device.type != "cuda":
+        raise ConfigError(f"{key}={precision} needs a CUDA device (Lightning has no fp16 autocast on {device.type}); "
+                          f"use {key}=bf16-mixed or 32")
+    if isinstance(model.head, SwitchBackScoring):
+        problem = int8_matmul_problem(device)
+        if problem is not None:
+            raise ConfigError(
+                f"acceleration.model.acceleration_config.head=swichback_head needs int8 matrix multiplication "
+                f"(torch._int_mm), which is unavailable on {device} here ({problem}); "
+                "use head=linear_head, or train on a device with int8 support"
+            )
