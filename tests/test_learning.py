@@ -45,6 +45,14 @@ LAYERS = [
 ]
 
 
+
+def test_every_registered_loss_is_in_the_learning_matrix():
+    """A loss added to the registry (losses/__init__.py) is trained here too: the matrix must name it."""
+    from replay_accelerated.losses import LOSSES as REGISTERED
+
+    trained = {override.split("=", 1)[1] for entry in LOSSES for override in entry if ".loss_type=" in override}
+    assert trained == set(REGISTERED)
+
 # The default suite trains the first entry of each list (plain CE) for both models; the rest of the
 # matrix is `slow` (pyproject). Every loss and layer is also checked against a slow reference in
 # test_losses.py, test_switchback.py and test_accelerations.py, which always run.

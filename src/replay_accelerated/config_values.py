@@ -42,7 +42,7 @@ def _check_replay(cfg: DictConfig, require) -> None:
     require(model_params.loss_type in supported, f"{prefix}.loss_type",
             f"RePlay 0.22's {cfg.model.name} has no '{model_params.loss_type}' loss; "
             f"use one of {list(supported)} {why}")
-    if model_params.loss_type in ("CE_sampled", "BCE"):
+    if LOSSES[model_params.loss_type].items == "sampled":
         require(model_params.loss_sample_count is not None, f"{prefix}.loss_sample_count",
                 f"loss_type={model_params.loss_type} needs it, e.g. {prefix}.loss_sample_count=256")
     require(model_params.negative_sampling_strategy in replay_baseline.SAMPLING_STRATEGIES,
@@ -206,7 +206,8 @@ def _check_acceleration(cfg: DictConfig, require) -> None:
             f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)} or null "
             "(the model's own)")
     # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
-    require(not (settings.head == "swichback_head" and model_params.loss_type in ("SCE", "CCE")),
+    require(not (settings.head == "swichback_head" and model_params.loss_type in LOSSES
+                 and LOSSES[model_params.loss_type].reads_head_weight),
             f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "
             "run in float, not through SwitchBack's int8 path; use head=linear_head with this loss, or "
             "loss_type=CE / CE_sampled with head=swichback_head")

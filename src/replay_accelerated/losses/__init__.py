@@ -1,8 +1,13 @@
 """Training losses.
 
 Every loss is an nn.Module called as `loss(hidden [B, W, H], labels [B, W], target_mask [B, W], head, capacity)`
-and computed only where target_mask is True. `build_loss` picks one from the model config (`LOSSES`).
+and computed only where target_mask is True. `build_loss` picks one from the model config (`LOSSES`), whose
+entries also say what each loss is: which items it scores, the parameters it needs, whether it reads the head's
+weight itself. Config validation, the FLOP count and the tests read these traits here, not lists of names.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,6 +34,7 @@ __all__ = [
     "SampledSoftmaxLoss",
     "ScalableCrossEntropyLoss",
     "LOSSES",
+    "Loss",
     "build_loss",
     "full_logits_bytes",
     "loss_params_problem",
@@ -39,13 +45,24 @@ PREFIX = "model.params.model_params"
 CCE_CHUNK_SIZE = 4096  # items per chunk of the cut cross-entropy
 
 
-SAMPLED_LOSSES = ("CE_sampled", "BCE", "gBCE")  # the positive and `loss_sample_count` drawn negatives
+@dataclass(frozen=True)
+class Loss:
+    """One `loss_type`: how it is built and what it is."""
+
+    build: Callable  # (model_params, training item counts [n_items] or None) -> the loss module
+    # Which items each target scores: "catalog" (every item), "sampled" (the positive and `loss_sample_count`
+    # drawn negatives), or "sampled_if_counted" (sampled where `loss_sample_count` is set, else the catalog: the
+    # reference project's CE and CCE- configs).
+    items: str = "catalog"
+    parameters: tuple[str, ...] = ()  # model_params it needs besides `loss_sample_count`
+    # Computes its logits from the head's weight itself, so an int8 SwitchBack head would be skipped in float.
+    reads_head_weight: bool = False
 
 
 def samples_negatives(model_params) -> bool:
     """Whether the configured loss scores sampled negatives instead of the whole catalog."""
-    return model_params.loss_type in SAMPLED_LOSSES or (
-        model_params.loss_type in ("CE", "CCE") and model_params.loss_sample_count is not None)
+    items = LOSSES[model_params.loss_type].items
+    return items == "sampled" or (items == "sampled_if_counted" and model_params.loss_sample_count is not None)
 
 
 def loss_params_problem(model_params) -> tuple[str, str] | None:
@@ -54,8 +71,7 @@ def loss_params_problem(model_params) -> tuple[str, str] | None:
     Called by config validation (validation.py) before any work, and by `build_loss`."""
     loss_type = model_params.loss_type
     sampled = samples_negatives(model_params)
-    needed = ["loss_sample_count"] if sampled else ["n_buckets", "bucket_size_x", "bucket_size_y"] \
-        if loss_type == "SCE" else []
+    needed = ["loss_sample_count"] if sampled else list(LOSSES[loss_type].parameters)
     for key in needed:
         value = getattr(model_params, key)
         if value is None:
@@ -94,20 +110,22 @@ def _cut_cross_entropy(model_params, item_counts: torch.Tensor | None) -> nn.Mod
     return CutCrossEntropyLoss(CCE_CHUNK_SIZE)
 
 
-# `model_params.loss_type` -> (model_params, training item counts [n_items] or None) -> the loss.
-# A new loss is a module in this package (see the contract above) and one entry here.
+# `model_params.loss_type` -> the loss. A new loss is a module in this package (see the contract above) and one
+# entry here.
 LOSSES = {
-    "CE": _cross_entropy,  # the full softmax at the targets (BERT4Rec: its masked positions)
-    "CE_restricted": lambda model_params, item_counts: CrossEntropyLoss(),  # RePlay's name for the same
-    "CE_full_positions": lambda model_params, item_counts: FullPositionsCrossEntropyLoss(),  # RePlay's CE
-    "CE_sampled": lambda model_params, item_counts: SampledSoftmaxLoss(*_sampler_args(model_params, item_counts)),
-    "BCE": lambda model_params, item_counts: BinaryCrossEntropyLoss(*_sampler_args(model_params, item_counts)),
-    "gBCE": lambda model_params, item_counts: GeneralizedBinaryCrossEntropyLoss(
-        *_sampler_args(model_params, item_counts), float(model_params.gbce_t)),
-    "SCE": lambda model_params, item_counts: ScalableCrossEntropyLoss(
+    "CE": Loss(_cross_entropy, items="sampled_if_counted"),  # the full softmax at the targets (BERT4Rec: masked)
+    "CE_restricted": Loss(lambda model_params, item_counts: CrossEntropyLoss()),  # RePlay's name for the same
+    "CE_full_positions": Loss(lambda model_params, item_counts: FullPositionsCrossEntropyLoss()),  # RePlay's CE
+    "CE_sampled": Loss(lambda model_params, item_counts: SampledSoftmaxLoss(*_sampler_args(model_params, item_counts)),
+                       items="sampled"),
+    "BCE": Loss(lambda model_params, item_counts: BinaryCrossEntropyLoss(*_sampler_args(model_params, item_counts)),
+                items="sampled"),
+    "gBCE": Loss(lambda model_params, item_counts: GeneralizedBinaryCrossEntropyLoss(
+        *_sampler_args(model_params, item_counts), float(model_params.gbce_t)), items="sampled"),
+    "SCE": Loss(lambda model_params, item_counts: ScalableCrossEntropyLoss(
         int(model_params.n_buckets), int(model_params.bucket_size_x), int(model_params.bucket_size_y),
-        bool(model_params.mix_x)),
-    "CCE": _cut_cross_entropy,
+        bool(model_params.mix_x)), parameters=("n_buckets", "bucket_size_x", "bucket_size_y"), reads_head_weight=True),
+    "CCE": Loss(_cut_cross_entropy, items="sampled_if_counted", reads_head_weight=True),
 }
 
 
@@ -120,7 +138,7 @@ def build_loss(model_params, item_counts: torch.Tensor | None) -> nn.Module:
     problem = loss_params_problem(model_params)
     if problem is not None:
         raise ConfigError(f"config key '{PREFIX}.{problem[0]}': {problem[1]}")
-    return LOSSES[loss_type](model_params, item_counts)
+    return LOSSES[loss_type].build(model_params, item_counts)
 
 
 # Bytes per (target, item) of a loss that holds the full logits matrix: fp32 logits, the softmax
