@@ -109,7 +109,9 @@ def test_sasrec_with_256_sampled_negatives_learns_on_movielens(tmp_path: Path, l
         f"model.params.model_params.loss_type={loss}", "model.params.model_params.loss_sample_count=256",
         "model.params.training_params.precision=32-true", "metrics.types=[ndcg]", "metrics.ks=[10]",
         "trainer.progress_bar=false"))
+    # It rises over the three epochs and never falls by more than validation's noise (one run read 0.0394, 0.0393,
+    # 0.0623: 0.4% down, then up 58%); the broken rule fell from its first epoch for good.
     ndcg = [epoch["ndcg@10"] for epoch in summary["validation_history"]]
-    assert len(ndcg) == 3 and ndcg[0] < ndcg[1] < ndcg[2], ndcg
+    assert len(ndcg) == 3 and ndcg[2] > 1.2 * ndcg[0] and ndcg[1] > 0.95 * ndcg[0], ndcg
     if beats_popularity:
         assert ndcg[2] > summary["validation_popularity_ndcg@10"], (ndcg, summary["validation_popularity_ndcg@10"])
