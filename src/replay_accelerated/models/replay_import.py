@@ -246,22 +246,23 @@ def _replay_nn_sasrec(state: Mapping, prefix: str, network, head_count: int | No
     """replay.nn's SasRec (`prefix`: "" for the torch module, "model." in its LightningModule). `network`, the
     module where given, tells what the weights cannot: head count, activation, final eps, padding row, dropout."""
     body = prefix + "body."
+    body_module = None if network is None else getattr(network, "model", network).body  # a LightningModule wraps it
     embedders = _replay_nn_embedders(state, f"{body}embedder.feature_embedders.")  # feature -> {weight: tensor}
-    item_name = _replay_nn_item_feature(embedders, network, item_features)
+    item_name = _replay_nn_item_feature(embedders, body_module, item_features)
     if set(embedders[item_name]) != {"emb.weight"}:
         raise ValueError(f"RePlay SasRec's item embedder {item_name} holds {sorted(embedders[item_name])}, not an "
                          "embedding table; it cannot be imported")
     items = embedders[item_name]["emb.weight"]  # [n_items + 1, H]: the padding row last (from_params' padding_value)
     settings = {"head_count": None, "dropout_rate": 0.3}  # SasRec.from_params' default dropout
-    if network is not None:
-        settings = _replay_nn_settings(getattr(network, "model", network).body, item_name, len(items))
+    if body_module is not None:
+        settings = _replay_nn_settings(body_module, item_name, len(items))
     blocks = _block_weights(state, f"{body}encoder.", SASREC_BLOCK)
     if blocks and blocks[0]["blocks.0.feed_forward.up.weight"].shape[:2] != (items.shape[1],) * 2:
         raise ValueError("RePlay SasRec with hidden_dim != embedding_dim cannot be imported: our SASRec's "
                          "feed-forward keeps the hidden size")
     features = {name: weights for name, weights in embedders.items() if name != item_name}
     spec, values = _replay_nn_feature_spec(features, item_features, len(items) - 1,
-                                           network and getattr(network, "model", network).body.embedder)
+                                           body_module and body_module.embedder)
     model = SasRec(n_items=len(items) - 1, max_seq_len=len(state[prefix + REPLAY_NN_POSITIONS]),
                    hidden_size=items.shape[1], block_count=len(blocks),
                    head_count=_head_count({"head_count": settings["head_count"]}, head_count),
@@ -274,12 +275,13 @@ def _replay_nn_sasrec(state: Mapping, prefix: str, network, head_count: int | No
         weights.update(_linear_feed_forward(block))
     if spec:
         model.item_features.load_values(values)
+        buffers = model.state_dict()  # the feature values just loaded
         for index, name in enumerate(spec):  # our feature modules follow the spec's order
             ours = f"item_features.features.{index}."
             weights |= {ours + name_ours: features[name][name_replay] for name_replay, name_ours in
                         (("emb.weight", "embedding.weight"), ("linear.weight", "linear.weight"),
                          ("linear.bias", "linear.bias")) if name_replay in features[name]}
-            weights |= {key: value for key, value in model.state_dict().items()
+            weights |= {key: value for key, value in buffers.items()
                         if key.startswith(ours) and key.endswith(("codes", "numbers"))}
     used = {prefix + REPLAY_NN_POSITIONS, f"{body}output_normalization.weight", f"{body}output_normalization.bias"}
     # The loss's own tensors, if any, only serve training.
@@ -298,11 +300,11 @@ def _replay_nn_embedders(state: Mapping, prefix: str) -> dict[str, dict[str, tor
     return embedders
 
 
-def _replay_nn_item_feature(embedders: dict, network, item_features) -> str:
+def _replay_nn_item_feature(embedders: dict, body_module, item_features) -> str:
     """The name of the item id's embedder: the module says it; without the module, the one embedder that
     `item_features` does not name."""
-    if network is not None:
-        return getattr(network, "model", network).body.embedder._item_feature_name
+    if body_module is not None:
+        return body_module.embedder._item_feature_name
     named = set(_feature_values(item_features)) if item_features is not None else set()
     candidates = [name for name in embedders if name not in named]
     if len(candidates) != 1:
