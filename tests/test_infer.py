@@ -165,7 +165,7 @@ def test_embeddings_stream_users_with_the_same_vectors_for_any_batch_size():
     from replay_accelerated.config import ModelParams
     from replay_accelerated.data.sequences import UserSequences, csr_offsets
     from replay_accelerated.models import build_model
-    from replay_accelerated.modes.embeddings import user_vectors
+    from replay_accelerated.evaluation.offline import user_vectors
 
     model = build_model("sasrec", 50, OmegaConf.structured(ModelParams(hidden_size=16, head_count=2,
                                                                        max_seq_len=8))).eval()

@@ -1,6 +1,6 @@
 """Evaluation memory against catalog size: ranking in item chunks keeps it flat.
 
-    python -m replay_accelerated.benchmark.evaluation_memory --out docs/benchmarks/cpu_evaluation_memory
+    python -m replay_accelerated.benchmark.evaluation_memory out=docs/benchmarks/cpu_evaluation_memory
 
 For each catalog size and each `evaluation.item_chunk_size` (the default 65536, and null: the whole
 catalog at once), a fresh process builds a SASRec of that catalog (hidden 256, max_seq_len 64, its head
@@ -8,14 +8,14 @@ tied to the item embeddings), gives 1,024 users random histories of 64 items, an
 for them with `evaluation.offline.recommend` (256 users a batch, seen items removed, top 100). It
 records the peak memory during ranking minus the memory just before it (training/measurements.
 TrainingMemory: peak RSS on a CPU, CUDA max allocated on a GPU) next to the model's weights and the
-seconds it took. Writes evaluation_memory.csv and evaluation_memory.md to --out.
+seconds it took. Writes evaluation_memory.csv and evaluation_memory.md to `out` (settings: `--help`).
 """
 
-import argparse
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.formats import ITEM, USER
@@ -56,27 +57,30 @@ def measure(n_items: int, item_chunk_size: int | None, device: torch.device) -> 
             "evaluation_memory_mb": memory.summary()["training_memory_mb"], "seconds": round(seconds, 2)}
 
 
+@dataclass
+class EvaluationMemorySettings:
+    items: list[int] = setting([10_000, 100_000, 1_000_000], "catalog sizes")
+    chunks: list[int] = setting([65536, 0], "evaluation.item_chunk_size values; 0: the whole catalog at once")
+    out: Path = setting(Path("evaluation_memory"), "folder for evaluation_memory.csv and .md")
+    one: list[int] = setting([], "internal: [items, chunk], one measurement printed as JSON (a child process)")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--chunks", type=int, nargs="+", default=[65536, 0], help="0: the whole catalog at once")
-    parser.add_argument("--out", type=Path, default=Path("evaluation_memory"))
-    parser.add_argument("--one", type=int, nargs=2, help=argparse.SUPPRESS)  # a single measurement, as JSON
-    arguments = parser.parse_args()
+    settings = parse_settings(EvaluationMemorySettings, __doc__.splitlines()[0])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if arguments.one:
-        n_items, chunk = arguments.one
+    if settings.one:
+        n_items, chunk = settings.one
         print(json.dumps(measure(n_items, chunk or None, device)))
         return
     rows = []
-    for n_items in arguments.items:
-        for chunk in arguments.chunks:
+    for n_items in settings.items:
+        for chunk in settings.chunks:
             # A fresh process per measurement: memory freed by an earlier one would hide this one's peak.
             done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmark.evaluation_memory",
-                                   "--one", str(n_items), str(chunk)], capture_output=True, text=True, check=True)
+                                   f"one=[{n_items},{chunk}]"], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    write_measurements(rows, arguments.out, "evaluation_memory", "Evaluation memory against catalog size", device,
+    write_measurements(rows, settings.out, "evaluation_memory", "Evaluation memory against catalog size", device,
                        f"{USERS} users, histories of {WIDTH}, hidden {HIDDEN}, top {K}, 256 users a batch; "
                        "`evaluation_memory_mb`: peak during ranking minus memory before it; item_chunk_size empty: "
                        "the whole catalog at once.")

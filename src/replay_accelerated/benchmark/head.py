@@ -1,6 +1,6 @@
 """The item head alone, forward + backward: nn.Linear against the SwitchBack head, eager and fused.
 
-    python -m replay_accelerated.benchmark.head --out docs/benchmarks/cpu_switchback_head
+    python -m replay_accelerated.benchmark.head out=docs/benchmarks/cpu_switchback_head
 
 At the MovieLens-20M catalog (18,345 items, hidden 256) and two row counts: the targets of a BERT4Rec
 batch (32 x 128 positions at 15%: 614 rows, what our CE computes) and every position of it (4,096 rows,
@@ -9,11 +9,11 @@ written (eager) and with its quantize / rescale steps through torch.compile (`fu
 `acceleration...compile=true` does to a SwitchBack head). Each step is the head's logits, then their
 backward with a fixed random gradient (weight, bias and input gradients), as in training. Also the bare
 matrix products on the head's shape: `torch._int_mm` (int8, int32 accumulation) against fp32 and bf16
-`mm`, which says whether this machine's int8 units can pay at all. Writes head.csv and head.md to --out.
+`mm`, which says whether this machine's int8 units can pay at all. Writes head.csv and head.md to `out`.
 """
 
-import argparse
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from replay_accelerated.acceleration.switchback import SwitchBackLinear
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.settings import parse_settings, setting
 from replay_accelerated.benchmark.timing import step_seconds
 from replay_accelerated.training.measurements import cpu_flags
 
@@ -86,20 +87,23 @@ def measure(n_items: int, hidden: int, rows: int, repetitions: int) -> list[dict
     return results
 
 
+@dataclass
+class HeadSettings:
+    items: int = setting(18_345, "catalog size (MovieLens-20M's by default)")
+    hidden: int = setting(256, "hidden size")
+    rows: list[int] = setting([614, 4096], "target rows per step, one measurement each")
+    repetitions: int = setting(20, "timed steps per measurement")
+    out: Path = setting(Path("head"), "folder for head.csv and head.md")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=18_345)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--rows", type=int, nargs="+", default=[614, 4096])
-    parser.add_argument("--repetitions", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("head"))
-    arguments = parser.parse_args()
-    rows = [row for count in arguments.rows
-            for row in measure(arguments.items, arguments.hidden, count, arguments.repetitions)]
-    write_measurements(rows, arguments.out, "head", f"The item head alone: {arguments.items:,} items, hidden "
-                       f"{arguments.hidden}", torch.device("cpu"),
+    settings = parse_settings(HeadSettings, __doc__.splitlines()[0])
+    rows = [row for count in settings.rows
+            for row in measure(settings.items, settings.hidden, count, settings.repetitions)]
+    write_measurements(rows, settings.out, "head", f"The item head alone: {settings.items:,} items, hidden "
+                       f"{settings.hidden}", torch.device("cpu"),
                        f"int8 flags: {', '.join(cpu_flags(INT8_FLAGS)) or 'none'}. Medians of "
-                       f"{arguments.repetitions} steps after 3 warm-up steps (the first compiles the fused head); a "
+                       f"{settings.repetitions} steps after 3 warm-up steps (the first compiles the fused head); a "
                        "step is the logits and their backward.")
 
 

@@ -1,6 +1,6 @@
 """Serving latency and throughput of an exported model: PyTorch eager, torch.export and onnxruntime.
 
-    python -m replay_accelerated.benchmark.serving_latency --out docs/benchmarks/cpu_serving
+    python -m replay_accelerated.benchmark.serving_latency out=docs/benchmarks/cpu_serving
 
 For each model (BERT4Rec, SASRec at the seed config: hidden 256, 2 blocks, 2 heads, max_seq_len 128) on
 the MovieLens-20M-shaped catalog (18,345 items; random weights: speed does not depend on them), the top-k
@@ -8,20 +8,21 @@ function of `mode=export` (models/serving.py `TopKUnseen`, k = 100, its inputs t
 items) is exported once and timed three ways
 on the same inputs: the PyTorch module (eager), the `torch.export` program, and the ONNX file in
 onnxruntime (CPU provider). Two loads: one user at a time (history of 50 items; latency p50 and p99 over
-`--requests` calls after a warm-up) and batches of 256 users (throughput, users per second, median of
-`--batches` calls). Every backend's outputs are checked against eager (same top-k ids) before timing.
-Writes serving.csv and serving.md (with the hardware and threads) to --out.
+`requests` calls after a warm-up) and batches of 256 users (throughput, users per second, median of
+`batches` calls). Every backend's outputs are checked against eager (same top-k ids) before timing.
+Writes serving.csv and serving.md (with the hardware and threads) to `out` (settings: `--help`).
 """
 
-import argparse
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.settings import parse_settings, setting
 from replay_accelerated.benchmark.timing import step_seconds
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.serving import TopKUnseen, write_function
@@ -72,27 +73,30 @@ def measure(name: str, n_items: int, hidden: int, max_seq_len: int, k: int, requ
     return rows
 
 
+@dataclass
+class ServingSettings:
+    models: list[str] = setting(list(MODELS), "models to serve", choices=tuple(MODELS))
+    items: int = setting(18_345, "catalog size (MovieLens-20M's by default)")
+    hidden: int = setting(256, "hidden size")
+    max_seq_len: int = setting(128, "history length the model reads")
+    k: int = setting(100, "items recommended per user")
+    requests: int = setting(300, "timed one-user calls")
+    batches: int = setting(20, "timed batch calls")
+    batch_size: int = setting(256, "users per batch call")
+    out: Path = setting(Path("serving"), "folder for serving.csv and serving.md")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--items", type=int, default=18_345)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--max-seq-len", type=int, default=128)
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=Path("serving"))
-    arguments = parser.parse_args()
-    rows = [row for name in arguments.models
-            for row in measure(name, arguments.items, arguments.hidden, arguments.max_seq_len, arguments.k,
-                               arguments.requests, arguments.batches, arguments.batch_size)]
-    write_measurements(rows, arguments.out, "serving", f"Serving latency: top-{arguments.k} of {arguments.items:,} items",
+    settings = parse_settings(ServingSettings, __doc__.splitlines()[0])
+    rows = [row for name in settings.models
+            for row in measure(name, settings.items, settings.hidden, settings.max_seq_len, settings.k,
+                               settings.requests, settings.batches, settings.batch_size)]
+    write_measurements(rows, settings.out, "serving", f"Serving latency: top-{settings.k} of {settings.items:,} items",
                        torch.device("cpu"),
-                       f"One user (history of {HISTORY} items): p50 and p99 over {arguments.requests} calls after 5 "
-                       f"warm-up calls; batches of {arguments.batch_size}: median of {arguments.batches} calls. Random "
-                       f"weights of the seed config (hidden {arguments.hidden}, 2 blocks, 2 heads, max_seq_len "
-                       f"{arguments.max_seq_len}).")
+                       f"One user (history of {HISTORY} items): p50 and p99 over {settings.requests} calls after 5 "
+                       f"warm-up calls; batches of {settings.batch_size}: median of {settings.batches} calls. Random "
+                       f"weights of the seed config (hidden {settings.hidden}, 2 blocks, 2 heads, max_seq_len "
+                       f"{settings.max_seq_len}).")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How well each way of computing the SwitchBack head's input gradient keeps the exact one, during training.
 
-    python -m replay_accelerated.benchmark.switchback_gradient --data ratings.parquet --out DIR
+    python -m replay_accelerated.benchmark.switchback_gradient data=ratings.parquet out=DIR
 
 The head's backward product grad_x = grad_y @ W carries the whole loss signal to the transformer below
 it. For a softmax head a row of grad_y is (p - onehot(target)) / rows: its largest entry is the target's,
@@ -8,11 +8,11 @@ about 1, and every item's probability below that absmax / 254 rounds to 0 when t
 (acceleration/switchback.py), which with thousands of items is nearly every negative item.
 
 This trains our BERT4Rec (the seed config's sizes, plain CE, fp32, an nn.Linear head) on the events of
-`--data` (user_id, item_id and timestamp columns; every event, no split: the batches are what matter) and, at
+`data` (user_id, item_id and timestamp columns; every event, no split: the batches are what matter) and, at
 a few steps, takes the next batch's target rows and compares with the exact float64 grad_x:
 - `int8_rowwise`: grad_y quantized per row to the nearest int8 (our SwitchBack until issue 25);
 - `int8_stochastic`: per row, rounded up or down at random with the probabilities that make it unbiased;
-- `int8_{k}_largest_apart` for each k of `--float-entries` (default 1 and 64): each row's k largest entries kept
+- `int8_{k}_largest_apart` for each k of `float_entries` (default 1 and 64): each row's k largest entries kept
   apart in float, the rest int8 per row (k = 1, the target's entry: our first fix; k = 64: SwitchBack's
   `int8_grad_input` now);
 - `bf16`: grad_y and W in bf16, accumulated in float32 (a bf16 matrix product);
@@ -21,11 +21,11 @@ Columns: the cosine between the product and the exact grad_x (all rows as one ve
 (Frobenius), the error relative to the negatives' part sum_j p_j W_j / rows (the target's pull dominates the
 norm of grad_x, so the cosine hides the loss of the push away from the negatives), the share of grad_y's
 entries that quantize to zero and the softmax mass they held (for the row-wise int8). Writes
-switchback_gradient.csv and .md to --out.
+switchback_gradient.csv and .md to `out` (settings: `--help`).
 """
 
-import argparse
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +41,7 @@ from replay_accelerated.acceleration.switchback import (
     quantize_absmax,
 )
 from replay_accelerated.benchmark.render import write_measurements
+from replay_accelerated.benchmark.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.losses import build_loss
@@ -106,16 +107,18 @@ def compare(module: RecommenderModule, example, step: int, compared: dict) -> li
     return rows
 
 
+@dataclass
+class GradientSettings:
+    data: Path = setting("???", "parquet with user_id, item_id, timestamp (required)")
+    steps: list[int] = setting([0, 50, 200, 500], "training steps after which the gradients are compared")
+    float_entries: list[int] = setting([1, FLOAT_ENTRIES], "entries of each row kept apart in float, one product each")
+    out: Path = setting(Path("switchback_gradient"), "folder for switchback_gradient.csv and .md")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="parquet with user_id, item_id, timestamp")
-    parser.add_argument("--steps", type=int, nargs="+", default=[0, 50, 200, 500])
-    parser.add_argument("--float-entries", type=int, nargs="+", default=[1, FLOAT_ENTRIES],
-                        help="entries of each row kept apart in float, one product per value")
-    parser.add_argument("--out", type=Path, default=Path("switchback_gradient"))
-    arguments = parser.parse_args()
+    settings = parse_settings(GradientSettings, __doc__.splitlines()[0])
     torch.manual_seed(0)
-    events = pd.read_parquet(arguments.data, columns=["user_id", "item_id", "timestamp"])
+    events = pd.read_parquet(settings.data, columns=["user_id", "item_id", "timestamp"])
     events = events.sort_values(["user_id", "timestamp"], kind="stable")
     vocabulary = ItemVocabulary.fit(events)
     sequences = UserSequences.from_events(events, vocabulary)
@@ -123,13 +126,13 @@ def main() -> None:
     model = build_model("bert4rec", len(vocabulary), params)
     module = RecommenderModule(model, build_loss(params, None), 1e-3, 0.0, [10])
     optimizer = module.configure_optimizers()
-    compared = products(arguments.float_entries)
+    compared = products(settings.float_entries)
     rows, step, epoch = [], 0, 0
-    while step <= max(arguments.steps):
+    while step <= max(settings.steps):
         loader = training_loader(sequences, params.max_seq_len, model.pad_id, model.training_example, 32, seed=epoch)
         for plan in loader:
             example = plan.to("cpu")
-            if step in arguments.steps:
+            if step in settings.steps:
                 module.eval()
                 rows += compare(module, example, step, compared)
                 module.train()
@@ -137,13 +140,13 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if step > max(arguments.steps):
+            if step > max(settings.steps):
                 break
         epoch += 1
-    write_measurements(rows, arguments.out, "switchback_gradient", "The SwitchBack head's input gradient",
+    write_measurements(rows, settings.out, "switchback_gradient", "The SwitchBack head's input gradient",
                        torch.device("cpu"),
                        f"BERT4Rec (hidden 256, 2 blocks, max_seq_len 128, batch 32), CE, fp32, Adam 1e-3, "
-                       f"{len(vocabulary):,} items from {arguments.data.name}; the target rows of the batch after "
+                       f"{len(vocabulary):,} items from {settings.data.name}; the target rows of the batch after "
                        "each listed step, against the float64 product.")
 
 

@@ -17,6 +17,7 @@ from replay_accelerated.data.formats import ITEM, USER
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.evaluation.ranking import EvaluationBatches, top_k_unseen
+from replay_accelerated.models.transformer import SequentialRecommender
 
 METRICS = {
     "ndcg": NDCG,
@@ -81,6 +82,18 @@ def recommend(
         filled = added.stop
     # The filled part of each array becomes its column as it is (copy=False): no second copy of the output.
     return pd.DataFrame({name: column[:filled] for name, column in columns.items()}, copy=False)
+
+
+@torch.no_grad()
+def user_vectors(model: SequentialRecommender, histories: UserSequences, batch_size: int = 256) -> np.ndarray:
+    """The user vectors [U, H] (float32) of `histories`, `batch_size` users at a time: each batch is padded
+    when it is taken and its vectors written into the one output array (no padded copy of every history)."""
+    vectors = np.empty((len(histories), model.head.weight.shape[1]), dtype=np.float32)
+    for start in range(0, len(histories), batch_size):
+        stop = min(start + batch_size, len(histories))
+        history = histories.between(start, stop).padded(model.max_seq_len, model.pad_id)  # [B, W]
+        vectors[start:stop] = model.user_vectors(history).float().numpy()
+    return vectors
 
 
 def metric_table(

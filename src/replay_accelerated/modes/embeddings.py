@@ -19,20 +19,16 @@ Both files are written under temporary names and renamed into place together, on
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
 from replay_accelerated.config import ConfigOrigin
 from replay_accelerated.data.formats import ITEM, USER, local_file
-from replay_accelerated.data.sequences import UserSequences
-from replay_accelerated.models.transformer import SequentialRecommender
+from replay_accelerated.evaluation.offline import user_vectors
 from replay_accelerated.outputs import atomic_path, check_output_path, writing
 from replay_accelerated.training.environment import apply_env, check_writable
 from replay_accelerated.training.trained_model import load_trained_model, read_histories
-
-BATCH_SIZE = 256  # users per forward pass
 
 
 def run(cfg: DictConfig, origin: ConfigOrigin) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,15 +54,3 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> tuple[pd.DataFrame, pd.DataFra
     print(f"Vectors of {len(items):,} items and {len(users):,} users ({weight.shape[1]} dimensions) written to "
           f"{out_dir}; score = user vector . item vector + item bias")
     return items, users
-
-
-@torch.no_grad()
-def user_vectors(model: SequentialRecommender, histories: UserSequences, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """The user vectors [U, H] (float32) of `histories`, `batch_size` users at a time: each batch is padded
-    when it is taken and its vectors written into the one output array (no padded copy of every history)."""
-    vectors = np.empty((len(histories), model.head.weight.shape[1]), dtype=np.float32)
-    for start in range(0, len(histories), batch_size):
-        stop = min(start + batch_size, len(histories))
-        history = histories.between(start, stop).padded(model.max_seq_len, model.pad_id)  # [B, W]
-        vectors[start:stop] = model.user_vectors(history).float().numpy()
-    return vectors

@@ -1,7 +1,7 @@
 """Scoring memory against the number of users: streaming users keeps it at the output's size.
 
-    python benchmarks/scoring_memory.py                      # 100,000 and 1,000,000 users, both functions
-    python benchmarks/scoring_memory.py --users 10000 --what recommend
+    python -m replay_accelerated.benchmark.scoring_memory       # 100,000 and 1,000,000 users, both functions
+    python -m replay_accelerated.benchmark.scoring_memory "users=[10000]" "what=[recommend]"
 
 For each user count and each function, a fresh process (so that no earlier peak hides this one) builds a
 tiny random SASRec (hidden 32, 2 blocks, max_seq_len 50, 1,000 items; its size is printed), gives every
@@ -10,7 +10,7 @@ item, and runs one of:
 
 - `recommend`: evaluation/offline.recommend, the top 10 unseen items per user (validation, test and
   `mode=infer`), 256 users a batch, the default item chunks;
-- `embeddings`: modes/embeddings.user_vectors, the [users x 32] vectors `mode=embeddings` writes.
+- `embeddings`: evaluation/offline.user_vectors, the [users x 32] vectors `mode=embeddings` writes.
 
 It records the process's peak RSS (resource.getrusage(RUSAGE_SELF).ru_maxrss) after scoring, the RSS just
 before scoring (inputs, model and libraries; `peak_before` shows that building them left no higher peak),
@@ -21,28 +21,28 @@ count's output + the growth of the inputs themselves) x 1.1. Before streaming, e
 padded up front ([users x max_seq_len] int64: 400 MB at 10^6 users here, 1.6 GB at length 200) and the
 results were copied several times.
 
-One torch thread by default (--threads): on a busy 2-core machine more threads spin against the other
+One torch thread by default (`threads`): on a busy 2-core machine more threads spin against the other
 processes (7x slower there), and memory does not depend on it. Width 50 keeps 10^6 users under 10 minutes
 on one core; the padding that streaming saves grows with the width.
 """
 
-import argparse
 import json
 import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from replay_accelerated.benchmark.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
-from replay_accelerated.evaluation.offline import recommend
+from replay_accelerated.evaluation.offline import recommend, user_vectors
 from replay_accelerated.models import build_model
-from replay_accelerated.modes.embeddings import user_vectors  # (imports Lightning: before any measurement)
 
 ITEMS, WIDTH, HIDDEN, K, MAX_HISTORY = 1_000, 50, 32, 10, 40
 
@@ -85,22 +85,26 @@ def measure(what: str, n_users: int, threads: int) -> dict:
             "model_parameters": sum(parameter.numel() for parameter in model.parameters())}
 
 
+@dataclass
+class ScoringMemorySettings:
+    users: list[int] = setting([100_000, 1_000_000], "user counts")
+    what: list[str] = setting(["recommend", "embeddings"], "functions to measure", choices=("recommend", "embeddings"))
+    threads: int = setting(1, "torch threads")
+    one: list[str] = setting([], "internal: [what, users], one measurement printed as JSON (a child process)")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--what", nargs="+", choices=["recommend", "embeddings"], default=["recommend", "embeddings"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # a single measurement, as JSON
-    arguments = parser.parse_args()
-    if arguments.one:
-        print(json.dumps(measure(arguments.one[0], int(arguments.one[1]), arguments.threads)))
+    settings = parse_settings(ScoringMemorySettings, __doc__.splitlines()[0])
+    if settings.one:
+        print(json.dumps(measure(settings.one[0], int(settings.one[1]), settings.threads)))
         return
-    print(f"torch {torch.__version__}, {arguments.threads} thread(s)")
-    for what in arguments.what:
+    print(f"torch {torch.__version__}, {settings.threads} thread(s)")
+    for what in settings.what:
         rows = []
-        for n_users in sorted(arguments.users):
-            done = subprocess.run([sys.executable, __file__, "--one", what, str(n_users), "--threads",
-                                   str(arguments.threads)], capture_output=True, text=True, check=True)
+        for n_users in sorted(settings.users):
+            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmark.scoring_memory",
+                                   f"one=[{what},{n_users}]", f"threads={settings.threads}"],
+                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
         smallest, largest = rows[0], rows[-1]
