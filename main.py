@@ -1,4 +1,5 @@
-"""Compatibility entry point of the reference project: `python main.py` runs configs/config.yaml."""
+"""Compatibility entry point of the reference project: `python main.py` runs the package's configs/config.yaml
+(src/replay_accelerated/configs/), as `replay-accelerated` does."""
 
 import sys
 from pathlib import Path

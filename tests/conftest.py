@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from replay_accelerated.config import CONFIG_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -136,7 +138,7 @@ def compose(home: Path, *overrides: str, config_name: str = "config"):
     from replay_accelerated.validation import validate
 
     os.environ["REPLAY_ACCELERATED_HOME"] = str(home)
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=[PINNED_PRECISION, *overrides])
     return validate(cfg, ConfigOrigin())
 

@@ -13,9 +13,9 @@ import pytest
 
 from hydra import initialize_config_dir
 
-from conftest import PINNED_PRECISION, ROOT, TINY_SYNTHETIC, run_main
+from conftest import PINNED_PRECISION, TINY_SYNTHETIC, run_main
 from replay_accelerated.benchmark.fingerprint import check_same_code_and_hardware, check_same_machine_speed
-from replay_accelerated.config import ConfigOrigin
+from replay_accelerated.config import CONFIG_DIR, ConfigOrigin
 from replay_accelerated.modes.bench import pairwise_variants
 from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY, config_hash
 from replay_accelerated.benchmark.summary import summarize, time_to_target
@@ -121,10 +121,10 @@ def test_a_rerun_reuses_a_row_only_for_the_same_whole_config(home: Path, monkeyp
     composes it: any changed command-line override is a new row, the bench's own settings and the seed are not."""
     monkeypatch.setenv("REPLAY_ACCELERATED_HOME", str(home))
     command = ["dataset=local", f"dataset.path={home / 'a.parquet'}", "model=sasrec_local"]
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
 
         def key(*overrides: str, run: tuple[str, ...] = (), seed: int = 42) -> str:
-            origin = ConfigOrigin(overrides=["mode=bench_quick", PINNED_PRECISION, *overrides])
+            origin = ConfigOrigin(overrides=["experiment=bench_quick", PINNED_PRECISION, *overrides])
             return config_hash(compose_run(origin, [*run, "model.params.training_params.batch_size=64",
                                                     f"env.SEED={seed}"]))
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose, run_main
+from replay_accelerated.config import CONFIG_DIR
 
-CONFIG_FILES = sorted(str(path.relative_to(ROOT / "configs")) for path in (ROOT / "configs").rglob("*.yaml"))
+CONFIG_FILES = sorted(str(path.relative_to(CONFIG_DIR)) for path in CONFIG_DIR.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
@@ -26,10 +27,31 @@ def test_every_config_file_composes_and_validates(home: Path, name: str) -> None
     if name == "dataset/item_features/s3rec_beauty.yaml":  # the attribute file of the S3-Rec sequences
         overrides += ["dataset=s3rec_beauty", f"dataset.item_features.path={home / 'attributes.json'}"]
     cfg = compose(home, *overrides, config_name="config" if group else stem)
-    if group == "model":
-        assert cfg.model.save_name == stem and cfg.model.name == stem.split("_")[0]
+    if group == "model":  # save_name: <model>_<dataset>; a base model file runs on the default dataset, synthetic
+        assert cfg.model.save_name == (stem if dataset else f"{stem}_synthetic") and cfg.model.name == stem.split("_")[0]
     if dataset:
         assert cfg.dataset.name == dataset
+
+
+@pytest.mark.parametrize("preset, head, act_fn", [("config_ml20_swichback", "swichback_head", None),
+                                                  ("config_ml20_accelerate", "linear_head", "selu")])
+def test_the_reference_presets_compose_as_they_always_did(home: Path, preset: str, head: str, act_fn: str | None):
+    """The reference project's presets keep their model, data, accelerations and output folder (`save_name`, which
+    the per-dataset model files no longer state: it defaults to <model>_<dataset>)."""
+    cfg = compose(home, config_name=preset)
+    assert cfg.model.save_name == "bert4rec_movielens_20m"
+    assert (cfg.model.name, cfg.dataset.name, cfg.dataset.source) == ("bert4rec", "movielens_20m", "movielens_20m")
+    acceleration = cfg.acceleration.model.acceleration_config
+    assert acceleration.head == head and acceleration.transformer_block.pff_block.act_fn == act_fn
+    assert cfg.model.params.training_params.max_epochs == 20 and cfg.model.params.model_params.hidden_size == 256
+
+
+def test_save_name_follows_the_dataset_unless_it_is_set(home: Path):
+    """Outputs are named after what was trained: the default model on MovieLens-1M is not `bert4rec_synthetic`."""
+    assert compose(home, "dataset=movielens_1m").model.save_name == "bert4rec_movielens_1m"
+    local = ["dataset=local", f"dataset.path={home / 'log.csv'}", "model=sasrec_local"]
+    assert compose(home, *local, "dataset.name=shop").model.save_name == "sasrec_shop"
+    assert compose(home, *local, "model.save_name=mine").model.save_name == "mine"
 
 
 def _error(result) -> str:
@@ -41,11 +63,23 @@ def _error(result) -> str:
 def test_unknown_key_in_a_group_file_names_key_and_file(home: Path, main_in_process):
     own = home / "my_configs" / "model"
     own.mkdir(parents=True)
-    text = (Path(__file__).parents[1] / "configs/model/bert4rec.yaml").read_text()
+    text = (CONFIG_DIR / "model" / "bert4rec.yaml").read_text()
     (own / "typo.yaml").write_text(text.replace("block_count:", "block_cout:"))
     message = _error(main_in_process("--config-dir", str(home / "my_configs"), "model=typo"))
     assert "model.params.model_params.block_cout" in message
     assert "typo.yaml" in message and "block_count" in message  # the file, and the keys allowed there
+
+
+def test_an_experiment_is_chosen_by_its_name_and_a_mistake_in_it_is_named(home: Path, main_in_process):
+    result = main_in_process("bench_quick", "validate_only=true")  # the shortcut for experiment=bench_quick
+    assert result.returncode == 0 and "mode=bench" in result.stdout, result.stderr[-2000:]
+    assert "experiment=bench_quick" in _error(main_in_process("mode=bench_quick"))  # a mode in former versions
+    own = home / "my_configs" / "experiment"
+    own.mkdir(parents=True)
+    (own / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /mode: bench\n"
+                                   "mode:\n  bench:\n    stepz: 3\n")
+    message = _error(main_in_process("--config-dir", str(home / "my_configs"), "experiment=mine"))
+    assert "mode.bench.stepz" in message and "mine.yaml" in message and "warmup_steps" in message
 
 
 def test_wrong_type_names_key_and_override(home: Path):

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, SHARED_DATA, compose
+from conftest import SHARED_DATA, compose
 from file_server import FileServer
-from replay_accelerated.config import Preprocess
+from replay_accelerated.config import CONFIG_DIR, Preprocess
 from replay_accelerated.data import catalog, sources
 from replay_accelerated.data.catalog import CATALOG, catalog_path, load_catalog
 from replay_accelerated.data.formats import item_sequences
@@ -62,7 +62,7 @@ def place(data_dir: Path, name: str, data: bytes) -> Path:
 
 # --- the config lists agree with the catalog (every config file composes: test_config_errors.py) ------------------------------------
 
-DATASET_CONFIGS = sorted(path.stem for path in (ROOT / "configs" / "dataset").glob("*.yaml"))
+DATASET_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "dataset").glob("*.yaml"))
 
 
 def test_the_config_lists_match_the_catalog() -> None:

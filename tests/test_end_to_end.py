@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FAST_SYNTHETIC, SHARED_DATA, run_main
 from replay_accelerated.benchmark.rows import STEPS_ONLY
+from replay_accelerated.config import CONFIG_DIR
 
 
 @pytest.mark.parametrize("model", ["bert4rec_synthetic", pytest.param("sasrec_synthetic", marks=pytest.mark.slow)])
@@ -90,7 +91,7 @@ def test_missing_column_in_a_local_file_is_explained(home: Path):
 def test_a_preset_runs_with_config_name(home: Path):
     presets = home / "presets"
     presets.mkdir()
-    config = (Path(__file__).parents[1] / "configs" / "config.yaml").read_text()
+    config = (CONFIG_DIR / "config.yaml").read_text()
     (presets / "my_preset.yaml").write_text(config.replace("model: bert4rec_synthetic", "model: sasrec_synthetic"))
     result = run_main(home, "--config-dir", str(presets), *FAST_SYNTHETIC, "model.params.training_params.max_epochs=1",
                       config_name="my_preset")

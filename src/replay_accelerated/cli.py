@@ -1,9 +1,11 @@
 """Command line: `replay-accelerated [mode] [overrides...]` and `python main.py [overrides...]`.
 
-Both run `configs/config.yaml` through Hydra, so presets (`--config-name <preset>`)
-and overrides (`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the
-same. An argument naming a file of `configs/mode/` is a shortcut: `replay-accelerated
-bench_quick` is `replay-accelerated mode=bench_quick`. Mistakes the user can fix (config, data) print one
+Both run the package's `configs/config.yaml` (config.CONFIG_DIR) through Hydra, so presets
+(`--config-name <preset>`, with `--config-dir` for a folder of one's own) and overrides
+(`model=sasrec_movielens_20m dataset.preprocess.min_rating=0`) work the same. An argument naming a
+file of `configs/mode/` or `configs/experiment/` is a shortcut: `replay-accelerated bench` is
+`replay-accelerated mode=bench`, and `replay-accelerated bench_quick` is `replay-accelerated
+experiment=bench_quick`. Mistakes the user can fix (config, data) print one
 paragraph and exit with status 2, without a traceback; so do the errors of input files, the file
 system and devices (`input_errors.py`). A run stopped by SIGTERM (SLURM, Kubernetes, `timeout`) stops
 as Ctrl+C does, keeping its end-of-epoch checkpoints, and exits with status 143, as a shell reports it.
@@ -18,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from replay_accelerated import modes
-from replay_accelerated.config import ConfigOrigin
-from replay_accelerated.errors import UserError
+from replay_accelerated.config import CONFIG_DIR, ConfigOrigin
+from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.input_errors import as_user_error
 from replay_accelerated.validation import validate
 
@@ -33,8 +35,6 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame) -> None:
     raise Terminated()
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -85,7 +85,13 @@ def _relative(path: Path) -> str:
 
 
 def main() -> None:
-    # A bare mode name is never a valid override, so it can only mean `mode=<name>`.
-    modes = {path.stem for path in (CONFIG_DIR / "mode").glob("*.yaml")}
-    sys.argv[1:] = [f"mode={arg}" if arg in modes else arg for arg in sys.argv[1:]]
+    # A bare name is never a valid override, so a file name of mode/ can only mean `mode=<name>`, and one of
+    # experiment/ `experiment=<name>` (a mode wins a name both have).
+    group_of = {path.stem: group for group in ("experiment", "mode") for path in (CONFIG_DIR / group).glob("*.yaml")}
+    sys.argv[1:] = [f"{group_of[arg]}={arg}" if arg in group_of else arg for arg in sys.argv[1:]]
+    for arg in sys.argv[1:]:
+        key, _, name = arg.partition("=")
+        if key == "mode" and group_of.get(name) == "experiment":  # the bench presets were modes once
+            _stop(ConfigError(f"'{name}' is an experiment (configs/experiment/{name}.yaml), not a mode: "
+                              f"write experiment={name} (or just {name}) instead of mode={name}"))
     run()

@@ -1,7 +1,7 @@
 """Which code and machine produced a bench row, and whether rows may share a table.
 
 Rows of one results table are only comparable when they come from the same code on the same hardware
-running at the same speed. The code is a hash of the repository's src/, configs/ and pyproject.toml (a
+running at the same speed. The code is a hash of the repository's src/ (the configs included) and pyproject.toml (a
 git commit alone misses uncommitted edits, so the hash is of the files' contents; the repository is found
 from the installed package, which an editable install points into). The speed is the bench's fp32 matmul
 probe, recorded in every row: a shared or throttled VM of the same type can run 20% slower another day.
@@ -15,7 +15,7 @@ from pathlib import Path
 import replay_accelerated
 from replay_accelerated.errors import UserError
 
-HASHED = ("src", "configs", "pyproject.toml")
+HASHED = ("src", "pyproject.toml")
 
 
 def repository_root() -> Path:
