@@ -471,6 +471,7 @@ def test_every_configurable_loss_is_built():
     ({"loss_type": "CE_sampled", "loss_sample_count": 5, "negative_sampling_strategy": "popularity"},
      "negative_sampling_strategy"),  # without item counts
     ({"loss_type": "XE"}, "loss_type"),
+    ({"loss_type": "CE", "loss_params": {"temperature": 0.5}}, r"loss_params\.temperature"),  # CE has no options
 ])
 def test_build_loss_errors_name_the_key(values, key):
     counts = None if values.get("negative_sampling_strategy") == "popularity" else torch.arange(10)

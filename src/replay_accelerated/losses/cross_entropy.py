@@ -30,6 +30,8 @@ class CrossEntropyLoss(nn.Module):
     item head (see models/heads.py) and the number of rows to gather (losses/targets.py).
     """
 
+    full_logits = "targets"  # holds the [targets x items] logits at once (losses.full_logits_bytes)
+
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:
         rows, positives, valid = target_rows(hidden, labels, target_mask, capacity)  # [C, H], [C], [C]
@@ -40,6 +42,14 @@ class CrossEntropyLoss(nn.Module):
 class FullPositionsCrossEntropyLoss(nn.Module):
     """RePlay's cross-entropy: logits for every position [B, W, n_items], then only the
     target positions enter the loss. Same value as `CrossEntropyLoss`, more time and memory."""
+
+    full_logits = "positions"  # holds the logits of every position of the batch
+
+    @staticmethod
+    def head_flops(model_params, shapes, n_items: int) -> float:
+        """Forward FLOPs of its head over an epoch of `shapes` (training/flops.py's EpochShapes): every position
+        of every batch, padding included, against the catalog, not only the targets."""
+        return float(2 * model_params.hidden_size * n_items * shapes.tokens)
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, target_mask: torch.Tensor,
                 head: nn.Module, capacity: int | None = None) -> torch.Tensor:

@@ -158,6 +158,14 @@ class GeneralizedBinaryCrossEntropyLoss(BinaryCrossEntropyLoss):
             raise ValueError(f"calibration t must be in [0, 1], got {calibration}")
         self.calibration = calibration
 
+    @staticmethod
+    def check(model_params) -> tuple[str, str] | None:
+        """The config's calibration (`gbce_t`) out of [0, 1], as (key, problem); config validation calls it."""
+        if not 0.0 <= model_params.gbce_t <= 1.0:
+            return "gbce_t", (f"gBCE's calibration t must be in [0, 1] (the paper's default: 0.75), "
+                              f"got {model_params.gbce_t}")
+        return None
+
     def positive_weight(self, n_items: int) -> float:
         """beta = 1 - t * (1 - alpha), alpha = K / (n_items - 1) at most 1."""
         alpha = min(1.0, self.sampler.n_negatives / max(n_items - 1, 1))

@@ -44,6 +44,16 @@ class ScalableCrossEntropyLoss(nn.Module):
         self.bucket_size_y = bucket_size_y
         self.mix_x = mix_x
 
+    @staticmethod
+    def head_flops(model_params, shapes, n_items: int) -> float:
+        """SCE's forward FLOPs over an epoch of `shapes` (training/flops.py's EpochShapes), counted from the config:
+        each batch's bucket centers against its target rows and against every item, then one
+        [bucket_size_x, bucket_size_y] logit block per bucket, instead of every target against the catalog."""
+        size, n_buckets = model_params.hidden_size, model_params.n_buckets
+        assignment = 2 * size * n_buckets * (shapes.targets + n_items * shapes.batches)
+        logits = 2 * size * n_buckets * model_params.bucket_size_x * model_params.bucket_size_y * shapes.batches
+        return float(assignment + logits)
+
     @torch.no_grad()
     def buckets(self, rows: torch.Tensor, valid: torch.Tensor,
                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

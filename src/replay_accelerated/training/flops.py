@@ -10,7 +10,8 @@ FLOPs are counted from shapes, not profiled, and only the matrix products (what 
   architecture (so the count follows any change of the blocks);
 - attention: scores and the weighted sum, 2 * 2 * W * H per token per block forward (W the
   batch width, H the hidden size);
-- the item head: 2 * H * (items scored) per target;
+- the item head: 2 * H * (items scored) per target, or the loss's own count (its `head_flops` in
+  losses/__init__.py: SCE scores buckets of targets against buckets of items);
 - backward is twice the forward, so training is 3x the forward.
 Tokens include padding (the model computes it), hence `useful_token_share`.
 """
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from replay_accelerated.losses import samples_negatives
+from replay_accelerated.losses import LOSSES, samples_negatives
 
 TRAIN_FACTOR = 3  # forward + backward (gradients of inputs and of weights)
 
@@ -68,29 +69,25 @@ def head_items_per_target(model_params, n_items: int) -> int:
     return 1 + model_params.loss_sample_count if samples_negatives(model_params) else n_items
 
 
-def train_flops_per_epoch(model: nn.Module, shapes: EpochShapes, hidden_size: int, head_items: int,
-                          scalable_buckets: tuple[int, int, int] | None = None) -> float:
-    """Training FLOPs of one epoch of `model` (see the module docstring).
+def head_flops(model_params, shapes: EpochShapes, n_items: int) -> float:
+    """Forward FLOPs of the item head in an epoch with the loss of `model_params`: the loss's own count where it
+    has one, else 2 * H * (items scored) per target."""
+    count = LOSSES[model_params.loss_type].head_flops
+    if count is not None:
+        return count(model_params, shapes, n_items)
+    return float(2 * model_params.hidden_size * head_items_per_target(model_params, n_items) * shapes.targets)
 
-    scalable_buckets: (n_buckets, bucket_size_x, bucket_size_y) of the SCE loss, which scores
-    buckets of targets against buckets of items instead of every target against `head_items`.
-    """
+
+def train_flops_per_epoch(model: nn.Module, shapes: EpochShapes, hidden_size: int, head: float) -> float:
+    """Training FLOPs of one epoch of `model` (see the module docstring); head: the head's forward FLOPs
+    (`head_flops`)."""
     linear = sum(2 * layer.in_features * layer.out_features
                  for layer in model.blocks.modules() if hasattr(layer, "in_features"))
-    forward = linear * shapes.tokens + 4 * hidden_size * shapes.attention_pairs * len(model.blocks)
-    if scalable_buckets is None:
-        forward += 2 * hidden_size * head_items * shapes.targets
-    else:  # bucket assignment of targets and items, then one [x, y] logit block per bucket and batch
-        n_buckets, size_x, size_y = scalable_buckets
-        forward += 2 * hidden_size * n_buckets * (shapes.targets + head_items * shapes.batches)
-        forward += 2 * hidden_size * n_buckets * size_x * size_y * shapes.batches
+    forward = linear * shapes.tokens + 4 * hidden_size * shapes.attention_pairs * len(model.blocks) + head
     return float(TRAIN_FACTOR * forward)
 
 
 def model_train_flops(model: nn.Module, model_params, shapes: EpochShapes) -> float:
     """`train_flops_per_epoch` of `model` trained with the loss of `model_params` (the config's)."""
-    buckets = None
-    if model_params.loss_type == "SCE":
-        buckets = (model_params.n_buckets, model_params.bucket_size_x, model_params.bucket_size_y)
     return train_flops_per_epoch(model, shapes, model_params.hidden_size,
-                                 head_items_per_target(model_params, model.n_items), buckets)
+                                 head_flops(model_params, shapes, model.n_items))
