@@ -6,10 +6,10 @@
 #      training in 16-mixed, and no training step of any model x loss x head synchronising with the host
 #      (CUDA's sync debug mode) (pytest -m cuda); with LEARNING_TESTS=1 also every loss, bf16 and the SwitchBack head
 #      learning on the GPU (test_learning.py; about a minute more);
-#   3. the step-limited bench on synthetic_ml20m (mode/bench_shape.yaml's steps mode): RePlay's best (CE_restricted
-#      in bf16), ours with CE, CCE, the SwitchBack head, the compiled step in bf16 and the best combination; step time,
-#      tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT; then RePlay's best and ours at hidden
-#      size 1024, where the matrices are large enough to load the GPU (in $OUT/hidden1024).
+#   3. the step-limited bench on synthetic_ml20m (experiment/bench_shape.yaml's steps mode): RePlay's best
+#      (CE_restricted in bf16), ours with CE, CCE, the SwitchBack head, the compiled step in bf16 and the best
+#      combination; step time, tokens/s, CUDA memory and MFU against the bf16 probe, in $OUT; then RePlay's best
+#      and ours at hidden size 1024, where the matrices are large enough to load the GPU (in $OUT/hidden1024).
 # A failed step is reported and the next one runs: one pass yields everything it can; the exit status is the
 # first failure's.
 # Usage: bash benchmarks/gpu_check.sh [--dry-run]

@@ -12,6 +12,7 @@ from conftest import compose
 from replay_accelerated.data.formats import read_local_log
 from replay_accelerated.errors import ConfigError, DataError
 from replay_accelerated.training import assembly
+from replay_accelerated.training.precision import Precision
 
 
 def _log(n_users: int = 40, per_user: int = 12) -> pd.DataFrame:
@@ -111,30 +112,33 @@ def _model(head: str = "classification_head"):
     return cfg, model
 
 
+def _precision(used: str) -> Precision:
+    """The run's precision decision (training/precision.py), as mode=train hands it to training."""
+    return Precision(configured=used, used=used, why="configured")
+
+
 def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch):
-    cfg, model = _model()
-    cfg.model.params.training_params.precision = "bf16-mixed"
+    _, model = _model()
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla V100")
     with pytest.raises(ConfigError, match="Tesla V100 has no bfloat16 support; use .*16-mixed"):
-        assembly.check_device_support(cfg, torch.device("cuda"), model)
-    assembly.check_device_support(cfg, torch.device("cpu"), model)  # CPUs run bf16 autocast
+        assembly.check_device_support(_precision("bf16-mixed"), torch.device("cuda"), model)
+    assembly.check_device_support(_precision("bf16-mixed"), torch.device("cpu"), model)  # CPUs run bf16 autocast
 
 
 def test_fp16_autocast_without_cuda_is_refused():
-    cfg, model = _model()
-    cfg.model.params.training_params.precision = "16-mixed"
+    _, model = _model()
     with pytest.raises(ConfigError, match=r"16-mixed needs a CUDA device \(.*\); use .*bf16-mixed"):
-        assembly.check_device_support(cfg, torch.device("cpu"), model)
+        assembly.check_device_support(_precision("16-mixed"), torch.device("cpu"), model)
 
 
 def test_switchback_head_without_int8_matmul_is_refused(monkeypatch):
-    cfg, model = _model("swichback_head")
-    assembly.check_device_support(cfg, torch.device("cpu"), model)  # available here
+    _, model = _model("swichback_head")
+    assembly.check_device_support(_precision("32-true"), torch.device("cpu"), model)  # available here
 
     def no_int8(*args):
         raise RuntimeError("_int_mm is not implemented for this device")
 
     monkeypatch.setattr(torch, "_int_mm", no_int8)
     with pytest.raises(ConfigError, match=r"swichback_head needs int8 .*not implemented.*head=linear_head"):
-        assembly.check_device_support(cfg, torch.device("cpu"), model)
+        assembly.check_device_support(_precision("32-true"), torch.device("cpu"), model)

@@ -19,6 +19,7 @@ from replay_accelerated.training.batches import TrainingExample, training_loader
 from replay_accelerated.training.flops import (
     EpochShapes,
     epoch_shapes,
+    head_flops,
     head_items_per_target,
     train_flops_per_epoch,
 )
@@ -45,13 +46,31 @@ def test_train_flops_count_block_linears_attention_and_head_three_times():
     linear = 2 * (2 * 8 * 32 + 2 * 32 * 8) * 100  # two blocks, per token
     attention = 2 * 4 * 8 * 1000  # two blocks: scores and weighted sum, 2 * 2 * W * H per token
     head = 2 * 8 * 50 * 15
-    assert train_flops_per_epoch(TwoBlocks(), shapes, hidden_size=8, head_items=50) == 3 * (linear + attention + head)
+    params = OmegaConf.structured(ModelParams(loss_type="CE", hidden_size=8))
+    assert head_flops(params, shapes, n_items=50) == head
+    assert train_flops_per_epoch(TwoBlocks(), shapes, hidden_size=8, head=head) == 3 * (linear + attention + head)
 
 
 def test_sampled_losses_score_the_positive_and_the_negatives_only():
     params = OmegaConf.structured(ModelParams(loss_type="CE_sampled", loss_sample_count=99))
     assert head_items_per_target(params, n_items=5000) == 100
     assert head_items_per_target(OmegaConf.structured(ModelParams(loss_type="CE")), n_items=5000) == 5000
+
+
+def test_sce_counts_its_buckets_instead_of_the_catalog():
+    # Read from the loss's entry (losses/scalable.py): the bucket centers against the rows and the items of
+    # each batch, then one [x, y] logit block per bucket and batch.
+    shapes = EpochShapes(batches=2, tokens=100, real_tokens=60, attention_pairs=1000, targets=15)
+    params = OmegaConf.structured(ModelParams(loss_type="SCE", hidden_size=8, n_buckets=4, bucket_size_x=6,
+                                              bucket_size_y=10))
+    assert head_flops(params, shapes, n_items=50) == 2 * 8 * 4 * (15 + 50 * 2) + 2 * 8 * 4 * 6 * 10 * 2
+
+
+def test_replays_ce_counts_the_head_at_every_position():
+    # CE_full_positions (RePlay's CE) runs the head over every position of the batch, padding included.
+    shapes = EpochShapes(batches=2, tokens=100, real_tokens=60, attention_pairs=1000, targets=15)
+    params = OmegaConf.structured(ModelParams(loss_type="CE_full_positions", hidden_size=8))
+    assert head_flops(params, shapes, n_items=50) == 2 * 8 * 50 * 100
 
 
 def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
@@ -63,7 +82,7 @@ def test_epoch_shapes_of_a_real_model_count_padding_and_targets():
     assert (shapes.batches, shapes.tokens, shapes.attention_pairs) == (2, 12, 2 * 16 + 16)
     assert shapes.real_tokens == 2 + 4 + 1  # inputs are the sequences without their last item
     assert shapes.targets == 3 + 4 + 2  # SASRec: every real next item is a target, the first one too
-    assert train_flops_per_epoch(model, shapes, 8, 30) > 0
+    assert train_flops_per_epoch(model, shapes, 8, head=0.0) > 0
 
 
 def test_cpu_flags_lists_only_known_flags():
@@ -71,13 +90,13 @@ def test_cpu_flags_lists_only_known_flags():
 
 
 def test_the_code_fingerprint_changes_with_any_source_or_config_file(tmp_path: Path):
-    for name in ("src/pkg/a.py", "configs/x.yaml", "pyproject.toml", "tests/t.py"):
+    for name in ("src/pkg/a.py", "src/pkg/configs/x.yaml", "pyproject.toml", "tests/t.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("1")
     before = fingerprint.code_fingerprint(tmp_path)
     (tmp_path / "tests" / "t.py").write_text("2")  # not part of the fingerprint
     assert fingerprint.code_fingerprint(tmp_path) == before
-    (tmp_path / "configs" / "x.yaml").write_text("2")
+    (tmp_path / "src" / "pkg" / "configs" / "x.yaml").write_text("2")
     assert fingerprint.code_fingerprint(tmp_path) != before
 
 
@@ -118,7 +137,8 @@ def test_the_bench_skips_every_variant_that_computes_in_bf16_without_native_supp
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", *flags])
     variants = {"fp32": ["acceleration=none"], **BF16_VARIANTS}
-    _, skipped = resolve_variants(variants, lambda overrides: compose(tmp_path, *overrides), torch.device("cpu"))
+    _, skipped = resolve_variants(variants, lambda overrides: compose(tmp_path, *overrides),
+                                  precision.Bf16Support(torch.device("cpu")))
     assert list(skipped) == ([] if flags else list(BF16_VARIANTS))
     assert all(reason.startswith("skipped: no native bf16 on ") for reason in skipped.values())
 

@@ -306,8 +306,8 @@ def test_the_gradient_benchmark_finds_the_rowwise_int8_loss_and_the_fix(tmp_path
     events = pd.DataFrame({"user_id": users, "item_id": rng.integers(0, 2000, len(users)),
                            "timestamp": np.arange(len(users))})
     events.to_parquet(tmp_path / "ratings.parquet")
-    monkeypatch.setattr(sys, "argv", ["switchback_gradient", "--data", str(tmp_path / "ratings.parquet"),
-                                      "--steps", "0", "1", "--out", str(tmp_path / "out")])
+    monkeypatch.setattr(sys, "argv", ["switchback_gradient", f"data={tmp_path / 'ratings.parquet'}",
+                                      "steps=[0,1]", f"out={tmp_path / 'out'}"])
     switchback_gradient.main()
     table = pd.read_csv(tmp_path / "out" / "switchback_gradient.csv").set_index(["step", "product"])
     for step in (0, 1):

@@ -1,8 +1,9 @@
 """The configuration schema: every key, its type and its default.
 
-Hydra composes `configs/config.yaml` with one file per group (`dataset/`, `model/`,
-`mode/`, `acceleration/`) and the command-line overrides; validation.py merges the result
-into the dataclasses below and checks the values against the registries of the code.
+Hydra composes `configs/config.yaml` (shipped inside the package, `CONFIG_DIR`) with one file
+per group (`dataset/`, `model/`, `mode/`, `acceleration/`, and an optional `experiment/`) and the
+command-line overrides; validation.py merges the result into the dataclasses below and checks the
+values against the registries of the code.
 
 The keys and defaults are the reference project's (RePlay-Accelerated), so its config
 files work unchanged; keys it did not have are marked "ours".
@@ -15,6 +16,10 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+
+# The config files ship inside the package (package data), so an installed wheel finds them as an editable
+# install does; users add their own directories with Hydra's `--config-dir`.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # `mode.name`: each is the module of the same name in modes/, exposing run(cfg, origin).
 MODES = (
@@ -107,6 +112,9 @@ class ModelParams:
     mix_x: Optional[bool] = None
     negative_sampling_strategy: Optional[str] = None
     gbce_t: float = 0.75  # ours: gBCE's calibration t (losses/sampled.py)
+    # ours: the parameters of a loss that has its own (its `options` in losses/__init__.py), e.g.
+    # +model.params.model_params.loss_params.name=value, so that a new loss adds no key here
+    loss_params: dict[str, Any] = field(default_factory=dict)
     mask_prob: float = 0.15  # ours: BERT4Rec masking probability
     masking: str = "replay"  # ours: BERT4Rec's rule, "replay" (RePlay's) or "at_least_one" (models/bert4rec.py)
     item_feature_aggregation: str = "sum"  # ours: sum (RePlay's SumAggregator) or concat (models/item_features.py)
@@ -324,13 +332,15 @@ def _sets(node: DictConfig, key: str) -> bool:
 class ConfigOrigin:
     """Where each part of the composed config came from, to name it in errors."""
 
-    search_dirs: list[str] = field(default_factory=lambda: ["configs"])
+    # Where config files are looked up, first match wins: Hydra's search path (a user's `--config-dir` first).
+    search_dirs: list[str] = field(default_factory=lambda: [str(CONFIG_DIR)])
     config_name: str = "config"
     group_choices: dict[str, Optional[str]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
 
     def run_overrides(self) -> list[str]:
-        """The command-line overrides without those choosing the mode: what a training run inherits."""
+        """The command-line overrides without those choosing the mode: what a training run inherits. An
+        `experiment=` stays, for its other settings; the run's own `mode=train` replaces the mode it chooses."""
         return [override for override in self.overrides
                 if not re.match(r"mode($|\.)", override.lstrip("+~").split("=")[0])]
 
@@ -339,6 +349,11 @@ class ConfigOrigin:
         for override in reversed(self.overrides):  # a key given twice: Hydra applies the last
             if override.lstrip("+~").split("=")[0] == key:
                 return f"the command-line override '{override}'"
+        # An experiment (`# @package _global_`) names whole keys and comes after every other file.
+        experiment = self.group_choices.get("experiment")
+        path = experiment and self._find(f"experiment/{experiment}.yaml")
+        if path and _sets(OmegaConf.load(path), key):
+            return path
         # The config groups the key lies in, innermost first: `dataset.item_features.path` is in `dataset/item_features`
         # (its choice's file) and in `dataset` (whose file may set it too).
         parts = key.split(".")

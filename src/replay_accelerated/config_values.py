@@ -17,13 +17,13 @@ from replay_accelerated.data.sources import FILE_SOURCES, ORDER_ONLY_SOURCES, SO
 from replay_accelerated.data.synthetic import generator_problem
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.evaluation.offline import METRICS
-from replay_accelerated.losses import LOSSES, loss_params_problem
+from replay_accelerated.losses import LOSSES, loss_params_problem, samples_negatives
 from replay_accelerated.models import MODELS
 from replay_accelerated.models.bert4rec import MASKING_RULES
 from replay_accelerated.models.item_features import AGGREGATIONS
 from replay_accelerated.models.sasrec import PADDING_ATTENTION
 from replay_accelerated.models.transformer import ITEM_FEATURE_HEADS
-from replay_accelerated.training.precision import PRECISIONS
+from replay_accelerated.training.precision import PRECISIONS, REPLAY_PRECISIONS
 from replay_accelerated.training.tracking import LOGGERS, missing_package
 
 IMPLEMENTATIONS = ("replay_accelerated", *REPLAY_IMPLEMENTATIONS)  # ours, or RePlay 0.22's own model (the baselines)
@@ -42,14 +42,16 @@ def _check_replay(cfg: DictConfig, require) -> None:
     require(model_params.loss_type in supported, f"{prefix}.loss_type",
             f"RePlay 0.22's {cfg.model.name} has no '{model_params.loss_type}' loss; "
             f"use one of {list(supported)} {why}")
-    if LOSSES[model_params.loss_type].items == "sampled":
+    if samples_negatives(model_params):
         require(model_params.loss_sample_count is not None, f"{prefix}.loss_sample_count",
                 f"loss_type={model_params.loss_type} needs it, e.g. {prefix}.loss_sample_count=256")
+    require(not model_params.loss_params, f"{prefix}.loss_params",
+            f"RePlay's losses take none of our losses' own parameters; remove it {why}")
     require(model_params.negative_sampling_strategy in replay_baseline.SAMPLING_STRATEGIES,
             f"{prefix}.negative_sampling_strategy",
             f"RePlay's models sample negatives uniformly only; use null or uniform {why}")
     precision = None if training.precision is None else str(training.precision)
-    require(precision in replay_baseline.PRECISIONS, "model.params.training_params.precision",
+    require(precision in REPLAY_PRECISIONS, "model.params.training_params.precision",
             f"'{precision}' is not measured for RePlay's models; use auto, 32-true or bf16-mixed {why}")
     require(model_params.masking == "replay", f"{prefix}.masking",
             f"RePlay's Bert4Rec masks with its own rule only; use replay {why}")
@@ -209,8 +211,9 @@ def _check_acceleration(cfg: DictConfig, require) -> None:
     require(not (settings.head == "swichback_head" and model_params.loss_type in LOSSES
                  and LOSSES[model_params.loss_type].reads_head_weight),
             f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "
-            "run in float, not through SwitchBack's int8 path; use head=linear_head with this loss, or "
-            "loss_type=CE / CE_sampled with head=swichback_head")
+            "run in float, not through SwitchBack's int8 path; use head=linear_head with this loss, or with "
+            f"head=swichback_head a loss that scores through the head: "
+            f"{[name for name, loss in LOSSES.items() if not loss.reads_head_weight]}")
 
 
 def _check_dataset(cfg: DictConfig, require) -> None:

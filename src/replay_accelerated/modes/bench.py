@@ -67,10 +67,11 @@ from replay_accelerated.benchmark.summary import summarize
 from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.training.precision import (
-    auto_precision,
+    AUTO,
+    Bf16Support,
     computes_in_bf16,
+    decide_precision,
     matmul_flops_per_second,
-    native_bf16,
     training_device,
 )
 from replay_accelerated.validation import compose_run
@@ -117,15 +118,16 @@ def bench_variants(bench) -> dict[str, list[str]]:
 
 
 def resolve_best(overrides: list[str], compose_variant: Callable[[list[str]], DictConfig],
-                 device: torch.device) -> tuple[list[str], DictConfig]:
-    """`overrides` with every `key=best` replaced by its value here (see the module docstring), and their config."""
+                 bf16: Bf16Support) -> tuple[list[str], DictConfig]:
+    """`overrides` with every `key=best` replaced by its value on `bf16.device`, the bench's training device (see
+    the module docstring), and their config."""
     without_best = compose_variant([o for o in overrides if not o.endswith(f"={BEST}")])
     resolved = []
     for override in overrides:
         key, _, value = override.partition("=")
         if value == BEST:
             if key == PRECISION_KEY:
-                value, _ = auto_precision(device, fp16=without_best.model.implementation not in REPLAY_IMPLEMENTATIONS)
+                value = decide_precision(AUTO, without_best.model.implementation, bf16).used
             elif key == LOSS_KEY:
                 value = REPLAY_BEST_LOSS[without_best.model.name]
             else:
@@ -149,21 +151,20 @@ def missing_replay_model(overrides: list[str], model_name: str) -> str | None:
 
 
 def resolve_variants(variants: dict[str, list[str]], compose_variant: Callable[[list[str]], DictConfig],
-                     device: torch.device, model_name: str | None = None
+                     bf16: Bf16Support, model_name: str | None = None
                      ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Every variant's overrides with `best` resolved and validated (config mistakes surface now, not hours
-    into the bench), and the variants skipped: name -> why (bf16 without native support; a RePlay API
+    """Every variant's overrides with `best` resolved for `bf16.device` and validated (config mistakes surface now,
+    not hours into the bench), and the variants skipped: name -> why (bf16 without native support; a RePlay API
     without the command's `model_name`)."""
-    bf16_native, bf16_reason = native_bf16(device)
     resolved, skipped = {}, {}
     for name, overrides in variants.items():
         missing = model_name and missing_replay_model(overrides, model_name)
         if missing:
             skipped[name] = missing
             continue
-        resolved[name], variant_cfg = resolve_best(overrides, compose_variant, device)
-        if computes_in_bf16(variant_cfg) and not bf16_native:  # bf16 precision or bf16 parameters
-            skipped[name] = f"skipped: {bf16_reason}"
+        resolved[name], variant_cfg = resolve_best(overrides, compose_variant, bf16)
+        if computes_in_bf16(variant_cfg) and not bf16.native:  # bf16 precision or bf16 parameters
+            skipped[name] = f"skipped: {bf16.why}"
     return resolved, skipped
 
 
@@ -171,11 +172,11 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     """Train every (variant, seed) in its own process; `compose_run(origin, overrides)` validates a variant's config."""
     bench = cfg.mode.bench
     device = training_device(cfg.trainer)
-    bf16_native, bf16_reason = native_bf16(device)
+    bf16 = Bf16Support(device)  # the bench's one look at bf16: its `best`, its skips, its probe
     matrix = bench_variants(bench)
     variants, skipped = resolve_variants({name: overrides for name, overrides in matrix.items()
                                           if not bench.only or name in bench.only},
-                                         lambda overrides: compose_run(origin, overrides), device, cfg.model.name)
+                                         lambda overrides: compose_run(origin, overrides), bf16, cfg.model.name)
     out_dir = Path(cfg.paths.results_dir) / "bench" / bench.name
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
@@ -189,11 +190,11 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> pd.DataFrame:
     # Many short timings over a few seconds: one timing on a shared VM strays by more than SPEED_TOLERANCE.
     probe = {"32-true": matmul_flops_per_second(device, hidden, bf16=False, repetitions=15, min_seconds=0.2),
              "bf16-mixed": matmul_flops_per_second(device, hidden, bf16=True, repetitions=15, min_seconds=0.2)
-             if bf16_native else math.nan}
-    context = {"name": bench.name, "machine": machine, "bf16": bf16_reason, "probe": probe, "hidden_size": hidden,
+             if bf16.native else math.nan}
+    context = {"name": bench.name, "machine": machine, "bf16": bf16.why, "probe": probe, "hidden_size": hidden,
                "code_fingerprint": fingerprint, "git_commit": git_commit(), "order": list(matrix),
                "seeds": {name: bench.seeds.get(name, 1) for name in variants}, "status": dict(skipped)}
-    print(f"Bench '{bench.name}' on {machine}; {bf16_reason}; matmul [4096, {hidden}] x [{hidden}, {4 * hidden}]: "
+    print(f"Bench '{bench.name}' on {machine}; {bf16.why}; matmul [4096, {hidden}] x [{hidden}, {4 * hidden}]: "
           f"{probe['32-true'] / 1e9:.1f} GFLOP/s fp32, {probe['bf16-mixed'] / 1e9:.1f} GFLOP/s bf16", flush=True)
     check_same_machine_speed(rows, probe["32-true"], bench.allow_mixed, csv_path)
 

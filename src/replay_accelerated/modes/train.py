@@ -44,7 +44,7 @@ from replay_accelerated.evaluation.report import write_report
 from replay_accelerated.models import build_model
 from replay_accelerated.training.fit import fit
 from replay_accelerated.training.measurements import hardware, package_versions
-from replay_accelerated.training.precision import resolve_precision, training_device
+from replay_accelerated.training.precision import Precision, run_precision
 from replay_accelerated.outputs import FolderLock
 from replay_accelerated.training.checkpoints import UNFINISHED, config_fingerprint, mark_complete, publish
 from replay_accelerated.training.environment import apply_env, check_writable, first_process
@@ -56,17 +56,15 @@ def run(cfg: DictConfig, origin: ConfigOrigin) -> dict:
     return train(cfg)
 
 
-def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, dict]:
-    """A copy of `cfg` whose training precision is the concrete one this run uses (`auto` resolved for
-    the training device, training/precision.py), and the choice: configured, used and why (for run.json)."""
-    training = cfg.model.params.training_params
-    configured = training.precision
-    used, why = resolve_precision(configured, training_device(cfg.trainer),
-                                  fp16=cfg.model.implementation not in REPLAY_IMPLEMENTATIONS)
-    print(f"Precision: {used} ({why})", flush=True)
+def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, Precision]:
+    """The run's one precision decision (training/precision.py: `auto` resolved for the training device, our
+    model's or RePlay's), and a copy of `cfg` that records the concrete precision it trains in: run.json's config,
+    the resume fingerprint and RePlay's `training_params` hold it; our training takes the decision itself."""
+    precision = run_precision(cfg)
+    print(f"Precision: {precision.used} ({precision.why})", flush=True)
     cfg = copy.deepcopy(cfg)
-    cfg.model.params.training_params.precision = used
-    return cfg, {"configured": configured, "used": used, "why": why}
+    cfg.model.params.training_params.precision = precision.used
+    return cfg, precision
 
 
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
@@ -117,7 +115,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
                                                          EpochShapes(**run["epoch_shapes"]))
     else:
         loggers = build_loggers(cfg)
-        run, model = fit(cfg, data, checkpoint_dir, callbacks, loggers)
+        run, model = fit(cfg, data, checkpoint_dir, callbacks, loggers, precision)
         if not run:  # another process of a multi-process run: the first one evaluates and reports
             return {}
         recommendations = None  # the steps mode only times training
@@ -134,7 +132,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[L.Callback]) -> dict:
         "implementation": cfg.model.implementation,
         "save_name": save_name,
         "data": data.summary(),
-        "precision": precision,
+        "precision": precision.record(),
         **run,
         "hardware": hardware(),
         "versions": package_versions(),

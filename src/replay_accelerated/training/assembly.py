@@ -9,6 +9,7 @@ from replay_accelerated.acceleration.switchback import SwitchBackScoring, int8_m
 from replay_accelerated.data.item_features import ItemFeatures
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.models import SequentialRecommender, build_model
+from replay_accelerated.training.precision import Precision
 
 
 def build_accelerated_model(cfg: DictConfig, n_items: int, item_features: ItemFeatures | dict | None = None
@@ -26,16 +27,10 @@ def build_accelerated_model(cfg: DictConfig, n_items: int, item_features: ItemFe
     return model, changes
 
 
-def check_device_support(cfg: DictConfig, device: torch.device, model: SequentialRecommender) -> None:
-    """The configured precision and int8 head can run on the training device; stop before training if not."""
-    precision = str(cfg.model.params.training_params.precision)
-    key = "model.params.training_params.precision"
-    if precision.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"{key}={precision}, but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
-                          f"use {key}=16-mixed (fp16 with loss scaling) or 32")
-    if precision.startswith("16") and device.type != "cuda":
-        raise ConfigError(f"{key}={precision} needs a CUDA device (Lightning has no fp16 autocast on {device.type}); "
-                          f"use {key}=bf16-mixed or 32")
+def check_device_support(precision: Precision, device: torch.device, model: SequentialRecommender) -> None:
+    """The run's precision (decided once, training/precision.py) and int8 head can run on the training device;
+    stop before training if not."""
+    precision.check_runs_on(device)
     if isinstance(model.head, SwitchBackScoring):
         problem = int8_matmul_problem(device)
         if problem is not None:

@@ -44,7 +44,7 @@ from replay_accelerated.training.measurements import (
     timed_steps_trainer_args,
 )
 from replay_accelerated.training.module import RecommenderModule
-from replay_accelerated.training.precision import training_device
+from replay_accelerated.training.precision import Precision, training_device
 from replay_accelerated.training.assembly import build_accelerated_model, check_device_support
 from replay_accelerated.training.warm_start import warm_start
 
@@ -68,9 +68,10 @@ def check_logits_memory(loss: torch.nn.Module, shapes: EpochShapes, n_items: int
 
 
 def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Sequence[L.Callback],
-        loggers: Sequence[Logger]) -> tuple[dict, SequentialRecommender | None]:
-    """Train our model with early stopping; returns what was measured and the best model, in eval mode
-    (nothing in the other processes of a multi-process run; no model in the steps mode, `mode.steps`).
+        loggers: Sequence[Logger], precision: Precision) -> tuple[dict, SequentialRecommender | None]:
+    """Train our model with early stopping in the run's `precision` (decided once, training/precision.py); returns
+    what was measured and the best model, in eval mode (nothing in the other processes of a multi-process run; no
+    model in the steps mode, `mode.steps`).
 
     Checkpoints and the item vocabulary are written to `checkpoint_dir/unfinished/`, which the caller
     publishes when the whole run has succeeded (training/checkpoints.py)."""
@@ -119,14 +120,14 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
         num_nodes=cfg.trainer.num_nodes,
         use_distributed_sampler=False,  # our batch samplers and validation split the work themselves
         enable_progress_bar=cfg.trainer.progress_bar,
-        precision=training.precision,
+        precision=precision.used,
         plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
         logger=list(loggers),
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         profiler=PyTorchProfiler(row_limit=cfg.mode.profiler.row_limit) if cfg.mode.profiler.enabled else None,
     )
-    check_device_support(cfg, trainer.strategy.root_device, model)
+    check_device_support(precision, trainer.strategy.root_device, model)
     device = trainer.strategy.root_device
     if cfg.mode.steps is not None:
         memory = TrainingMemory(device)

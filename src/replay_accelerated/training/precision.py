@@ -9,23 +9,39 @@ training device runs natively:
 Without native support bf16 is emulated and much slower than fp32 (37x for a matrix product on an
 AVX2-only AMD EPYC), so `auto` never picks it there. An explicit bf16 precision on such a machine
 still runs, with one warning that names the hardware and the slow-down measured by a small probe.
+RePlay's models (the baselines) train in `REPLAY_PRECISIONS` only, so their `auto` is 32-true where ours is 16-mixed.
 A run computes in bf16 through its precision or through bf16 parameters (`computes_in_bf16`).
+
+The decision is made once and passed down as values: `Bf16Support` looks the device up once, and
+`decide_precision` turns a configured precision into the `Precision` a run trains in. mode=train decides its run's
+(`run_precision`) for our model and RePlay's alike, and hands it to training (`Precision.check_runs_on`); the bench
+looks the device up once and decides every variant's `best` and skips from it.
 """
 
 import math
 import os
 import statistics
 import time
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
-from replay_accelerated.config import AccelerationConfig
+from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, AccelerationConfig
 from replay_accelerated.errors import ConfigError
 from replay_accelerated.training.measurements import cpu_flags, cpu_model, synchronize
 
 AUTO = "auto"
 # `precision`: auto, or what Lightning takes (null: 32-true).
 PRECISIONS = (AUTO, None, "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
+# A trait of RePlay's models (model.implementation in REPLAY_IMPLEMENTATIONS, the baselines): they are measured in
+# fp32 and bf16-mixed only, so config_values.py refuses the rest for their rows and their `auto` never means fp16.
+REPLAY_PRECISIONS = (AUTO, None, "32", "32-true", "bf16-mixed")
+
+
+def precisions_of(implementation: str) -> tuple:
+    """The precisions a model of `implementation` (`model.implementation`) trains in."""
+    return REPLAY_PRECISIONS if implementation in REPLAY_IMPLEMENTATIONS else PRECISIONS
 
 
 def training_device(trainer) -> torch.device:
@@ -63,6 +79,51 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return False, f"no native bf16 on {cpu_model()} (no avx512_bf16 or amx_bf16)"
 
 
+@dataclass(frozen=True)
+class Bf16Support:
+    """Whether the training `device` multiplies bfloat16 natively, and why (`native_bf16`): made once per run and
+    passed to every precision decision for that device. Looked up on first use, at most once: a decision that does
+    not need it (an explicit fp32) touches no CUDA device, as before."""
+
+    device: torch.device
+
+    @cached_property
+    def _lookup(self) -> tuple[bool, str]:
+        return native_bf16(self.device)
+
+    @property
+    def native(self) -> bool:
+        return self._lookup[0]
+
+    @property
+    def why(self) -> str:
+        return self._lookup[1]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A run's precision, decided once (`decide_precision`): as configured (`auto`, a Lightning precision, or
+    null), the Lightning precision it trains in (`used`), and why ("auto: <hardware>" or "configured")."""
+
+    configured: str | None
+    used: str
+    why: str
+
+    def record(self) -> dict:
+        """run.json's `precision`."""
+        return {"configured": self.configured, "used": self.used, "why": self.why}
+
+    def check_runs_on(self, device: torch.device) -> None:
+        """Stop before training if `device` (where Lightning placed the model) cannot run `used` at all."""
+        key = "model.params.training_params.precision"
+        if self.used.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"{key}={self.used}, but {torch.cuda.get_device_name(device)} has no bfloat16 "
+                              f"support; use {key}=16-mixed (fp16 with loss scaling) or 32")
+        if self.used.startswith("16") and device.type != "cuda":
+            raise ConfigError(f"{key}={self.used} needs a CUDA device (Lightning has no fp16 autocast on "
+                              f"{device.type}); use {key}=bf16-mixed or 32")
+
+
 def computes_in_bf16(config) -> bool:
     """Whether a composed run config (a DictConfig, or the `config` of a run.json) multiplies in bfloat16:
     through a bf16 training precision (bf16-mixed, bf16-true) or through bf16 parameters
@@ -73,35 +134,36 @@ def computes_in_bf16(config) -> bool:
     return precision.startswith("bf16") or dtype == "bf16"
 
 
-def auto_precision(device: torch.device, fp16: bool = True) -> tuple[str, str]:
-    """The precision `auto` means on `device`, and why. `fp16=False` for models that are not
-    trained in 16-mixed (RePlay's, see config.py): 32-true instead."""
-    bf16, why = native_bf16(device)
-    if bf16:
-        return "bf16-mixed", why
-    if device.type == "cuda" and fp16:
-        return "16-mixed", f"{why}; fp16 with loss scaling instead"
-    return "32-true", why
-
-
-def resolve_precision(configured: str | None, device: torch.device, fp16: bool = True) -> tuple[str, str]:
-    """The precision a run with `configured` (a Lightning precision, `auto`, or null for fp32)
-    trains in on `device`, and why; warns when it is bf16 that this device only emulates."""
+def decide_precision(configured: str | None, implementation: str, bf16: Bf16Support) -> Precision:
+    """The precision a model of `implementation` configured with `configured` (a Lightning precision, `auto`, or
+    null for fp32) trains in on `bf16.device`; warns when it is bf16 that this device only emulates.
+    `auto` is bf16-mixed where bf16 is native, else 16-mixed on a CUDA device for a model that trains in it (not
+    RePlay's: `precisions_of`), else 32-true."""
     if configured == AUTO:
-        precision, why = auto_precision(device, fp16)
-        return precision, f"auto: {why}"
-    precision = str(configured or "32-true")
-    if precision.startswith("bf16"):
-        bf16, why = native_bf16(device)
-        if not bf16:
-            _warn_emulated_bf16(device, why)
-    return precision, "configured"
+        if bf16.native:
+            used, why = "bf16-mixed", bf16.why
+        elif bf16.device.type == "cuda" and "16-mixed" in precisions_of(implementation):
+            used, why = "16-mixed", f"{bf16.why}; fp16 with loss scaling instead"
+        else:
+            used, why = "32-true", bf16.why
+        return Precision(configured, used, f"auto: {why}")
+    used = str(configured or "32-true")
+    if used.startswith("bf16") and not bf16.native:
+        _warn_emulated_bf16(bf16)
+    return Precision(configured, used, "configured")
+
+
+def run_precision(cfg) -> Precision:
+    """The one precision decision of a composed run config, for its training device (`training_device`)."""
+    return decide_precision(cfg.model.params.training_params.precision, cfg.model.implementation,
+                            Bf16Support(training_device(cfg.trainer)))
 
 
 _warned: set[str] = set()
 
 
-def _warn_emulated_bf16(device: torch.device, why: str) -> None:
+def _warn_emulated_bf16(bf16: Bf16Support) -> None:
+    device, why = bf16.device, bf16.why
     if device.type in _warned:
         return
     _warned.add(device.type)

@@ -113,11 +113,11 @@ REPLAY_MODELS = {
 REAL_TOKENS = {"bert4rec": "pad_mask", "sasrec": "padding_mask"}  # a training batch's [B, W] "is an item" mask
 # What each RePlay API (model.implementation) can train, per model, in our names (`replay_loss` and
 # `_nn_loss` map them to RePlay's); validation.py refuses anything else, and a model an API does not have.
+# Their precisions are training/precision.REPLAY_PRECISIONS, beside the one precision decision that honours them.
 LOSS_TYPES = {
     "replay": {"bert4rec": ("CE", "CE_restricted", "CE_sampled", "BCE"), "sasrec": ("CE", "CE_sampled", "BCE")},
     "replay_nn": {"sasrec": ("CE", "CE_sampled", "BCE")},
 }
-PRECISIONS = ("auto", None, "32", "32-true", "bf16-mixed")
 SAMPLING_STRATEGIES = (None, "uniform")  # RePlay's "global_uniform"
 
 
