@@ -96,8 +96,8 @@ bench gpu_check_hidden1024 "[replay_best,compiled_best,fastest]" "$OUT/hidden102
 step "5. Lightning's share of a step"
 LOOP=(hidden=256 batch=32 max_seq_len=128 items=18345 steps=200 repeats=3)
 $DRY_RUN && LOOP=(hidden=32 batch=8 max_seq_len=16 items=200 steps=3 warmup=1 repeats=1)
-"$PYTHON" -m replay_accelerated.benchmark.loop "${LOOP[@]}" out="$OUT/loop" || failed "loop eager" $?
-"$PYTHON" -m replay_accelerated.benchmark.loop "${LOOP[@]}" repeats=1 compiled=true out="$OUT/loop_compiled" \
+"$PYTHON" -m replay_accelerated.benchmarks.loop "${LOOP[@]}" out="$OUT/loop" || failed "loop eager" $?
+"$PYTHON" -m replay_accelerated.benchmarks.loop "${LOOP[@]}" repeats=1 compiled=true out="$OUT/loop_compiled" \
     || failed "loop compiled" $?
 
 step "done; results in $OUT"

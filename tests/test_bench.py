@@ -14,11 +14,11 @@ import pytest
 from hydra import initialize_config_dir
 
 from conftest import PINNED_PRECISION, TINY_SYNTHETIC, run_main
-from replay_accelerated.benchmark.fingerprint import check_same_code_and_hardware, check_same_machine_speed
+from replay_accelerated.benchmarks.fingerprint import check_same_code_and_hardware, check_same_machine_speed
 from replay_accelerated.config import CONFIG_DIR, ConfigOrigin
 from replay_accelerated.modes.bench import pairwise_variants
-from replay_accelerated.benchmark.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY, config_hash
-from replay_accelerated.benchmark.summary import summarize, time_to_target
+from replay_accelerated.benchmarks.rows import EPOCHS_ONLY, SEED_COLUMNS, STEPS_ONLY, config_hash
+from replay_accelerated.benchmarks.summary import summarize, time_to_target
 from replay_accelerated.errors import UserError
 from replay_accelerated.training.measurements import timed_steps_trainer_args
 from replay_accelerated.validation import compose_run
@@ -293,7 +293,7 @@ def test_rows_measured_while_the_machine_ran_at_another_speed_are_refused(tmp_pa
 
 
 def test_a_rare_target_reference_of_zero_gives_no_relative_verdict():
-    from replay_accelerated.benchmark.summary import _rare_target_verdict
+    from replay_accelerated.benchmarks.summary import _rare_target_verdict
 
     rng = np.random.default_rng()
     users = pd.Index(np.arange(40), name="user_id")

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import compose
-from replay_accelerated.benchmark import fingerprint
-from replay_accelerated.benchmark.rows import variant_row
+from replay_accelerated.benchmarks import fingerprint
+from replay_accelerated.benchmarks.rows import variant_row
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.models import build_model

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import FAST_SYNTHETIC, SHARED_DATA, run_main
-from replay_accelerated.benchmark.rows import STEPS_ONLY
+from replay_accelerated.benchmarks.rows import STEPS_ONLY
 from replay_accelerated.config import CONFIG_DIR
 
 

@@ -176,7 +176,7 @@ def test_every_model_head_and_activation_exports_with_the_same_scores(tmp_path: 
 
 @pytest.mark.slow
 def test_the_serving_benchmark_times_three_backends_that_agree(tmp_path: Path):
-    from replay_accelerated.benchmark.serving_latency import measure
+    from replay_accelerated.benchmarks.serving_latency import measure
 
     rows = measure("sasrec", n_items=60, hidden=16, max_seq_len=12, k=5, requests=5, batches=2, batch_size=8)
     assert [row["backend"] for row in rows] == ["pytorch_eager", "torch_export", "onnxruntime"]

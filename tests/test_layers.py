@@ -23,7 +23,7 @@ LAYERS = [
     {"acceleration", "evaluation"},
     {"losses"},
     {"training"},
-    {"benchmark"},
+    {"benchmarks"},
     {"config_values"},  # the checks that need the registries (loaded only after the schema check passed)
     {"validation"},
     {"modes"},

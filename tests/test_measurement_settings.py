@@ -1,4 +1,4 @@
-"""The measurement scripts (`python -m replay_accelerated.benchmark.<script>`) take `key=value` settings, as the main
+"""The measurement scripts (`python -m replay_accelerated.benchmarks.<script>`) take `key=value` settings, as the main
 command takes its config, and stop with exit status 2 and a message naming the problem and the fix."""
 
 import importlib
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from replay_accelerated.benchmark.settings import parse_settings, setting
+from replay_accelerated.benchmarks.settings import parse_settings, setting
 
 SCRIPTS = ["evaluation_memory", "head", "loop", "scoring_memory", "serving_latency", "switchback_gradient"]
 
@@ -44,7 +44,7 @@ def test_a_wrong_setting_stops_with_status_2_and_names_the_fix(capsys, argv, mes
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_lists_its_settings(capsys, monkeypatch, script):
-    module = importlib.import_module(f"replay_accelerated.benchmark.{script}")
+    module = importlib.import_module(f"replay_accelerated.benchmarks.{script}")
     monkeypatch.setattr("sys.argv", [script, "--help"])
     with pytest.raises(SystemExit) as stopped:
         module.main()

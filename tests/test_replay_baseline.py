@@ -176,7 +176,7 @@ def test_replay_nn_baseline_trains_and_recommends_unseen_known_items(splits: Spl
 
 
 def test_replay_nn_rows_are_sasrec_only_and_described_apart(tmp_path):
-    from replay_accelerated.benchmark.rows import describe_acceleration
+    from replay_accelerated.benchmarks.rows import describe_acceleration
     from replay_accelerated.modes.bench import missing_replay_model
 
     with pytest.raises(ConfigError, match="config key 'model.implementation'.*no bert4rec"):

@@ -281,7 +281,7 @@ def test_initialisation_like_nn_linear():
 
 @pytest.mark.slow
 def test_the_head_benchmark_times_every_head_and_they_agree():
-    from replay_accelerated.benchmark.head import measure
+    from replay_accelerated.benchmarks.head import measure
 
     rows = measure(n_items=90, hidden=24, rows=30, repetitions=2)
     steps = {row["what"]: row for row in rows if row["what"].endswith("forward+backward")}
@@ -299,7 +299,7 @@ def test_the_gradient_benchmark_finds_the_rowwise_int8_loss_and_the_fix(tmp_path
     import numpy as np
     import pandas as pd
 
-    from replay_accelerated.benchmark import switchback_gradient
+    from replay_accelerated.benchmarks import switchback_gradient
 
     rng = np.random.default_rng()
     users = np.repeat(np.arange(40), 30)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA, compose
-from replay_accelerated.benchmark.verdict import MIN_SEEDS, Verdict, paired_verdict
+from replay_accelerated.benchmarks.verdict import MIN_SEEDS, Verdict, paired_verdict
 from replay_accelerated.modes.train import train
 
 

@@ -37,7 +37,7 @@ With the row's largest entry apart (its weight row added in float), the int8 sca
 instead: the error fell to 0.7% of the push at initialisation, but grew to 6-9% after 50 to 500 steps as training
 sharpens the softmax and a few likely negatives set the scale for the rest. So FLOAT_ENTRIES = 64 entries per row
 (the target and the 63 likeliest negatives) are multiplied with their weight rows in float (one embedding_bag,
-no [M, 64, K] copy) and only the rest goes through int8 (benchmark/switchback_gradient.py,
+no [M, 64, K] copy) and only the rest goes through int8 (benchmarks/switchback_gradient.py,
 docs/benchmarks/cpu_switchback_gradient). Stochastic rounding, unbiased, left a noise of 320% of the push at
 initialisation and 18% after 500 steps.
 

@@ -56,14 +56,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from replay_accelerated.benchmark.fingerprint import (
+from replay_accelerated.benchmarks.fingerprint import (
     check_same_code_and_hardware,
     check_same_machine_speed,
     code_fingerprint,
     git_commit,
 )
-from replay_accelerated.benchmark.rows import SEED_COLUMNS, config_hash, describe_machine, variant_row
-from replay_accelerated.benchmark.summary import summarize
+from replay_accelerated.benchmarks.rows import SEED_COLUMNS, config_hash, describe_machine, variant_row
+from replay_accelerated.benchmarks.summary import summarize
 from replay_accelerated.config import REPLAY_IMPLEMENTATIONS, ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.training.precision import (

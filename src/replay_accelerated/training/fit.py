@@ -110,7 +110,7 @@ def fit(cfg: DictConfig, data: PreparedData, checkpoint_dir: Path, callbacks: Se
         schedule = {**timed_steps_trainer_args(cfg.mode.steps, cfg.mode.warmup_steps, len(train_loader)),
                     "callbacks": [step_timer]}
     schedule["callbacks"].append(KeepSigtermHandler())
-    if cfg.trainer.progress_bar:  # Lightning's default redraws it every step: 2 ms of a 10 ms step (benchmark/loop.py)
+    if cfg.trainer.progress_bar:  # Lightning's default redraws it every step: 2 ms of a 10 ms step (benchmarks/loop.py)
         schedule["callbacks"].append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_STEPS))
     trainer = L.Trainer(
         **schedule,

@@ -58,7 +58,7 @@ class RecommenderModule(L.LightningModule):
     def training_step(self, example: TrainingExample, batch_index: int) -> torch.Tensor:
         loss = self.training_loss(example)
         # Accumulated on the device and logged once per epoch: no host-device synchronisation per step,
-        # and none of the bookkeeping of Lightning's per-step `log` (measured: benchmark/loop.py).
+        # and none of the bookkeeping of Lightning's per-step `log` (measured: benchmarks/loop.py).
         weighted = loss.detach() * len(example.inputs)
         self._epoch_loss_sum = weighted if self._epoch_loss_sum is None else self._epoch_loss_sum + weighted
         self._epoch_samples += len(example.inputs)

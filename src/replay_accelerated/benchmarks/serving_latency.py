@@ -1,6 +1,6 @@
 """Serving latency and throughput of an exported model: PyTorch eager, torch.export and onnxruntime.
 
-    python -m replay_accelerated.benchmark.serving_latency out=docs/benchmarks/cpu_serving
+    python -m replay_accelerated.benchmarks.serving_latency out=docs/benchmarks/cpu_serving
 
 For each model (BERT4Rec, SASRec at the seed config: hidden 256, 2 blocks, 2 heads, max_seq_len 128) on
 the MovieLens-20M-shaped catalog (18,345 items; random weights: speed does not depend on them), the top-k
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replay_accelerated.benchmark.render import write_measurements
-from replay_accelerated.benchmark.settings import parse_settings, setting
-from replay_accelerated.benchmark.timing import step_seconds
+from replay_accelerated.benchmarks.render import write_measurements
+from replay_accelerated.benchmarks.settings import parse_settings, setting
+from replay_accelerated.benchmarks.timing import step_seconds
 from replay_accelerated.models import Bert4Rec, SasRec
 from replay_accelerated.models.serving import TopKUnseen, write_function
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from replay_accelerated.benchmark.fingerprint import speeds_differ
-from replay_accelerated.benchmark.rows import describe_machine
-from replay_accelerated.benchmark.verdict import MIN_SEEDS, QUALITY_SHARE, TOLERANCE
+from replay_accelerated.benchmarks.fingerprint import speeds_differ
+from replay_accelerated.benchmarks.rows import describe_machine
+from replay_accelerated.benchmarks.verdict import MIN_SEEDS, QUALITY_SHARE, TOLERANCE
 
 
 def write_measurements(rows: list[dict], out_dir: Path, stem: str, title: str, device: torch.device,

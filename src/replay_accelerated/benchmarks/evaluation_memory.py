@@ -1,6 +1,6 @@
 """Evaluation memory against catalog size: ranking in item chunks keeps it flat.
 
-    python -m replay_accelerated.benchmark.evaluation_memory out=docs/benchmarks/cpu_evaluation_memory
+    python -m replay_accelerated.benchmarks.evaluation_memory out=docs/benchmarks/cpu_evaluation_memory
 
 For each catalog size and each `evaluation.item_chunk_size` (the default 65536, and null: the whole
 catalog at once), a fresh process builds a SASRec of that catalog (hidden 256, max_seq_len 64, its head
@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from replay_accelerated.benchmark.render import write_measurements
-from replay_accelerated.benchmark.settings import parse_settings, setting
+from replay_accelerated.benchmarks.render import write_measurements
+from replay_accelerated.benchmarks.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.formats import ITEM, USER
@@ -76,7 +76,7 @@ def main() -> None:
     for n_items in settings.items:
         for chunk in settings.chunks:
             # A fresh process per measurement: memory freed by an earlier one would hide this one's peak.
-            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmark.evaluation_memory",
+            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmarks.evaluation_memory",
                                    f"one=[{n_items},{chunk}]"], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)

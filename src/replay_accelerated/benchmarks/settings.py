@@ -1,7 +1,7 @@
 """The measurement scripts' settings, given as the main command takes its config: `key=value` overrides.
 
-    python -m replay_accelerated.benchmark.head items=100000 "rows=[614,4096]" out=docs/benchmarks/x
-    python -m replay_accelerated.benchmark.head --help      # every setting with its default
+    python -m replay_accelerated.benchmarks.head items=100000 "rows=[614,4096]" out=docs/benchmarks/x
+    python -m replay_accelerated.benchmarks.head --help      # every setting with its default
 
 Each script declares its settings as a dataclass whose fields carry their help (and, where a value must be one of a
 few names, their choices) in `metadata`. `parse_settings` merges the command line into it with OmegaConf, which
@@ -78,7 +78,7 @@ def _default(field: dataclasses.Field):
 
 def _script() -> str:
     main = sys.modules.get("__main__")
-    return getattr(getattr(main, "__spec__", None), "name", None) or "replay_accelerated.benchmark.<script>"
+    return getattr(getattr(main, "__spec__", None), "name", None) or "replay_accelerated.benchmarks.<script>"
 
 
 def _fail(problem: str) -> None:

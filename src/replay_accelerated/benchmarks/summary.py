@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from replay_accelerated.benchmark.render import markdown, plot
-from replay_accelerated.benchmark.verdict import QUALITY_SHARE, paired_verdict
+from replay_accelerated.benchmarks.render import markdown, plot
+from replay_accelerated.benchmarks.verdict import QUALITY_SHARE, paired_verdict
 
 REFERENCES = {"best": "replay_best", "default": "replay_default",
               # RePlay's newer replay.nn API (SASRec only): its own pair, columns `_vs_nn_best` and `_vs_nn_default`,

@@ -1,7 +1,7 @@
 """Scoring memory against the number of users: streaming users keeps it at the output's size.
 
-    python -m replay_accelerated.benchmark.scoring_memory       # 100,000 and 1,000,000 users, both functions
-    python -m replay_accelerated.benchmark.scoring_memory "users=[10000]" "what=[recommend]"
+    python -m replay_accelerated.benchmarks.scoring_memory       # 100,000 and 1,000,000 users, both functions
+    python -m replay_accelerated.benchmarks.scoring_memory "users=[10000]" "what=[recommend]"
 
 For each user count and each function, a fresh process (so that no earlier peak hides this one) builds a
 tiny random SASRec (hidden 32, 2 blocks, max_seq_len 50, 1,000 items; its size is printed), gives every
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from replay_accelerated.benchmark.settings import parse_settings, setting
+from replay_accelerated.benchmarks.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.pipeline import EvaluationUsers
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences, csr_offsets
@@ -102,7 +102,7 @@ def main() -> None:
     for what in settings.what:
         rows = []
         for n_users in sorted(settings.users):
-            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmark.scoring_memory",
+            done = subprocess.run([sys.executable, "-m", "replay_accelerated.benchmarks.scoring_memory",
                                    f"one=[{what},{n_users}]", f"threads={settings.threads}"],
                                   capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

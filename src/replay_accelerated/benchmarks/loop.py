@@ -1,6 +1,6 @@
 """Lightning's share of a training step: the same steps under Lightning's loop and in a bare loop.
 
-    python -m replay_accelerated.benchmark.loop out=docs/benchmarks/cpu_loop_overhead
+    python -m replay_accelerated.benchmarks.loop out=docs/benchmarks/cpu_loop_overhead
 
 Where a step takes a few milliseconds, what runs around it (hooks, logging, the progress bar,
 moving the batch) can cost as much as the arithmetic. Both loops train the same RecommenderModule
@@ -28,8 +28,8 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import OmegaConf
 
-from replay_accelerated.benchmark.render import write_measurements
-from replay_accelerated.benchmark.settings import parse_settings, setting
+from replay_accelerated.benchmarks.render import write_measurements
+from replay_accelerated.benchmarks.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.losses import build_loss

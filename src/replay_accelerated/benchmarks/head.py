@@ -1,6 +1,6 @@
 """The item head alone, forward + backward: nn.Linear against the SwitchBack head, eager and fused.
 
-    python -m replay_accelerated.benchmark.head out=docs/benchmarks/cpu_switchback_head
+    python -m replay_accelerated.benchmarks.head out=docs/benchmarks/cpu_switchback_head
 
 At the MovieLens-20M catalog (18,345 items, hidden 256) and two row counts: the targets of a BERT4Rec
 batch (32 x 128 positions at 15%: 614 rows, what our CE computes) and every position of it (4,096 rows,
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from replay_accelerated.acceleration.switchback import SwitchBackLinear
-from replay_accelerated.benchmark.render import write_measurements
-from replay_accelerated.benchmark.settings import parse_settings, setting
-from replay_accelerated.benchmark.timing import step_seconds
+from replay_accelerated.benchmarks.render import write_measurements
+from replay_accelerated.benchmarks.settings import parse_settings, setting
+from replay_accelerated.benchmarks.timing import step_seconds
 from replay_accelerated.training.measurements import cpu_flags
 
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # what a CPU's int8 matrix products run on

@@ -1,6 +1,6 @@
 """How well each way of computing the SwitchBack head's input gradient keeps the exact one, during training.
 
-    python -m replay_accelerated.benchmark.switchback_gradient data=ratings.parquet out=DIR
+    python -m replay_accelerated.benchmarks.switchback_gradient data=ratings.parquet out=DIR
 
 The head's backward product grad_x = grad_y @ W carries the whole loss signal to the transformer below
 it. For a softmax head a row of grad_y is (p - onehot(target)) / rows: its largest entry is the target's,
@@ -40,8 +40,8 @@ from replay_accelerated.acceleration.switchback import (
     int8_matmul,
     quantize_absmax,
 )
-from replay_accelerated.benchmark.render import write_measurements
-from replay_accelerated.benchmark.settings import parse_settings, setting
+from replay_accelerated.benchmarks.render import write_measurements
+from replay_accelerated.benchmarks.settings import parse_settings, setting
 from replay_accelerated.config import ModelParams
 from replay_accelerated.data.sequences import ItemVocabulary, UserSequences
 from replay_accelerated.losses import build_loss
