@@ -65,7 +65,7 @@ code=$?
 if [ "${LEARNING_TESTS:-0}" = 1 ] && ! $DRY_RUN; then  # on the GPU: every loss, bf16 and the SwitchBack head learn
     PARALLEL=(); "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)  # pytest-xdist, where installed
     "$PYTHON" -m pytest -q -p no:cacheprovider -m "" "${PARALLEL[@]}" tests/test_learning.py \
-        -k "every_loss or bf16 or swichback" || failed "learning tests on the GPU" $?
+        -k "every_loss or bf16 or switchback" || failed "learning tests on the GPU" $?
 fi
 
 step "3. step-limited bench"
@@ -87,7 +87,7 @@ bench() {  # bench NAME ROWS TARGET [OVERRIDES...]: the bench, then its tables c
     cp "$REPLAY_ACCELERATED_HOME/results/bench/$name"/{results.csv,summary.csv,results.md} "$target"/ \
         || failed "copy of bench $name" $?
 }
-bench gpu_check "[replay_best,CE_fp32,CCE,swichback_head,compiled_best,fastest]" "$OUT"
+bench gpu_check "[replay_best,CE_fp32,CCE,switchback_head,compiled_best,fastest]" "$OUT"
 
 step "4. hidden size 1024"
 bench gpu_check_hidden1024 "[replay_best,compiled_best,fastest]" "$OUT/hidden1024" \

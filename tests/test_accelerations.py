@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from replay_accelerated.acceleration.apply import ACTIVATIONS, apply_accelerations, format_changes
+from replay_accelerated.acceleration.apply import ACTIVATIONS, acceleration_settings, apply_accelerations, format_changes
 from replay_accelerated.acceleration.switchback import SwitchBackLinear, TiedSwitchBackHead
 from replay_accelerated.config import Acceleration
 from replay_accelerated.models import Bert4Rec, SasRec
@@ -48,7 +48,7 @@ def test_activation_is_swapped_in_every_feed_forward(cls, act_fn, expected):
 def test_switchback_head_keeps_the_weights_the_tie_and_the_checkpoint_keys(cls):
     model = _model(cls)
     weight, keys = model.head.weight.detach().clone(), set(model.state_dict())
-    changes = apply_accelerations(model, _acceleration(head="swichback_head"))
+    changes = apply_accelerations(model, _acceleration(head="switchback_head"))
     kind = TiedSwitchBackHead if cls is SasRec else SwitchBackLinear  # SASRec's head is tied (RePlay's)
     assert isinstance(model.head, kind)
     torch.testing.assert_close(model.head.weight.detach(), weight)
@@ -61,9 +61,17 @@ def test_switchback_head_keeps_the_weights_the_tie_and_the_checkpoint_keys(cls):
         assert model.item_embedding.weight.grad is not None
 
 
+def test_the_reference_projects_spelling_is_the_same_head():
+    # `head: swichback_head` (the reference project's configs) is accepted and handed on as switchback_head.
+    assert acceleration_settings(_acceleration(head="swichback_head")).head == "switchback_head"
+    model = _model(Bert4Rec)
+    changes = apply_accelerations(model, _acceleration(head="swichback_head"))
+    assert isinstance(model.head, SwitchBackLinear) and changes[0].after.startswith("SwitchBackLinear")
+
+
 def test_tied_head_then_switchback_on_bert4rec():
     model = _model(Bert4Rec)
-    changes = apply_accelerations(model, _acceleration(tied_head=True, head="swichback_head"))
+    changes = apply_accelerations(model, _acceleration(tied_head=True, head="switchback_head"))
     assert isinstance(model.head, TiedSwitchBackHead) and model.head.bias is not None
     assert model.head.item_embedding is model.item_embedding
     assert changes[0].before.startswith("LinearHead") and changes[0].after.startswith("TiedSwitchBackHead")
@@ -99,6 +107,6 @@ def test_no_acceleration_and_partial_configs_change_nothing_unnamed():
     assert apply_accelerations(model, None) == []
     assert format_changes([]).startswith("Accelerations: none")
     # A config naming only the head leaves everything else at its default.
-    changes = apply_accelerations(model, _acceleration(head="swichback_head"))
+    changes = apply_accelerations(model, _acceleration(head="switchback_head"))
     assert [c.module for c in changes] == ["head"]
     assert all(isinstance(m.activation, nn.GELU) for m in model.modules() if isinstance(m, FeedForward))

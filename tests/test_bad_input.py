@@ -133,12 +133,12 @@ def test_fp16_autocast_without_cuda_is_refused():
 
 
 def test_switchback_head_without_int8_matmul_is_refused(monkeypatch):
-    _, model = _model("swichback_head")
+    _, model = _model("switchback_head")
     assembly.check_device_support(_precision("32-true"), torch.device("cpu"), model)  # available here
 
     def no_int8(*args):
         raise RuntimeError("_int_mm is not implemented for this device")
 
     monkeypatch.setattr(torch, "_int_mm", no_int8)
-    with pytest.raises(ConfigError, match=r"swichback_head needs int8 .*not implemented.*head=linear_head"):
+    with pytest.raises(ConfigError, match=r"switchback_head needs int8 .*not implemented.*head=linear_head"):
         assembly.check_device_support(_precision("32-true"), torch.device("cpu"), model)

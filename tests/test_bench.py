@@ -28,7 +28,7 @@ def test_pairwise_variants_cover_every_value_pair_with_fewer_runs_than_the_produ
     options = {
         "loss": {name: [f"loss={name}"] for name in ("CE", "CE_sampled", "BCE", "SCE", "CCE")},
         "act_fn": {name: [f"act={name}"] for name in ("gelu", "selu", "silu")},
-        "head": {name: [f"head={name}"] for name in ("linear", "swichback", "tied")},
+        "head": {name: [f"head={name}"] for name in ("linear", "switchback", "tied")},
         "precision": {name: [f"precision={name}"] for name in ("fp32", "bf16")},
     }
     variants = pairwise_variants(options)

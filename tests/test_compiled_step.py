@@ -23,7 +23,7 @@ N_ITEMS, MAX_LEN, HIDDEN = 90, 16, 16
 HEADS = {
     "linear": lambda model: LinearHead(HIDDEN, N_ITEMS),
     "tied": lambda model: TiedHead(model.item_embedding, N_ITEMS),
-    "switchback": lambda model: HEADS_OF_ACCELERATIONS["swichback_head"](model),  # SASRec's keeps its tie
+    "switchback": lambda model: HEADS_OF_ACCELERATIONS["switchback_head"](model),  # SASRec's keeps its tie
     "item_features": lambda model: model.tied_head(bias=True),  # each item's row: id and features (below)
 }
 FEATURES = {"genres": {"type": "categorical_list", "cardinality": 7, "width": 3, "values": list(range(7))},

@@ -33,7 +33,8 @@ def test_every_config_file_composes_and_validates(home: Path, name: str) -> None
         assert cfg.dataset.name == dataset
 
 
-@pytest.mark.parametrize("preset, head, act_fn", [("config_ml20_swichback", "swichback_head", None),
+@pytest.mark.parametrize("preset, head, act_fn", [("config_ml20_switchback", "switchback_head", None),
+                                                  ("config_ml20_swichback", "switchback_head", None),
                                                   ("config_ml20_accelerate", "linear_head", "selu")])
 def test_the_reference_presets_compose_as_they_always_did(home: Path, preset: str, head: str, act_fn: str | None):
     """The reference project's presets keep their model, data, accelerations and output folder (`save_name`, which
@@ -112,7 +113,7 @@ def test_a_loss_that_reads_the_head_weight_is_refused_with_the_int8_head(main_in
     for loss in ("SCE", "CCE"):
         message = _error(main_in_process("acceleration=quantization", f"model.params.model_params.loss_type={loss}",
                                          "mode=inspect"))
-        assert "swichback_head" in message and "int8" in message and "linear_head" in message
+        assert "switchback_head" in message and "int8" in message and "linear_head" in message
 
 
 def test_loss_and_generator_parameters_are_checked_before_any_data_work(home: Path, main_in_process):

@@ -143,7 +143,7 @@ def test_exported_top_k_recommends_what_infer_recommends(trained_tiny_catalog: P
 
 @pytest.mark.slow  # 30 exports of a few seconds each; see pyproject
 @pytest.mark.parametrize("act_fn", list(ACTIVATIONS))
-@pytest.mark.parametrize("head", ["linear_head", "tied_head", "swichback_head"])
+@pytest.mark.parametrize("head", ["linear_head", "tied_head", "switchback_head"])
 @pytest.mark.parametrize("cls", [Bert4Rec, SasRec])
 def test_every_model_head_and_activation_exports_with_the_same_scores(tmp_path: Path, cls, head: str, act_fn: str):
     import onnxruntime
@@ -168,7 +168,7 @@ def test_every_model_head_and_activation_exports_with_the_same_scores(tmp_path: 
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"history": history.numpy()})[0]), expected,
                                    atol=1e-4, rtol=0)
         torch.testing.assert_close(program(history), expected, atol=1e-4, rtol=0)
-    if head == "swichback_head":  # served in float: the int8 head's scores differ by its quantization error only
+    if head == "switchback_head":  # served in float: the int8 head's scores differ by its quantization error only
         with torch.no_grad():
             int8, float_ = model.score_next(history), served.score_next(history)
         assert (int8 - float_).abs().max() < 0.05 * float_.abs().max()

@@ -202,7 +202,7 @@ def test_models_read_the_features_and_the_head_mode_decides_the_scores(tmp_path:
         # The SwitchBack head keeps the tie and the features: its int8 scores are the float ones up to int8's error.
         int8 = copy.deepcopy(model)
         apply_accelerations(int8, OmegaConf.merge(OmegaConf.structured(Acceleration),
-                                                  {"model": {"acceleration_config": {"head": "swichback_head"}}}))
+                                                  {"model": {"acceleration_config": {"head": "switchback_head"}}}))
         assert isinstance(int8.head, TiedSwitchBackHead) and int8.head.item_features is int8.item_features
         int8_scores = int8.score_next(history)
         assert ((int8_scores - scores).norm() / scores.norm()).item() < 2e-2

@@ -40,7 +40,7 @@ LAYERS = [
     *[["acceleration=none", f"{ACCELERATION}.transformer_block.pff_block.act_fn={act}"]
       for act in ("gelu", "gelu_pytorch_tanh", "selu", "silu", "relu")],
     *[["acceleration=none", f"{ACCELERATION}.head={head}"]
-      for head in ("classification_head", "linear_head", "swichback_head")],
+      for head in ("classification_head", "linear_head", "switchback_head")],
     # BERT4Rec's tied head is still in its noisy start at 8 epochs (0.110 to 0.181 NDCG@10 over seeds 42-45, popularity
     # 0.116), and at 0.35 to 0.38 after 16.
     ["acceleration=none", "model.params.training_params.max_epochs=16", "model.params.training_params.patience=16",

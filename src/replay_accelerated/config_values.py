@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEADS
+from replay_accelerated.acceleration.apply import ACTIVATIONS, DTYPES, HEAD_ALIASES, HEADS
 from replay_accelerated.config import DATA_MODES, MODES, REPLAY_IMPLEMENTATIONS, AccelerationConfig, ConfigOrigin
 from replay_accelerated.data.catalog import CATALOG, MOVIELENS_SOURCES
 from replay_accelerated.data.item_features import declaration_problem, declared_columns
@@ -202,17 +202,18 @@ def _check_acceleration(cfg: DictConfig, require) -> None:
     settings = cfg.acceleration.model.acceleration_config
     prefix = "acceleration.model.acceleration_config"
     require(settings.dtype in DTYPES, f"{prefix}.dtype", f"'{settings.dtype}' is not one of {list(DTYPES)}")
-    require(settings.head in HEADS, f"{prefix}.head", f"'{settings.head}' is not one of {list(HEADS)}")
+    head = HEAD_ALIASES.get(settings.head, settings.head)
+    require(head in HEADS, f"{prefix}.head", f"'{settings.head}' is not one of {list(HEADS)}")
     require(settings.transformer_block.pff_block.act_fn in (None, *ACTIVATIONS),
             f"{prefix}.transformer_block.pff_block.act_fn",
             f"'{settings.transformer_block.pff_block.act_fn}' is not one of {list(ACTIVATIONS)} or null "
             "(the model's own)")
     # SCE and CCE compute logits from head.weight themselves, so the int8 path would be skipped silently.
-    require(not (settings.head == "swichback_head" and model_params.loss_type in LOSSES
+    require(not (head == "switchback_head" and model_params.loss_type in LOSSES
                  and LOSSES[model_params.loss_type].reads_head_weight),
             f"{prefix}.head", f"loss_type={model_params.loss_type} reads the head's weight directly and would "
             "run in float, not through SwitchBack's int8 path; use head=linear_head with this loss, or with "
-            f"head=swichback_head a loss that scores through the head: "
+            f"head=switchback_head a loss that scores through the head: "
             f"{[name for name, loss in LOSSES.items() if not loss.reads_head_weight]}")
 
 

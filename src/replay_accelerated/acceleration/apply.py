@@ -11,7 +11,7 @@ table that `mode=inspect` and every training run print:
                                               -> the activation of every feed-forward block
       head: classification_head | linear_head -> the model's own head (BERT4Rec: nn.Linear,
                                                  SASRec: tied to the item embeddings, as RePlay)
-            swichback_head                    -> the same head scored through SwitchBack's int8 products:
+            switchback_head                   -> the same head scored through SwitchBack's int8 products:
                                                  SwitchBackLinear (its own weight) or, for a tied
                                                  head, TiedSwitchBackHead (the tie kept)
       tied_head: true                         -> the item embeddings as the head's weight, plus a
@@ -47,9 +47,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEADS = {
     "classification_head": lambda model: model.head,  # the model's own (the reference project's name)
     "linear_head": lambda model: model.head,  # the same: BERT4Rec's is an nn.Linear, SASRec's tied as RePlay's
-    "swichback_head": lambda model: TiedSwitchBackHead.from_tied(model.head) if isinstance(model.head, TiedHead)
+    "switchback_head": lambda model: TiedSwitchBackHead.from_tied(model.head) if isinstance(model.head, TiedHead)
     else SwitchBackLinear.from_linear(model.head),
 }
+# The reference project spells SwitchBack "swichback"; its configs (`head: swichback_head`) run unchanged, and
+# `acceleration_settings` hands the rest of the code the one name.
+HEAD_ALIASES = {"swichback_head": "switchback_head"}
 
 
 @dataclass
@@ -64,7 +67,9 @@ def acceleration_settings(acceleration) -> AccelerationConfig:
     defaults = OmegaConf.structured(AccelerationConfig)
     if acceleration is None:
         return OmegaConf.to_object(defaults)
-    return OmegaConf.to_object(OmegaConf.merge(defaults, acceleration.model.acceleration_config))
+    settings = OmegaConf.to_object(OmegaConf.merge(defaults, acceleration.model.acceleration_config))
+    settings.head = HEAD_ALIASES.get(settings.head, settings.head)
+    return settings
 
 
 def apply_accelerations(model: SequentialRecommender, acceleration) -> list[Change]:

@@ -119,7 +119,7 @@ def _quality(run: dict) -> dict:
 
 
 def describe_acceleration(config: dict) -> str:
-    """What differs from the plain model, e.g. "act_fn=selu, head=swichback_head, length_bucketing"."""
+    """What differs from the plain model, e.g. "act_fn=selu, head=switchback_head, length_bucketing"."""
     if config["model"]["implementation"] in REPLAY_IMPLEMENTATIONS:
         return REPLAY_IMPLEMENTATIONS[config["model"]["implementation"]]
     parts = []

@@ -35,7 +35,7 @@ def check_device_support(precision: Precision, device: torch.device, model: Sequ
         problem = int8_matmul_problem(device)
         if problem is not None:
             raise ConfigError(
-                f"acceleration.model.acceleration_config.head=swichback_head needs int8 matrix multiplication "
+                f"acceleration.model.acceleration_config.head=switchback_head needs int8 matrix multiplication "
                 f"(torch._int_mm), which is unavailable on {device} here ({problem}); "
                 "use head=linear_head, or train on a device with int8 support"
             )
