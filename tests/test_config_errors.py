@@ -141,17 +141,38 @@ def test_a_logger_that_is_not_installed_is_named_with_its_package(main_in_proces
     assert "'neptune' is not one of" in _error(main_in_process("trainer.loggers=[neptune]"))
 
 
-def test_a_typo_in_a_key_is_reported_before_torch_is_imported(home: Path):
+@pytest.mark.parametrize("override", ["+model.params.model_params.block_cout=2", "model.params.model_params.block_cout=2"])
+def test_a_typo_in_a_key_is_reported_before_torch_is_imported(home: Path, override: str):
     """The schema check needs only Hydra, OmegaConf and config.py: a mistyped key stops the run before the
-    registries (and torch, Lightning, RePlay) load, which take seconds."""
+    registries (and torch, Lightning, RePlay) load, which take seconds. Without a `+` Hydra would refuse the key
+    itself (status 1, its own words); the command line's keys are checked against the schema before that."""
     import subprocess
     import sys
 
     script = ("import atexit, runpy, sys\n"
               "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
-              "sys.argv = ['main.py', '+model.params.model_params.block_cout=2']\n"
+              f"sys.argv = ['main.py', {override!r}]\n"
               f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=home, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "unknown config key 'model.params.model_params.block_cout'" in result.stderr + result.stdout
     assert "torch imported: False" in result.stdout
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("model.params.model_params.block_cout=2", "did you mean model.params.model_params.block_count?"),
+    ("acceleration.model.acceleration_config.hed=x", "Keys allowed under acceleration.model.acceleration_config: "),
+    ("trainer.acelerator=cpu", "unknown config key 'trainer.acelerator' on the command line"),
+    ("model.params.model_params.block_count=2", None),
+    ("model=sasrec_synthetic", None),  # a group's choice
+    ("experiment=bench_quick", None),  # a group with no key of its own
+    ("model.params.model_params.loss_params.anything=1", None),  # below a free-form mapping
+    ("+model.params.model_params.block_cout=2", None),  # an added key: validate() reports it, with its file
+    ("hydra.run.dir=x", None),
+])
+def test_command_line_keys_are_checked_against_the_schema(override: str, problem: str | None):
+    from replay_accelerated.validation import command_line_key_problem
+
+    found = command_line_key_problem(override)
+    assert (found is None) == (problem is None) and (problem is None or problem in found), found
+

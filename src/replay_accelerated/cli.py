@@ -23,7 +23,7 @@ from replay_accelerated import modes
 from replay_accelerated.config import CONFIG_DIR, ConfigOrigin
 from replay_accelerated.errors import ConfigError, UserError
 from replay_accelerated.input_errors import as_user_error
-from replay_accelerated.validation import validate
+from replay_accelerated.validation import command_line_key_problem, validate
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143
 
@@ -94,4 +94,7 @@ def main() -> None:
         if key == "mode" and group_of.get(name) == "experiment":  # the bench presets were modes once
             _stop(ConfigError(f"'{name}' is an experiment (configs/experiment/{name}.yaml), not a mode: "
                               f"write experiment={name} (or just {name}) instead of mode={name}"))
+        problem = command_line_key_problem(arg)
+        if problem is not None:
+            _stop(ConfigError(problem))
     run()

@@ -8,6 +8,9 @@ Then config_values.py checks every name against the registry beside the code tha
 every value a type cannot express, instead of failing an hour into training.
 """
 
+import dataclasses
+import difflib
+import typing
 from typing import Any
 
 from hydra import compose
@@ -60,6 +63,39 @@ def _known_keys(parent: str) -> list[str]:
     if parent != "the top level":
         node = OmegaConf.select(node, parent)
     return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def command_line_key_problem(override: str) -> str | None:
+    """Why a command-line override `key=value` names no key of the schema, or None.
+
+    Hydra refuses such an override itself, before `validate` sees it, with its own words ("Key 'block_cout' is not
+    in struct") and status 1; this check runs first and says it as `validate` does, with the keys allowed there.
+    Group choices (`model=sasrec`), Hydra's own keys and overrides that add (`+`) or delete (`~`) are left to Hydra;
+    below a free-form mapping of the schema (bench variants, a loss's `loss_params`) every key is allowed."""
+    key, equals, _ = override.partition("=")
+    if not equals or override.startswith(("+", "~")) or key.startswith("hydra") or "@" in key or "/" in key:
+        return None
+    schema, path = Config, []
+    for part in key.split("."):
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            return None  # a mapping, list or value: the schema says nothing of its keys
+        fields = typing.get_type_hints(schema)
+        if part not in fields:
+            if not path:  # a group without a key of its own (`experiment=...`) or Hydra's choice: Hydra decides
+                return None
+            parent = ".".join(path)
+            close = difflib.get_close_matches(part, fields, n=1)
+            return (f"unknown config key '{key}' on the command line; check its spelling"
+                    f"{f' (did you mean {parent}.{close[0]}?)' if close else ''}. "
+                    f"Keys allowed under {parent}: {', '.join(fields)}")
+        path.append(part)
+        schema = _unwrap_optional(fields[part])
+    return None
+
+
+def _unwrap_optional(annotation):
+    arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+    return arguments[0] if typing.get_origin(annotation) is typing.Union and len(arguments) == 1 else annotation
 
 
 def compose_run(origin: ConfigOrigin, overrides: list[str]) -> DictConfig:
