@@ -175,7 +175,8 @@ def test_feature_rows_match_a_plain_reference_in_values_and_gradients(aggregatio
 
 def _features_model(name: str, head: str, table: pd.DataFrame, tmp_path: Path, n_items: int = 30,
                     item_ids: np.ndarray | None = None, columns: dict[str, str] = TYPES):
-    """A model in eval mode with the features of `table` for items `item_ids` (default 0..n_items-1)."""
+    """A model in eval mode with the features of `table` for items `item_ids` (default 0..n_items-1), their
+    embeddings random as after training (a new model's start at zero)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "features.csv"
     table.to_csv(path, index=False)
@@ -185,6 +186,14 @@ def _features_model(name: str, head: str, table: pd.DataFrame, tmp_path: Path, n
                                                                  "item_feature_head": head})
     model = build_model(name, n_items, params, features.spec())
     model.item_features.load_values(features)
+    # A new model is the id-only one: its features add nothing until training gives them weights.
+    torch.testing.assert_close(model.item_rows(), model.item_embedding.weight)
+    with torch.no_grad():
+        for feature in model.item_features.features:
+            for parameter in feature.parameters():
+                parameter.normal_(std=0.1)
+            if hasattr(feature, "cardinality"):  # the padding code adds nothing, as in a trained model
+                feature.embedding.weight[feature.cardinality].zero_()
     return model.eval(), params, features
 
 

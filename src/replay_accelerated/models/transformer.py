@@ -189,7 +189,7 @@ class SequentialRecommender(nn.Module):
 
     def reset_parameters(self) -> None:
         """As RePlay: every matrix xavier-normal, vectors (biases, norms) at their modules' defaults, the
-        padding rows of feature embeddings zero."""
+        padding rows of embeddings zero; then the item features' parts zero (ItemFeatureEmbedding.zero_)."""
         for parameter in self.parameters():
             with contextlib.suppress(ValueError):
                 nn.init.xavier_normal_(parameter)
@@ -197,6 +197,8 @@ class SequentialRecommender(nn.Module):
             if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
+        if self.item_features is not None:
+            self.item_features.zero_()
 
     def tied_head(self, bias: bool) -> TiedHead:
         """A head that scores the item rows the input reads: the id embeddings, plus the features with
