@@ -208,7 +208,7 @@ class SequentialRecommender(nn.Module):
 
     def item_rows(self) -> torch.Tensor:
         """The input representation of every token: [n_items + extra_tokens, H], the id embeddings combined
-        with the item features when there are any (computed once per forward, read by every event)."""
+        with the item features when there are any."""
         if self.item_features is None:
             return self.item_embedding.weight
         return self.item_features(self.item_embedding.weight)
@@ -220,7 +220,13 @@ class SequentialRecommender(nn.Module):
             raise ValueError(f"sequences of width {width} exceed max_seq_len={self.max_seq_len}; "
                              f"pass the newest {self.max_seq_len} items")
         positions = torch.arange(self.max_seq_len - width, self.max_seq_len, device=item_ids.device)
-        items = self.item_embedding(item_ids) if self.item_features is None else F.embedding(item_ids, self.item_rows())
+        if self.item_features is None:
+            items = self.item_embedding(item_ids)
+        elif item_ids.numel() < len(self.item_embedding.weight):  # fewer events than items: each event's row
+            flat = item_ids.reshape(-1)
+            items = self.item_features(self.item_embedding(flat), flat).view(*item_ids.shape, -1)
+        else:  # more events than items: every item's row once, read by each event
+            items = F.embedding(item_ids, self.item_rows())
         return items * item_scale + self.position_embedding(positions)
 
     def attention_mask(self, is_token: torch.Tensor) -> torch.Tensor:
