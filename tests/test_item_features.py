@@ -449,11 +449,13 @@ def test_replay_nn_sasrec_trains_with_item_features_as_a_bench_row(tmp_path: Pat
     assert run["test_metrics"]["ndcg@10"] > 0
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("events", [(2, 5), (8, 10)])  # fewer events than the 31 token rows, and more
-def test_each_events_row_or_every_items_row_embed_the_same(tmp_path: Path, events: tuple[int, int]):
-    # embed() computes each event's row where a batch has fewer events than items, else every item's row once.
+def test_each_events_row_or_every_items_row_embed_the_same(tmp_path: Path, events: tuple[int, int], training: bool):
+    # In training embed() computes each event's row where a batch has fewer events than items, else every item's row.
     rng = np.random.default_rng()
     model, _, _ = _features_model("sasrec", "id_only", _random_table(rng, np.arange(30)), tmp_path)
+    model.train(training)
     item_ids = torch.randint(0, 31, events)
     expected = torch.nn.functional.embedding(item_ids, model.item_rows()) + model.position_embedding(
         torch.arange(10 - events[1], 10))

@@ -11,8 +11,9 @@ The padding code is the cardinality (RePlay's padding value); its row is held at
 value adds nothing but its numerical features' biases. The extra tokens after the items (padding, BERT4Rec's mask
 token) have padding codes and 0 for numbers.
 
-Features are static per item, so a batch computes whichever is fewer (both counts are shapes, known without asking
-the device): each event's row, or every item's row once ([rows, H]), which each event then reads. At MovieLens-20M's
+Features are static per item, so a training batch computes whichever is fewer (both counts are shapes, known without
+asking the device): each event's row, or every item's row once ([rows, H]), which each event then reads; scoring
+always takes every item's row (an exported graph may not branch on its batch size). At MovieLens-20M's
 shape (18,345 items, 4,096 events a step) every item's rows cost SASRec 27% more step time, each event's far less. The codes and numbers are buffers: each checkpoint holds them, so infer,
 embeddings, export and warm start carry the features without reading the table again (`spec`, also stored with the
 checkpoint, rebuilds the shapes).

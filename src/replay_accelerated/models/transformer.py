@@ -222,10 +222,11 @@ class SequentialRecommender(nn.Module):
         positions = torch.arange(self.max_seq_len - width, self.max_seq_len, device=item_ids.device)
         if self.item_features is None:
             items = self.item_embedding(item_ids)
-        elif item_ids.numel() < len(self.item_embedding.weight):  # fewer events than items: each event's row
+        elif self.training and item_ids.numel() < len(self.item_embedding.weight):  # fewer events: each one's row
             flat = item_ids.reshape(-1)
             items = self.item_features(self.item_embedding(flat), flat).view(*item_ids.shape, -1)
-        else:  # more events than items: every item's row once, read by each event
+        else:  # more events than items, or scoring (an exported graph may not branch on its batch size): every
+            # item's row once, read by each event
             items = F.embedding(item_ids, self.item_rows())
         return items * item_scale + self.position_embedding(positions)
 
